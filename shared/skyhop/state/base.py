@@ -1,0 +1,100 @@
+"""The ManifestStore protocol: the truth about every job, object and chunk.
+
+Every state transition is a conditional write: ``transition_chunk`` applies
+only when the chunk is in one of the ``expect`` states and reports whether it
+did, so a duplicated or late event changes nothing. Backends (SQLite,
+DynamoDB) never leak their own exceptions: a lost condition is ``False`` or a
+:class:`skyhop.errors.ConflictError`, a missing record ``None`` or a
+:class:`skyhop.errors.NotFoundError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+from skyhop.models import Chunk, ChunkState, Job, JobState, ObjectEntry, ObjectState
+
+
+class JobProgress(BaseModel):
+    """Counters for progress bars and ``skyhop status``."""
+
+    objects_total: int = 0
+    objects_verified: int = 0
+    objects_failed: int = 0
+    bytes_total: int = 0
+    bytes_verified: int = 0
+    chunks: dict[ChunkState, int] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class ManifestStore(Protocol):
+    def create_job(self, job: Job) -> None:
+        """Insert a new job; ConflictError if the id exists."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None: ...
+
+    def list_jobs(self, limit: int = 50) -> list[Job]:
+        """Most recent first."""
+        ...
+
+    def update_job(self, job_id: str, *, expect: set[JobState] | None = None, **fields: Any) -> Job:
+        """Set ``fields`` (and ``updated_at``) if the job's state is in ``expect``
+        (any state when None); ConflictError otherwise, NotFoundError if missing."""
+        ...
+
+    def put_objects(self, entries: Iterable[ObjectEntry]) -> None:
+        """Insert objects in batches (idempotent: an existing object is kept)."""
+        ...
+
+    def put_chunks(self, chunks: Iterable[Chunk]) -> None:
+        """Insert chunks in batches (idempotent: an existing chunk is kept)."""
+        ...
+
+    def get_object(self, job_id: str, object_id: int) -> ObjectEntry | None: ...
+
+    def iter_objects(
+        self, job_id: str, states: set[ObjectState] | None = None
+    ) -> Iterator[ObjectEntry]:
+        """Objects by id order, optionally only those in ``states``; paged."""
+        ...
+
+    def update_object(
+        self, job_id: str, object_id: int, *, expect: set[ObjectState] | None = None, **fields: Any
+    ) -> bool:
+        """Conditional update; True if applied."""
+        ...
+
+    def get_chunk(self, job_id: str, chunk_id: int) -> Chunk | None: ...
+
+    def iter_chunks(
+        self,
+        job_id: str,
+        states: set[ChunkState] | None = None,
+        object_id: int | None = None,
+    ) -> Iterator[Chunk]:
+        """Chunks by id order, filtered by state and/or object; paged, no full scans
+        of other jobs."""
+        ...
+
+    def transition_chunk(
+        self,
+        job_id: str,
+        chunk_id: int,
+        *,
+        expect: set[ChunkState],
+        to: ChunkState,
+        **fields: Any,
+    ) -> bool:
+        """Move a chunk to ``to`` (setting ``fields``) only if it is in ``expect``.
+        Returns True if applied, False if the condition failed (never raises for that)."""
+        ...
+
+    def progress(self, job_id: str) -> JobProgress: ...
+
+    def delete_job(self, job_id: str) -> None:
+        """Remove a job and all its records (idempotent)."""
+        ...
