@@ -285,7 +285,9 @@ class GatewayConfig(_Strict):
     segment_size: int = Field(4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     compression: Compression = Compression.AUTO
     buffer_budget_bytes: int = Field(256 * 1024 * 1024, ge=8 * 1024 * 1024)
-    idle_timeout_s: float = Field(600.0, gt=0, description="exit when no control call for this long")
+    idle_timeout_s: float = Field(
+        600.0, gt=0, description="exit when no control call for this long"
+    )
     parent_pid: int | None = Field(None, description="local mode: exit when this process is gone")
     test_hooks: dict[str, str] = Field(default_factory=dict)
 

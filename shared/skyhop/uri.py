@@ -76,7 +76,9 @@ def parse_uri(text: str) -> StoreURI:
     scheme = scheme.lower()
     if scheme == "file":
         if not rest.startswith("/"):
-            raise UsageError(f"malformed URI {text!r}: file:// needs an absolute path (file:///path)")
+            raise UsageError(
+                f"malformed URI {text!r}: file:// needs an absolute path (file:///path)"
+            )
         return _local(unquote(rest))
     if scheme in ("s3", "gs"):
         bucket, _, key = rest.partition("/")
@@ -102,7 +104,9 @@ def parse_uri(text: str) -> StoreURI:
         if not container:
             raise UsageError(f"malformed URI {text!r}: no container in the blob URL")
         return _azure(text, match.group(1), container, unquote(key))
-    raise UsageError(f"unknown scheme {scheme!r} in {text!r}: use s3://, gs://, az://, file:// or a path")
+    raise UsageError(
+        f"unknown scheme {scheme!r} in {text!r}: use s3://, gs://, az://, file:// or a path"
+    )
 
 
 def _azure(text: str, account: str, container: str, key: str) -> StoreURI:

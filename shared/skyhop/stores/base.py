@@ -74,7 +74,9 @@ class ObjectStore(Protocol):
         """The object's info, or None when it does not exist."""
         ...
 
-    def read_range(self, key: str, offset: int, length: int, *, if_match: str | None = None) -> bytes:
+    def read_range(
+        self, key: str, offset: int, length: int, *, if_match: str | None = None
+    ) -> bytes:
         """Exactly ``length`` bytes from ``offset``; PreconditionFailed if the ETag moved."""
         ...
 
@@ -129,7 +131,9 @@ class BaseStore:
 
     uri: StoreURI
 
-    def read_range(self, key: str, offset: int, length: int, *, if_match: str | None = None) -> bytes:
+    def read_range(
+        self, key: str, offset: int, length: int, *, if_match: str | None = None
+    ) -> bytes:
         raise NotImplementedError
 
     def iter_range(
