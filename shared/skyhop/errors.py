@@ -37,6 +37,16 @@ class StoreError(SkyhopError):
         self.retryable = retryable
 
 
+class ThrottledError(StoreError):
+    """The store asked us to slow down (HTTP 429, 503 SlowDown); always retryable.
+
+    :class:`skyhop.retry.Pacer` widens the gap between calls when it sees one.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
 class PreconditionFailed(StoreError):
     """An object changed while it was being read (ETag / generation mismatch)."""
 
