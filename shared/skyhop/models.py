@@ -133,7 +133,25 @@ class Job(_Strict):
     bytes_total: int = 0
     chunks_total: int = 0
     plan: RoutePlan | None = None
+    runtime: JobRuntime | None = None
     error: str | None = None
+
+
+class JobRuntime(_Strict):
+    """How the control plane reaches the job's gateways while it runs.
+
+    Holds the control token and the control plane's client certificate: the
+    manifest store must be private to the control plane (SQLite under a 0700
+    directory, DynamoDB encrypted at rest). No data key is ever kept here.
+    """
+
+    gateways: list[GatewaySpec] = Field(default_factory=list)
+    ca_cert_pem: str = ""
+    client_cert_pem: str = ""
+    client_key_pem: str = ""
+    control_token: str = ""
+    compute: str = "local"
+    attempt: int = 1
 
 
 class ObjectEntry(_Strict):
@@ -152,6 +170,7 @@ class ObjectEntry(_Strict):
     multipart: bool = False
     upload_id: str | None = None
     state: ObjectState = ObjectState.PENDING
+    src_checksums: dict[str, str] = Field(default_factory=dict)
     crc32c: str | None = Field(None, description="full-object CRC32C (hex), combined from chunks")
     checksum_method: str | None = None
     error: str | None = None
@@ -428,6 +447,7 @@ class VerificationSummary(_Strict):
 
 
 Job.model_rebuild()
+JobRuntime.model_rebuild()
 JobReport.model_rebuild()
 
 

@@ -1,0 +1,157 @@
+"""Resolve a request's source into objects and cut them into chunks.
+
+Key mapping follows ``aws s3 cp``: a single object copied to a destination
+ending in ``/`` (or to an existing directory) keeps its base name; with
+``-r`` every object under ``SRC/`` arrives at ``DST/`` + its path relative to
+``SRC/``. Listing is streamed: objects flow to the manifest in batches and
+are never all held in memory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from skyhop.errors import NotFoundError, UsageError
+from skyhop.models import Chunk, ObjectEntry, TransferOptions, plan_parts
+from skyhop.stores.base import ObjectInfo, ObjectStore
+from skyhop.uri import StoreURI
+
+
+@dataclass(frozen=True)
+class SourceSelection:
+    """What a request selects at the source and where it lands."""
+
+    src_prefix: str  # listing prefix ("" for a bucket root); for one object, its key
+    dst_prefix: str  # prepended to relative keys
+    single: bool  # one object, not a tree
+    single_dst_key: str | None = None
+
+
+def select(
+    src: ObjectStore,
+    src_uri: StoreURI,
+    dst_uri: StoreURI,
+    options: TransferOptions,
+    dst_is_dir: bool,
+) -> tuple[SourceSelection, Iterator[ObjectInfo]]:
+    """Decide what to copy and return the selection with a stream of source objects.
+
+    Raises NotFoundError when nothing matches and UsageError for a prefix copied
+    without ``-r``; both before anything is written.
+    """
+    key = src_uri.key
+    if not options.recursive:
+        if key and not key.endswith("/"):
+            info = src.head(key)
+            if info is not None:
+                dst_key = dst_uri.key
+                if dst_uri.is_dir_like() or dst_is_dir:
+                    dst_key = _join(dst_uri.key, posixpath.basename(key))
+                return SourceSelection(key, "", True, dst_key), iter([info])
+        prefix = key if key.endswith("/") or not key else key + "/"
+        if _first(src.list(prefix)) is not None:
+            raise UsageError(f"{src_uri} is a prefix or directory: use -r to copy it recursively")
+        raise NotFoundError(f"source not found: {src_uri}")
+
+    prefix = key if key.endswith("/") or not key else key + "/"
+    dst_prefix = dst_uri.key if dst_uri.is_dir_like() else dst_uri.key + "/"
+    listing = src.list(prefix)
+    first = _first(listing)
+    if first is None:
+        if key and not key.endswith("/"):
+            info = src.head(key)
+            if info is not None:  # `cp -r FILE DST` copies the file
+                dst_key = dst_uri.key
+                if dst_uri.is_dir_like() or dst_is_dir:
+                    dst_key = _join(dst_uri.key, posixpath.basename(key))
+                return SourceSelection(key, "", True, dst_key), iter([info])
+        raise NotFoundError(f"source not found: no objects under {src_uri}")
+    selection = SourceSelection(prefix, dst_prefix, False)
+    return selection, _chain(first, listing)
+
+
+def matches(rel_key: str, include: list[str], exclude: list[str]) -> bool:
+    """Filter rule: the first pattern that matches decides; excludes are checked
+    first, then includes; with includes given, a key matching none is skipped."""
+    for pattern in exclude:
+        if fnmatch.fnmatchcase(rel_key, pattern):
+            return False
+    if not include:
+        return True
+    return any(fnmatch.fnmatchcase(rel_key, pattern) for pattern in include)
+
+
+def entries(
+    job_id: str,
+    selection: SourceSelection,
+    listing: Iterator[ObjectInfo],
+    options: TransferOptions,
+) -> Iterator[tuple[ObjectEntry, list[Chunk]]]:
+    """Objects with their chunks, numbered densely in listing order."""
+    object_id = 0
+    chunk_id = 0
+    for info in listing:
+        if selection.single:
+            dst_key = selection.single_dst_key or ""
+        else:
+            rel = info.key[len(selection.src_prefix) :]
+            if not rel or rel.endswith("/"):
+                continue  # directory markers
+            if not matches(rel, options.include, options.exclude):
+                continue
+            dst_key = selection.dst_prefix + rel
+        part, n_chunks, multipart = plan_parts(
+            info.size, options.chunk_size, options.multipart_threshold
+        )
+        entry = ObjectEntry(
+            job_id=job_id,
+            object_id=object_id,
+            src_key=info.key,
+            dst_key=dst_key,
+            size=info.size,
+            src_etag=info.etag,
+            src_version=info.version,
+            mtime=info.mtime,
+            chunk_size=part,
+            n_chunks=n_chunks,
+            multipart=multipart,
+            src_checksums=dict(info.checksums),
+        )
+        chunks = []
+        for index in range(n_chunks):
+            offset = index * part
+            chunks.append(
+                Chunk(
+                    job_id=job_id,
+                    chunk_id=chunk_id,
+                    object_id=object_id,
+                    index=index,
+                    offset=offset,
+                    length=max(0, min(part, info.size - offset)),
+                )
+            )
+            chunk_id += 1
+        yield entry, chunks
+        object_id += 1
+
+
+def _join(prefix: str, name: str) -> str:
+    if not prefix or prefix.endswith("/"):
+        return prefix + name
+    return prefix + "/" + name
+
+
+def _first(it: Iterator[ObjectInfo]) -> ObjectInfo | None:
+    for item in it:
+        if item.key.endswith("/") and item.size == 0:
+            continue  # directory marker objects
+        return item
+    return None
+
+
+def _chain(first: ObjectInfo, rest: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:
+    yield first
+    yield from rest

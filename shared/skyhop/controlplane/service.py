@@ -1,0 +1,459 @@
+"""The job state machine: pure logic over the ManifestStore, ObjectStore,
+ComputeProvider and gateway control API.
+
+The same methods serve the embedded runner (one process, SQLite) and the cloud
+functions (one call per message, DynamoDB). Every step is idempotent: the
+manifest is the truth, transitions are conditional, and a job whose gateways
+died continues from the chunks not yet verified.
+
+    create_job   validate, list the source, write the manifest, start multipart uploads, plan
+    start        provision gateways (fresh or on resume), then dispatch
+    dispatch     hand pending chunks to source gateways, within a window
+    handle_event chunk_verified / chunk_failed / gateway_error -> conditional updates,
+                 completes objects as their last chunk verifies
+    finish       list the destination and check every key and size, tear down, report
+    interrupt    tear down, leave the job resumable
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from skyhop.compute.base import ComputeProvider
+from skyhop.controlplane import listing, provision, verify
+from skyhop.controlplane.report import build_report, write_report
+from skyhop.errors import NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.integrity import combine_chunks
+from skyhop.models import (
+    Chunk,
+    ChunkBatch,
+    ChunkFailed,
+    ChunkState,
+    ChunkVerified,
+    ChunkWork,
+    GatewayErrorEvent,
+    GatewayEvent,
+    GatewayReady,
+    GatewayRole,
+    Job,
+    JobReport,
+    JobState,
+    ObjectEntry,
+    ObjectState,
+    RoutePlan,
+    TransferRequest,
+    utcnow,
+)
+from skyhop.state.base import ManifestStore
+from skyhop.stores.base import MultipartWriter, ObjectStore, open_store
+from skyhop.uri import StoreURI
+
+log = logging.getLogger("skyhop.controlplane")
+
+BATCH = 500  # manifest writes and dispatch batches
+
+Planner = Callable[[Job], RoutePlan]
+
+
+@dataclass
+class Limits:
+    """Every limit of the control plane in one place."""
+
+    max_attempts: int = 5
+    window_chunks: int = 4096
+    window_bytes: int = 8 * 1024**3
+    dispatch_batch: int = 256
+    stuck_after: timedelta = timedelta(minutes=10)
+
+
+@dataclass
+class ControlPlane:
+    manifest: ManifestStore
+    compute: ComputeProvider
+    event_sink: str = "pull"
+    planner: Planner | None = None
+    limits: Limits = field(default_factory=Limits)
+    stores: Callable[[StoreURI], ObjectStore] = open_store
+    _store_cache: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------ stores
+
+    def store(self, uri: StoreURI) -> ObjectStore:
+        """One store object per bucket, reused across calls."""
+        found = self._store_cache.get(uri.store_id)
+        if found is None:
+            found = self.stores(uri)
+            self._store_cache[uri.store_id] = found
+        return found
+
+    # ------------------------------------------------------------ 1-3: request, list, plan
+
+    def preflight(self, request: TransferRequest) -> tuple[ObjectStore, ObjectStore]:
+        """Check both ends before anything is written; one-line errors."""
+        src_uri, dst_uri = request.source_uri, request.destination_uri
+        src, dst = self.store(src_uri), self.store(dst_uri)
+        src.check_bucket()
+        dst.check_bucket()
+        check_writable = getattr(dst, "check_writable", None)
+        if callable(check_writable):
+            check_writable(dst_uri.key)
+        if src_uri == dst_uri:
+            raise UsageError(f"source and destination are the same: {src_uri}")
+        return src, dst
+
+    def create_job(self, request: TransferRequest) -> Job:
+        """Validate, list and chunk the source into the manifest, start multipart
+        uploads, and plan. Nothing is written anywhere if validation fails."""
+        src, dst = self.preflight(request)
+        src_uri, dst_uri = request.source_uri, request.destination_uri
+        dst_is_dir = bool(getattr(dst, "is_dir", lambda _k: False)(dst_uri.key))
+        selection, objects = listing.select(src, src_uri, dst_uri, request.options, dst_is_dir)
+        job = Job(request=request)
+        self.manifest.create_job(job)
+        totals = {"objects": 0, "bytes": 0, "chunks": 0, "parts": 0}
+        pending_objects: list[ObjectEntry] = []
+        pending_chunks: list[Chunk] = []
+        try:
+            for entry, chunks in listing.entries(job.job_id, selection, objects, request.options):
+                if entry.multipart:
+                    entry.upload_id = self._multipart(dst).create_multipart(entry.dst_key)
+                    totals["parts"] += entry.n_chunks
+                pending_objects.append(entry)
+                pending_chunks.extend(chunks)
+                totals["objects"] += 1
+                totals["bytes"] += entry.size
+                totals["chunks"] += len(chunks)
+                if len(pending_chunks) >= BATCH:
+                    self._flush(pending_objects, pending_chunks)
+            self._flush(pending_objects, pending_chunks)
+            if totals["objects"] == 0:
+                raise NotFoundError(
+                    f"nothing to copy: every object under {src_uri} was filtered out"
+                )
+        except BaseException as exc:
+            self.abort_uploads(job.job_id)
+            self.manifest.update_job(job.job_id, state=JobState.FAILED, error=_one_line(exc))
+            raise
+        job = self.manifest.update_job(
+            job.job_id,
+            objects_total=totals["objects"],
+            bytes_total=totals["bytes"],
+            chunks_total=totals["chunks"],
+        )
+        plan = self.planner(job) if self.planner else None
+        return self.manifest.update_job(job.job_id, state=JobState.PLANNED, plan=plan)
+
+    def _flush(self, objects: list[ObjectEntry], chunks: list[Chunk]) -> None:
+        if objects:
+            self.manifest.put_objects(objects)
+        if chunks:
+            self.manifest.put_chunks(chunks)
+        objects.clear()
+        chunks.clear()
+
+    def _multipart(self, store: ObjectStore) -> MultipartWriter:
+        if not isinstance(store, MultipartWriter):
+            raise UsageError(f"{store.uri} cannot write multipart objects")
+        return store
+
+    # ------------------------------------------------------------ 4: provision
+
+    def start(self, job_id: str) -> Job:
+        """Provision gateways for a planned or interrupted job and dispatch work.
+
+        On resume, chunks that were dispatched but never verified go back to
+        pending; verified chunks and completed objects are kept."""
+        job = self.require(job_id)
+        if job.state.finished:
+            raise UsageError(f"job {job_id} already {job.state.value}; nothing to resume")
+        for chunk in list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED})):
+            self.manifest.transition_chunk(
+                job_id, chunk.chunk_id, expect={ChunkState.DISPATCHED}, to=ChunkState.PENDING
+            )
+        attempt = job.runtime.attempt + 1 if job.runtime else 1
+        runtime = provision.launch(job, self.compute, self.event_sink, attempt=attempt)
+        try:
+            job = self.manifest.update_job(
+                job_id, state=JobState.RUNNING, runtime=runtime, error=None
+            )
+        except BaseException:
+            self.compute.revoke(job_id)
+            self.compute.terminate(job_id)
+            raise
+        self.dispatch(job_id)
+        return job
+
+    # ------------------------------------------------------------ 5: move
+
+    def dispatch(self, job_id: str) -> int:
+        """Hand pending chunks to source gateways until the window is full."""
+        job = self.require(job_id)
+        if job.state != JobState.RUNNING or job.runtime is None:
+            return 0
+        sources = [g for g in job.runtime.gateways if g.role == GatewayRole.SOURCE]
+        if not sources:
+            return 0
+        in_flight = list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED}))
+        room_chunks = self.limits.window_chunks - len(in_flight)
+        room_bytes = self.limits.window_bytes - sum(c.length for c in in_flight)
+        if room_chunks <= 0 or room_bytes <= 0:
+            return 0
+        picked: list[Chunk] = []
+        for chunk in self.manifest.iter_chunks(job_id, {ChunkState.PENDING}):
+            if len(picked) >= room_chunks or room_bytes <= 0:
+                break
+            picked.append(chunk)
+            room_bytes -= chunk.length
+        if not picked:
+            return 0
+        objects: dict[int, ObjectEntry] = {}
+        work: list[ChunkWork] = []
+        now = utcnow()
+        for chunk in picked:
+            entry = objects.get(chunk.object_id) or self.manifest.get_object(
+                job_id, chunk.object_id
+            )
+            if entry is None or entry.state != ObjectState.PENDING:
+                continue
+            objects[chunk.object_id] = entry
+            if not self.manifest.transition_chunk(
+                job_id,
+                chunk.chunk_id,
+                expect={ChunkState.PENDING},
+                to=ChunkState.DISPATCHED,
+                dispatched_at=now,
+                attempts=chunk.attempts + 1,
+            ):
+                continue
+            work.append(
+                ChunkWork(
+                    chunk_id=chunk.chunk_id,
+                    object_id=chunk.object_id,
+                    index=chunk.index,
+                    src_key=entry.src_key,
+                    dst_key=entry.dst_key,
+                    offset=chunk.offset,
+                    length=chunk.length,
+                    object_size=entry.size,
+                    multipart=entry.multipart,
+                    upload_id=entry.upload_id,
+                    src_etag=entry.src_etag,
+                )
+            )
+        size = self.limits.dispatch_batch
+        for n, start in enumerate(range(0, len(work), size)):
+            gateway = sources[n % len(sources)]
+            batch = ChunkBatch(job_id=job_id, chunks=work[start : start + size])
+            try:
+                provision.client(job.runtime, gateway).submit(batch)
+            except SkyhopError as exc:
+                # the chunks stay dispatched; a dead gateway is noticed by the
+                # runner (or the reaper) and the job resumes from the manifest
+                log.warning("dispatch to %s failed: %s", gateway.gateway_id, exc)
+        return len(work)
+
+    # ------------------------------------------------------------ 6: verify
+
+    def handle_event(self, event: GatewayEvent) -> None:
+        """Apply one gateway event. Duplicated, late or reordered events change nothing."""
+        if isinstance(event, ChunkVerified):
+            self._chunk_verified(event)
+        elif isinstance(event, ChunkFailed):
+            self._chunk_failed(event)
+        elif isinstance(event, GatewayErrorEvent):
+            log.warning("gateway %s: %s", event.gateway_id, event.message)
+            if event.fatal:
+                self.interrupt(event.job_id, f"gateway {event.gateway_id} failed: {event.message}")
+        elif isinstance(event, GatewayReady):
+            log.info("gateway %s ready", event.gateway_id)
+
+    def _chunk_verified(self, event: ChunkVerified) -> None:
+        chunk = self.manifest.get_chunk(event.job_id, event.chunk_id)
+        if chunk is None or event.length != chunk.length:
+            log.warning(
+                "ignoring chunk_verified for unknown or mismatched chunk %s", event.chunk_id
+            )
+            return
+        applied = self.manifest.transition_chunk(
+            event.job_id,
+            event.chunk_id,
+            expect={ChunkState.DISPATCHED, ChunkState.PENDING},
+            to=ChunkState.VERIFIED,
+            crc32c=event.crc32c,
+            part_etag=event.part_etag,
+            error=None,
+        )
+        if applied:
+            self.complete_object(event.job_id, chunk.object_id)
+
+    def _chunk_failed(self, event: ChunkFailed) -> None:
+        chunk = self.manifest.get_chunk(event.job_id, event.chunk_id)
+        if chunk is None or chunk.state != ChunkState.DISPATCHED:
+            return
+        if not event.retryable or chunk.attempts >= self.limits.max_attempts:
+            if self.manifest.transition_chunk(
+                event.job_id,
+                event.chunk_id,
+                expect={ChunkState.DISPATCHED},
+                to=ChunkState.FAILED,
+                error=event.reason,
+            ):
+                self._object_failed(event.job_id, chunk.object_id, event.reason)
+            return
+        log.info("chunk %s failed (%s); re-sending", event.chunk_id, event.reason)
+        self.manifest.transition_chunk(
+            event.job_id,
+            event.chunk_id,
+            expect={ChunkState.DISPATCHED},
+            to=ChunkState.PENDING,
+            error=event.reason,
+        )
+
+    def complete_object(self, job_id: str, object_id: int) -> bool:
+        """When every chunk of an object is verified: complete its multipart
+        upload, record its CRC32C and compare it with the source's checksum."""
+        entry = self.manifest.get_object(job_id, object_id)
+        if entry is None or entry.state != ObjectState.PENDING:
+            return False
+        chunks = list(self.manifest.iter_chunks(job_id, object_id=object_id))
+        if len(chunks) != entry.n_chunks or any(c.state != ChunkState.VERIFIED for c in chunks):
+            return False
+        chunks.sort(key=lambda c: c.index)
+        crc = combine_chunks([(c.crc32c or "00000000", c.length) for c in chunks])
+        job = self.require(job_id)
+        dst = self.store(job.request.destination_uri)
+        if entry.multipart and entry.upload_id:
+            parts = [(c.index + 1, c.part_etag or "") for c in chunks]
+            try:
+                self._multipart(dst).complete_multipart(entry.dst_key, entry.upload_id, parts)
+            except StoreError as exc:
+                current = self.manifest.get_object(job_id, object_id)
+                if current is not None and current.state == ObjectState.VERIFIED:
+                    return False  # completed concurrently by another handler
+                self._object_failed(job_id, object_id, f"completing multipart upload: {exc}")
+                return False
+        method, ok = verify.source_checksum(entry, crc)
+        if not ok:
+            self._object_failed(job_id, object_id, f"{method} differs from the source's")
+            return False
+        return self.manifest.update_object(
+            job_id,
+            object_id,
+            expect={ObjectState.PENDING},
+            state=ObjectState.VERIFIED,
+            crc32c=crc,
+            checksum_method=method,
+        )
+
+    def _object_failed(self, job_id: str, object_id: int, reason: str) -> None:
+        self.manifest.update_object(
+            job_id, object_id, expect={ObjectState.PENDING}, state=ObjectState.FAILED, error=reason
+        )
+
+    def transfer_done(self, job_id: str) -> bool:
+        """True when every object is verified or failed."""
+        job = self.require(job_id)
+        progress = self.manifest.progress(job_id)
+        return progress.objects_verified + progress.objects_failed >= job.objects_total
+
+    def redispatch_stuck(self, job_id: str) -> int:
+        """Chunks dispatched longer ago than the deadline go back to pending."""
+        deadline = utcnow() - self.limits.stuck_after
+        moved = 0
+        for chunk in list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED})):
+            if chunk.dispatched_at is not None and chunk.dispatched_at < deadline:
+                moved += self.manifest.transition_chunk(
+                    job_id,
+                    chunk.chunk_id,
+                    expect={ChunkState.DISPATCHED},
+                    to=ChunkState.PENDING,
+                    error="no verification before the deadline",
+                )
+        return moved
+
+    # ------------------------------------------------------------ 6b, 7: final check and teardown
+
+    def finish(self, job_id: str, *, started: float | None = None) -> JobReport:
+        """List the destination, check every key and size, tear down, report."""
+        job = self.manifest.update_job(
+            job_id, expect={JobState.RUNNING, JobState.VERIFYING}, state=JobState.VERIFYING
+        )
+        try:
+            summary = verify.listing_check(
+                self.manifest, job, self.store(job.request.destination_uri)
+            )
+        finally:
+            self.teardown(job_id)
+        failed = [o for o in self.manifest.iter_objects(job_id, {ObjectState.FAILED})]
+        state = JobState.SUCCEEDED if not failed and summary.mismatches == 0 else JobState.FAILED
+        if failed:
+            self.abort_uploads(job_id)
+        error = None
+        if state == JobState.FAILED:
+            error = f"{len(failed)} object(s) failed, {summary.mismatches} listing mismatch(es)"
+        job = self.manifest.update_job(job_id, state=state, error=error)
+        report = build_report(self.manifest, job, summary, started=started)
+        write_report(report)
+        return report
+
+    def teardown(self, job_id: str) -> None:
+        """Revoke the job's firewall rules and terminate its gateways (idempotent)."""
+        try:
+            self.compute.revoke(job_id)
+        finally:
+            self.compute.terminate(job_id)
+
+    def interrupt(self, job_id: str, reason: str) -> Job:
+        """Tear down and leave the job resumable (``skyhop cp --resume JOB``)."""
+        try:
+            self.teardown(job_id)
+        finally:
+            job = self.manifest.get_job(job_id)
+            if job is not None and not job.state.finished:
+                job = self.manifest.update_job(job_id, state=JobState.INTERRUPTED, error=reason)
+        return self.require(job_id)
+
+    def abort_uploads(self, job_id: str) -> None:
+        """Abort multipart uploads of objects that will not complete."""
+        job = self.manifest.get_job(job_id)
+        if job is None:
+            return
+        dst = self.store(job.request.destination_uri)
+        if not isinstance(dst, MultipartWriter):
+            return
+        for entry in self.manifest.iter_objects(job_id, {ObjectState.FAILED, ObjectState.PENDING}):
+            if entry.multipart and entry.upload_id:
+                try:
+                    dst.abort_multipart(entry.dst_key, entry.upload_id)
+                except SkyhopError as exc:
+                    log.warning("abort of %s failed: %s", entry.dst_key, exc)
+
+    # ------------------------------------------------------------ helpers
+
+    def require(self, job_id: str) -> Job:
+        job = self.manifest.get_job(job_id)
+        if job is None:
+            raise NotFoundError(f"unknown job {job_id!r}: see `skyhop status` for known jobs")
+        return job
+
+    def jobs(self, limit: int = 50) -> list[Job]:
+        return self.manifest.list_jobs(limit)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
