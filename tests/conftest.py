@@ -21,3 +21,5 @@ def skyhop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("SKYHOP_TESTING", "1")
+    # boto3 must never probe the instance-metadata address from a test
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

@@ -1,0 +1,264 @@
+"""`skyhop cp` end to end: the real CLI, real gateway processes on loopback, real stores.
+
+Every test checks bytes at the destination, the job's report and that no
+gateway process outlives the job.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from skyhop.models import ChunkState, JobState
+from skyhop.state.sqlite import SQLiteManifest
+from tests.fixtures.cli import (
+    MIB,
+    SMALL_PARTS,
+    awkward_tree,
+    gateway_processes,
+    run_cli,
+    start_cli,
+    tree_digest,
+    wait_no_gateways,
+)
+
+
+def manifest(home: Path) -> SQLiteManifest:
+    return SQLiteManifest(home / "manifest.db")
+
+
+def assert_report_ok(report: dict, objects: int) -> None:
+    assert report["state"] == "succeeded", report
+    assert report["objects"] == objects
+    assert report["objects_failed"] == 0
+    assert report["verification"]["checked"] == objects
+    assert report["verification"]["missing"] == []
+    assert report["verification"]["size_mismatches"] == []
+    assert report["verification"]["checksum_mismatches"] == []
+
+
+def test_local_to_local_tree(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = awkward_tree(src)
+    res = run_cli("cp", "-r", str(src), str(dst), "--json", *SMALL_PARTS)
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert tree_digest(dst) == tree_digest(src)
+    job = manifest(skyhop_home).get_job(res.report["job_id"])
+    assert job is not None and job.state == JobState.SUCCEEDED
+    # the multi-part object went as 3 parts, all verified once
+    chunks = list(manifest(skyhop_home).iter_chunks(job.job_id))
+    assert all(c.state == ChunkState.VERIFIED for c in chunks)
+    assert max(c.index for c in chunks) == 2
+    assert wait_no_gateways(job.job_id) == []
+
+
+def test_single_file_into_directory_and_to_key(tmp_path: Path):
+    src = tmp_path / "a file.bin"
+    src.write_bytes(os.urandom(1000))
+    (tmp_path / "out").mkdir()
+    res = run_cli("cp", str(src), str(tmp_path / "out") + "/", "--json")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "out" / "a file.bin").read_bytes() == src.read_bytes()
+    res = run_cli("cp", f"file://{src}", str(tmp_path / "renamed.bin"), "--json")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "renamed.bin").read_bytes() == src.read_bytes()
+
+
+def test_relay_route(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = awkward_tree(src)
+    res = run_cli("cp", "-r", str(src), str(dst), "--relay", "local", "--json", *SMALL_PARTS)
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert tree_digest(dst) == tree_digest(src)
+    job = manifest(skyhop_home).get_job(res.report["job_id"])
+    assert job is not None and job.runtime is not None
+    roles = sorted(g.role.value for g in job.runtime.gateways)
+    assert roles == ["destination", "relay", "source"]
+    relay = next(g for g in job.runtime.gateways if g.role.value == "relay")
+    dest = next(g for g in job.runtime.gateways if g.role.value == "destination")
+    assert relay.next_hops == [dest.gateway_id]
+    assert wait_no_gateways(job.job_id) == []
+
+
+@pytest.mark.parametrize("hook", ["flip_wire=2", "flip_plain=2"])
+def test_bit_flip_detected_and_resent(tmp_path: Path, hook: str):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = awkward_tree(src)
+    res = run_cli(
+        "cp",
+        "-r",
+        str(src),
+        str(dst),
+        "--json",
+        *SMALL_PARTS,
+        env={"SKYHOP_TEST_HOOKS": f"source:{hook}"},
+    )
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["chunks_resent"] >= 2
+    assert tree_digest(dst) == tree_digest(src)
+
+
+def _s3_tree(bucket: str, files: dict[str, bytes], prefix: str = "data/") -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    for rel, body in files.items():
+        s3.put_object(Bucket=bucket, Key=prefix + rel, Body=body)
+
+
+def _s3_read(bucket: str, prefix: str) -> dict[str, bytes]:
+    s3 = boto3.client("s3")
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            out[obj["Key"][len(prefix) :]] = body
+    return out
+
+
+def test_local_to_s3_and_back(moto, tmp_path: Path):
+    src = tmp_path / "src"
+    files = awkward_tree(src)
+    boto3.client("s3").create_bucket(Bucket="skyhop-dst")
+    res = run_cli("cp", "-r", str(src), "s3://skyhop-dst/copy/", "--json", *SMALL_PARTS)
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert _s3_read("skyhop-dst", "copy/") == files
+    # the multi-part object really is a multipart upload (ETag with -N)
+    head = boto3.client("s3").head_object(Bucket="skyhop-dst", Key="copy/multi/part.bin")
+    assert head["ETag"].strip('"').endswith("-3")
+
+    back = tmp_path / "back"
+    res = run_cli("cp", "-r", "s3://skyhop-dst/copy", str(back), "--json", *SMALL_PARTS)
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert tree_digest(back) == tree_digest(src)
+
+
+def test_s3_to_s3_through_relay(moto):
+    files = {"a.txt": b"a" * 10, "b/c d.bin": os.urandom(6 * MIB + 5), "z/empty": b""}
+    _s3_tree("skyhop-src", files)
+    boto3.client("s3").create_bucket(Bucket="skyhop-dst2")
+    res = run_cli(
+        "cp",
+        "-r",
+        "s3://skyhop-src/data/",
+        "s3://skyhop-dst2/",
+        "--relay",
+        "local",
+        "--json",
+        *SMALL_PARTS,
+    )
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert _s3_read("skyhop-dst2", "") == files
+
+
+# ---------------------------------------------------------------- interruption, resume, orphans
+
+
+def _big_tree(root: Path, n: int = 24) -> None:
+    root.mkdir(parents=True)
+    for i in range(n):
+        (root / f"part-{i:03d}.bin").write_bytes(os.urandom(5 * MIB))
+
+
+def _wait_verified(home: Path, at_least: int, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (home / "manifest.db").exists():
+            m = manifest(home)
+            for job in m.list_jobs():
+                verified = m.progress(job.job_id).chunks.get(ChunkState.VERIFIED, 0)
+                if job.state == JobState.RUNNING and verified >= at_least:
+                    return job.job_id
+        time.sleep(0.05)
+    raise AssertionError("transfer did not make progress")
+
+
+SLOW = {"SKYHOP_TEST_HOOKS": "source:sleep_per_chunk=0.15"}
+
+
+def test_resume_after_gateway_killed(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _big_tree(src)
+    proc = start_cli("cp", "-r", str(src), str(dst), "--json", *SMALL_PARTS, env=SLOW)
+    job_id = _wait_verified(skyhop_home, 3)
+    job = manifest(skyhop_home).get_job(job_id)
+    assert job is not None and job.runtime is not None
+    dest = next(g for g in job.runtime.gateways if g.role.value == "destination")
+    os.kill(int(dest.instance_id or 0), signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert f"skyhop cp --resume {job_id}" in err
+    assert wait_no_gateways(job_id) == []
+
+    m = manifest(skyhop_home)
+    assert m.get_job(job_id).state == JobState.INTERRUPTED
+    before = {c.chunk_id: c for c in m.iter_chunks(job_id, {ChunkState.VERIFIED})}
+    assert 3 <= len(before) < 24
+
+    res = run_cli("cp", "--resume", job_id, "--json")
+    assert res.code == 0, res.stderr
+    assert res.report["state"] == "succeeded"
+    assert tree_digest(dst) == tree_digest(src)
+    after = {c.chunk_id: c for c in manifest(skyhop_home).iter_chunks(job_id)}
+    for chunk_id, chunk in before.items():  # verified chunks were not sent again
+        assert after[chunk_id].attempts == chunk.attempts
+        assert after[chunk_id].dispatched_at == chunk.dispatched_at
+    assert wait_no_gateways(job_id) == []
+
+
+def test_ctrl_c_leaves_no_gateway_and_is_resumable(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _big_tree(src)
+    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, env=SLOW)
+    job_id = _wait_verified(skyhop_home, 2)
+    assert gateway_processes(job_id)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"--resume {job_id}" in err
+    assert wait_no_gateways(job_id) == []
+    assert manifest(skyhop_home).get_job(job_id).state == JobState.INTERRUPTED
+    res = run_cli("cp", "--resume", job_id, "--json")
+    assert res.code == 0, res.stderr
+    assert tree_digest(dst) == tree_digest(src)
+
+
+def test_killed_cli_leaves_no_gateway(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _big_tree(src)
+    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, env=SLOW)
+    job_id = _wait_verified(skyhop_home, 1)
+    assert gateway_processes(job_id)
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert wait_no_gateways(job_id) == []
+    # the job stays resumable from the manifest
+    res = run_cli("cp", "--resume", job_id, "--json")
+    assert res.code == 0, res.stderr
+    assert tree_digest(dst) == tree_digest(src)
+
+
+def test_status_lists_and_shows_jobs(tmp_path: Path):
+    src = tmp_path / "f.txt"
+    src.write_text("x")
+    res = run_cli("cp", str(src), str(tmp_path / "g.txt"), "--json")
+    assert res.code == 0, res.stderr
+    job_id = res.report["job_id"]
+    listed = run_cli("status", "--json")
+    assert listed.code == 0
+    assert job_id in [j["job_id"] for j in listed.report]
+    one = run_cli("status", job_id, "--json")
+    assert one.code == 0
+    assert one.report["job"]["state"] == "succeeded"
+    assert one.report["progress"]["objects_verified"] == 1
+    assert "runtime" not in one.report["job"]  # no tokens or keys printed
