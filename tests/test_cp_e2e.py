@@ -13,9 +13,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from skyhop.models import ChunkState, JobState
 from skyhop.state.sqlite import SQLiteManifest
+
 from tests.fixtures.cli import (
     MIB,
     SMALL_PARTS,
