@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.emulators import (  # noqa: F401
+    azure_container,
+    azurite_server,
+    gcs_bucket,
+    gcs_server,
+    pubsub_server,
+)
 from tests.fixtures.services import moto, moto_server  # noqa: F401
 
 

@@ -7,12 +7,10 @@ import os
 
 import google_crc32c
 import pytest
-
 from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError, UsageError
 from skyhop.stores import gcs
 from skyhop.stores.base import MultipartWriter, ObjectMeta, ObjectStore, capabilities, open_store
 from skyhop.uri import parse_uri
-from tests.fixtures.emulators import gcs_bucket, gcs_server  # noqa: F401
 
 
 def crc_hex(data: bytes) -> str:

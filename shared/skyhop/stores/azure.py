@@ -1,0 +1,389 @@
+"""Azure Blob Storage: ``az://ACCOUNT/CONTAINER/PREFIX`` and
+``https://ACCOUNT.blob.core.windows.net/CONTAINER/PREFIX`` (azure-storage-blob).
+
+* Credentials: ``AZURE_STORAGE_CONNECTION_STRING`` when it names the URI's
+  account (that is how Azurite is reached in tests), else azure-identity's
+  ``DefaultAzureCredential`` against ``https://ACCOUNT.blob.core.windows.net``.
+* ``ObjectInfo.etag`` is the blob's ETag; a pinned read sends it as
+  ``If-Match`` and a moved blob raises :class:`~skyhop.errors.PreconditionFailed`.
+* Checksums: Azure keeps a Content-MD5 only where the writer set one, so
+  skyhop computes MD5 while writing: on every ``put``, and on the block-list
+  commit of a multipart upload whose parts this store instance saw in order
+  (1, 2, 3, ...), which is how one sequential writer uploads. Parts staged out
+  of order or by several processes leave no Content-MD5; those objects are
+  verified by skyhop's chunk CRC32Cs. Each staged block is also sent with a
+  transactional MD5 that the service checks.
+* Multipart writing stages blocks (block id derived from the upload id and part
+  number) and commits them with a block list. The upload's key and metadata live
+  in a small marker blob ``.skyhop-uploads/UPLOAD_ID.json`` so that any process
+  can complete or abort it. Azure discards uncommitted blocks by itself after
+  seven days; there is no call to drop them sooner.
+* ``region()`` is None: the data-plane API does not say where an account lives.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from azure.core import MatchConditions
+from azure.core import exceptions as aexc
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings, StandardBlobTier
+
+from skyhop.errors import (
+    AccessError,
+    NotFoundError,
+    PreconditionFailed,
+    SkyhopError,
+    StoreError,
+    UsageError,
+)
+from skyhop.stores.base import BaseStore, Capabilities, ObjectInfo, ObjectMeta
+from skyhop.uri import StoreURI
+
+UPLOADS_PREFIX = ".skyhop-uploads/"
+LIST_PAGE_SIZE = 1000
+ACCESS_TIERS = {"hot": "Hot", "cool": "Cool", "cold": "Cold", "archive": "Archive"}
+
+T = TypeVar("T")
+
+
+def connection_string_account(conn: str) -> str | None:
+    """The storage account a connection string points at (AccountName, or its blob endpoint)."""
+    fields: dict[str, str] = {}
+    for part in conn.split(";"):
+        name, sep, value = part.partition("=")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    if fields.get("accountname"):
+        return fields["accountname"]
+    endpoint = fields.get("blobendpoint") or fields.get("queueendpoint")
+    if endpoint:
+        split = urlsplit(endpoint)
+        host = split.hostname or ""
+        if host.endswith(".core.windows.net"):
+            return host.split(".")[0]
+        segment = split.path.strip("/").split("/")[0]
+        return segment or None
+    return None
+
+
+def service_client(account: str) -> BlobServiceClient:
+    """A BlobServiceClient for ``account`` (connection string if it names it, else identity)."""
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if conn and connection_string_account(conn) == account:
+        return BlobServiceClient.from_connection_string(conn)
+    from azure.identity import DefaultAzureCredential
+
+    return BlobServiceClient(
+        f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential()
+    )
+
+
+class _RunningMD5:
+    """MD5 of the parts seen so far, valid while they arrive in order."""
+
+    def __init__(self) -> None:
+        self.next_part = 1
+        self.hasher = hashlib.md5()  # noqa: S324 - Azure's Content-MD5, not security
+        self.broken = False
+
+
+class AzureStore(BaseStore):
+    """The ObjectStore and MultipartWriter for one Azure Blob container."""
+
+    capabilities = Capabilities(
+        multipart=True,
+        server_side_copy=False,
+        conditional_read=True,
+        max_parts=10_000,
+        min_part_size=5 * 1024 * 1024,
+    )
+
+    def __init__(self, uri: StoreURI, *, service: BlobServiceClient | None = None) -> None:
+        if uri.scheme != "az" or not uri.account:
+            raise UsageError(f"not an az:// location: {uri}")
+        self.uri = uri
+        self._service = service
+        self._md5: dict[tuple[str, str], _RunningMD5] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ plumbing
+
+    @property
+    def service(self) -> BlobServiceClient:
+        if self._service is None:
+            account = self.uri.account or ""
+            self._service = self._call(lambda: service_client(account), "connect to Azure")
+        return self._service
+
+    @property
+    def container(self) -> Any:
+        return self.service.get_container_client(self.uri.bucket)
+
+    def _blob(self, key: str) -> Any:
+        return self.service.get_blob_client(self.uri.bucket, key)
+
+    def _where(self, key: str | None = None) -> str:
+        base = f"az://{self.uri.account}/{self.uri.bucket}"
+        return f"{base}/{key}" if key is not None else base
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except SkyhopError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified below, never leaked
+            raise _classify(exc, what) from None
+
+    # ------------------------------------------------------------ ObjectStore
+
+    def region(self) -> str | None:
+        return None
+
+    def check_bucket(self) -> None:
+        self._call(lambda: self.container.get_container_properties(), f"container {self._where()}")
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        what = f"list {self._where(prefix)}"
+        pages = self._call(
+            lambda: self.container.list_blobs(
+                name_starts_with=prefix or None,
+                include=["metadata"],
+                results_per_page=LIST_PAGE_SIZE,
+            ).by_page(),
+            what,
+        )
+        while True:
+            page = self._call(lambda: next(pages, None), what)
+            if page is None:
+                return
+            items = self._call(lambda page=page: list(page), what)
+            for props in items:
+                yield _info(props)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            props = self._call(
+                lambda: self._blob(key).get_blob_properties(), f"head {self._where(key)}"
+            )
+        except NotFoundError:
+            return None
+        return _info(props)
+
+    def read_range(
+        self, key: str, offset: int, length: int, *, if_match: str | None = None
+    ) -> bytes:
+        if offset < 0 or length < 0:
+            raise UsageError(f"bad range {offset}+{length} for {self._where(key)}")
+        if length == 0:
+            return b""
+        what = f"read {self._where(key)} bytes {offset}-{offset + length - 1}"
+        kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
+        if if_match is not None:
+            kwargs.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+        data = self._call(lambda: self._blob(key).download_blob(**kwargs).readall(), what)
+        if len(data) != length:
+            raise StoreError(
+                f"{what}: got {len(data)} bytes, expected {length} (object shorter than the range?)"
+            )
+        return data
+
+    def put(self, key: str, data: bytes, *, meta: ObjectMeta | None = None) -> ObjectInfo:
+        md5 = hashlib.md5(data).digest()  # noqa: S324 - Azure's Content-MD5
+        kwargs = _write_kwargs(meta, md5)
+        self._call(
+            lambda: self._blob(key).upload_blob(data, overwrite=True, **kwargs),
+            f"write {self._where(key)}",
+        )
+        info = self.head(key)
+        if info is None:
+            raise StoreError(f"write {self._where(key)}: the blob vanished right after the write")
+        return info
+
+    def delete(self, key: str) -> None:
+        try:
+            self._call(lambda: self._blob(key).delete_blob(), f"delete {self._where(key)}")
+        except NotFoundError:
+            pass
+
+    # ------------------------------------------------------------ MultipartWriter
+
+    def create_multipart(self, key: str, *, meta: ObjectMeta | None = None) -> str:
+        upload_id = uuid.uuid4().hex
+        marker = {"key": key, "meta": meta.model_dump(mode="json") if meta else None}
+        self._call(
+            lambda: self._blob(self._marker(upload_id)).upload_blob(
+                json.dumps(marker).encode(), overwrite=False
+            ),
+            f"start multipart upload of {self._where(key)}",
+        )
+        with self._lock:
+            self._md5[(key, upload_id)] = _RunningMD5()
+        return upload_id
+
+    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+        _check_upload_id(upload_id)
+        if not 1 <= part_number <= self.capabilities.max_parts:
+            raise UsageError(f"part number {part_number} out of range 1..10000")
+        block_id = _block_id(upload_id, part_number)
+        self._call(
+            lambda: self._blob(key).stage_block(block_id, data, validate_content=True),
+            f"write part {part_number} of {self._where(key)}",
+        )
+        with self._lock:
+            running = self._md5.setdefault((key, upload_id), _RunningMD5())
+            if not running.broken and part_number == running.next_part:
+                running.hasher.update(data)
+                running.next_part += 1
+            else:
+                running.broken = True
+        return block_id
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+    ) -> ObjectInfo:
+        _check_upload_id(upload_id)
+        what = f"complete multipart upload of {self._where(key)}"
+        meta = self._read_marker(key, upload_id, what)
+        if not parts:
+            raise UsageError(f"{what}: no parts given")
+        ordered = sorted(parts)
+        numbers = [n for n, _ in ordered]
+        if len(set(numbers)) != len(numbers):
+            raise UsageError(f"{what}: a part number is given twice")
+        for n, tag in ordered:
+            if tag != _block_id(upload_id, n):
+                raise UsageError(f"{what}: tag {tag!r} is not part {n} of upload {upload_id}")
+        with self._lock:
+            running = self._md5.pop((key, upload_id), None)
+        md5 = None
+        if running and not running.broken and numbers == list(range(1, running.next_part)):
+            md5 = running.hasher.digest()
+        blocks = [BlobBlock(block_id=tag) for _, tag in ordered]
+        kwargs = _write_kwargs(meta, md5)
+        self._call(lambda: self._blob(key).commit_block_list(blocks, **kwargs), what)
+        self.delete(self._marker(upload_id))
+        info = self.head(key)
+        if info is None:
+            raise StoreError(f"{what}: the blob vanished right after the commit")
+        return info
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        _check_upload_id(upload_id)
+        with self._lock:
+            self._md5.pop((key, upload_id), None)
+        self.delete(self._marker(upload_id))
+
+    # ------------------------------------------------------------ helpers
+
+    def _marker(self, upload_id: str) -> str:
+        return f"{UPLOADS_PREFIX}{upload_id}.json"
+
+    def _read_marker(self, key: str, upload_id: str, what: str) -> ObjectMeta | None:
+        try:
+            raw = self._call(
+                lambda: self._blob(self._marker(upload_id)).download_blob().readall(), what
+            )
+        except NotFoundError:
+            raise NotFoundError(f"{what}: no multipart upload {upload_id!r}") from None
+        marker = json.loads(raw)
+        if marker.get("key") != key:
+            raise UsageError(f"{what}: upload {upload_id!r} belongs to key {marker.get('key')!r}")
+        return ObjectMeta.model_validate(marker["meta"]) if marker.get("meta") else None
+
+
+def _block_id(upload_id: str, part_number: int) -> str:
+    """Block ids of one blob must all have the same length: fixed-width part numbers."""
+    return base64.b64encode(f"{upload_id}:{part_number:06d}".encode()).decode()
+
+
+def _write_kwargs(meta: ObjectMeta | None, md5: bytes | None) -> dict[str, Any]:
+    settings = ContentSettings(
+        content_type=(meta.content_type if meta else None) or "application/octet-stream",
+        content_encoding=meta.content_encoding if meta else None,
+        cache_control=meta.cache_control if meta else None,
+        content_md5=bytearray(md5) if md5 else None,
+    )
+    kwargs: dict[str, Any] = {"content_settings": settings}
+    if meta and meta.user:
+        kwargs["metadata"] = dict(meta.user)
+    tier = ACCESS_TIERS.get((meta.storage_class or "").lower()) if meta else None
+    if tier:
+        kwargs["standard_blob_tier"] = StandardBlobTier(tier)
+    return kwargs
+
+
+def _info(props: Any) -> ObjectInfo:
+    settings = props.content_settings
+    checksums: dict[str, str] = {}
+    if settings is not None and settings.content_md5:
+        checksums["md5"] = bytes(settings.content_md5).hex()
+    modified = props.last_modified
+    return ObjectInfo(
+        key=props.name,
+        size=int(props.size or 0),
+        etag=props.etag,
+        version=getattr(props, "version_id", None),
+        mtime=modified.timestamp() if modified else None,
+        checksums=checksums,
+        meta=ObjectMeta(
+            content_type=settings.content_type if settings else None,
+            content_encoding=settings.content_encoding if settings else None,
+            cache_control=settings.cache_control if settings else None,
+            user=dict(props.metadata or {}),
+            storage_class=str(props.blob_tier) if props.blob_tier else None,
+        ),
+    )
+
+
+def _check_upload_id(upload_id: str) -> None:
+    if not upload_id or not all(c in "0123456789abcdef" for c in upload_id):
+        raise UsageError(f"malformed multipart upload id {upload_id!r}")
+
+
+def _classify(exc: Exception, what: str) -> SkyhopError:
+    detail = _short(exc)
+    if isinstance(exc, aexc.ResourceModifiedError):
+        return PreconditionFailed(f"{what}: the object changed ({detail})")
+    if isinstance(exc, aexc.ResourceNotFoundError):
+        return NotFoundError(f"{what}: not found ({detail})")
+    if isinstance(exc, aexc.ClientAuthenticationError):
+        return AccessError(f"{what}: access denied ({detail})")
+    if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
+        return StoreError(f"{what}: connection failed ({detail})", retryable=True)
+    if isinstance(exc, aexc.HttpResponseError):
+        status = exc.status_code or 0
+        if status == 412:
+            return PreconditionFailed(f"{what}: the object changed ({detail})")
+        if status in (401, 403):
+            return AccessError(f"{what}: access denied ({detail})")
+        if status == 404:
+            return NotFoundError(f"{what}: not found ({detail})")
+        if status == 416:
+            return StoreError(f"{what}: range not satisfiable ({detail})")
+        return StoreError(f"{what}: {detail}", retryable=status in (408, 429) or status >= 500)
+    if isinstance(exc, ValueError):
+        return UsageError(f"{what}: {detail}")
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        return StoreError(f"{what}: connection failed ({detail})", retryable=True)
+    if type(exc).__module__.startswith("azure.identity"):
+        return AccessError(f"{what}: no usable Azure credentials ({detail})")
+    return StoreError(f"{what}: {detail}")
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an SDK exception's message."""
+    message = getattr(exc, "reason", None) if isinstance(exc, aexc.HttpResponseError) else None
+    if isinstance(exc, aexc.HttpResponseError):
+        code = getattr(exc, "error_code", None)
+        message = f"{exc.status_code} {code or message or ''}".strip()
+    text = str(message or exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
