@@ -1,0 +1,402 @@
+"""IAM statements, one builder per capability, each naming its actions one by one.
+
+No statement here grants a wildcard action. EC2 mutations carry the ``skyhop``
+tag condition wherever EC2 supports it: resources a call creates must be tagged
+in the request (``aws:RequestTag/skyhop``), resources it changes must already
+carry the tag (``aws:ResourceTag/skyhop``). Only the resources EC2 cannot tag
+in that call (AMIs, subnets, network interfaces, the VPC of a new security
+group) are named without it. ``Describe*`` calls support no resource-level
+permissions and are granted on ``*`` with their actions listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from aws_cdk import Aws
+from aws_cdk import aws_iam as iam
+
+from infra_cdk.rules import DataAccess
+
+TAG_KEY = "skyhop"
+
+_HAS_REQUEST_TAG = {"StringLike": {f"aws:RequestTag/{TAG_KEY}": "?*"}}
+_HAS_RESOURCE_TAG = {"StringLike": {f"aws:ResourceTag/{TAG_KEY}": "?*"}}
+
+
+def _ec2(resource: str, *, region: str = "*", account: str | None = Aws.ACCOUNT_ID) -> str:
+    """An EC2 ARN in any region (gateways run wherever the plan puts them)."""
+    return f"arn:{Aws.PARTITION}:ec2:{region}:{account or ''}:{resource}"
+
+
+def _s3(path: str) -> str:
+    return f"arn:{Aws.PARTITION}:s3:::{path}"
+
+
+# ---------------------------------------------------------------- EC2
+
+
+EC2_DESCRIBE_ACTIONS = [
+    "ec2:DescribeInstances",
+    "ec2:DescribeInstanceStatus",
+    "ec2:DescribeInstanceTypeOfferings",
+    "ec2:DescribeImages",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:DescribeRegions",
+    "ec2:DescribeAvailabilityZones",
+]
+
+# Every EC2 action that changes something; the tests check each is tag-conditioned.
+EC2_MUTATIONS = {
+    "ec2:RunInstances",
+    "ec2:TerminateInstances",
+    "ec2:StopInstances",
+    "ec2:CreateTags",
+    "ec2:DeleteTags",
+    "ec2:CreateSecurityGroup",
+    "ec2:DeleteSecurityGroup",
+    "ec2:AuthorizeSecurityGroupIngress",
+    "ec2:RevokeSecurityGroupIngress",
+    "ec2:AuthorizeSecurityGroupEgress",
+    "ec2:RevokeSecurityGroupEgress",
+}
+
+# Resource types a call names but cannot tag or be conditioned on by tag.
+UNTAGGABLE_EC2_RESOURCES = ("image/", "subnet/", "network-interface/", "vpc/")
+
+
+def ec2_describe() -> iam.PolicyStatement:
+    """Read-only EC2 calls (no resource-level permissions exist for them)."""
+    return iam.PolicyStatement(sid="Ec2Describe", actions=EC2_DESCRIBE_ACTIONS, resources=["*"])
+
+
+def ec2_launch(gateway_role_arn: str) -> list[iam.PolicyStatement]:
+    """Launch gateways: new instances, volumes and security groups must carry the skyhop tag."""
+    return [
+        iam.PolicyStatement(
+            sid="Ec2RunTaggedGateways",
+            actions=["ec2:RunInstances"],
+            resources=[_ec2("instance/*"), _ec2("volume/*")],
+            conditions=_HAS_REQUEST_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2CreateTaggedFirewalls",
+            actions=["ec2:CreateSecurityGroup"],
+            resources=[_ec2("security-group/*")],
+            conditions=_HAS_REQUEST_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2RunWithSkyhopTemplateAndGroups",
+            actions=["ec2:RunInstances"],
+            resources=[_ec2("launch-template/*"), _ec2("security-group/*")],
+            conditions=_HAS_RESOURCE_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2RunUntaggableInputs",
+            actions=["ec2:RunInstances"],
+            resources=[
+                _ec2("image/*", account=None),
+                _ec2("subnet/*"),
+                _ec2("network-interface/*"),
+            ],
+        ),
+        iam.PolicyStatement(
+            sid="Ec2FirewallInVpc",
+            actions=["ec2:CreateSecurityGroup"],
+            resources=[_ec2("vpc/*")],
+        ),
+        iam.PolicyStatement(
+            sid="Ec2TagOnCreate",
+            actions=["ec2:CreateTags"],
+            resources=[
+                _ec2("instance/*"),
+                _ec2("volume/*"),
+                _ec2("security-group/*"),
+                _ec2("network-interface/*"),
+            ],
+            conditions={
+                "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup"]},
+                **_HAS_REQUEST_TAG,
+            },
+        ),
+        iam.PolicyStatement(
+            sid="Ec2OpenJobFirewall",
+            actions=[
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:AuthorizeSecurityGroupEgress",
+                "ec2:RevokeSecurityGroupEgress",
+            ],
+            resources=[_ec2("security-group/*")],
+            conditions=_HAS_RESOURCE_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="PassGatewayRole",
+            actions=["iam:PassRole"],
+            resources=[gateway_role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        ),
+        iam.PolicyStatement(
+            sid="ReadPublicAmiParameters",
+            actions=["ssm:GetParameter", "ssm:GetParameters"],
+            resources=[
+                f"arn:{Aws.PARTITION}:ssm:*::parameter/aws/service/ami-amazon-linux-latest/*"
+            ],
+        ),
+    ]
+
+
+def ec2_teardown() -> list[iam.PolicyStatement]:
+    """Tear gateways down: only instances and security groups carrying the skyhop tag."""
+    return [
+        iam.PolicyStatement(
+            sid="Ec2TerminateSkyhopInstances",
+            actions=["ec2:TerminateInstances", "ec2:StopInstances"],
+            resources=[_ec2("instance/*")],
+            conditions=_HAS_RESOURCE_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2CloseSkyhopFirewalls",
+            actions=["ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
+            resources=[_ec2("security-group/*")],
+            conditions=_HAS_RESOURCE_TAG,
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- data stores
+
+
+MANIFEST_ACTIONS = [
+    "dynamodb:DescribeTable",
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:TransactGetItems",
+    "dynamodb:TransactWriteItems",
+]
+
+
+def manifest_access(table_arn: str, *, scan: bool = False) -> iam.PolicyStatement:
+    """Read and conditionally write the manifest table and its indexes (``scan`` for the reaper)."""
+    return iam.PolicyStatement(
+        sid="ManifestTable",
+        actions=MANIFEST_ACTIONS + (["dynamodb:Scan"] if scan else []),
+        resources=[table_arn, f"{table_arn}/index/*"],
+    )
+
+
+def idempotency_access(table_arn: str) -> iam.PolicyStatement:
+    """What Powertools' DynamoDB idempotency persistence layer calls."""
+    return iam.PolicyStatement(
+        sid="IdempotencyTable",
+        actions=[
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        ],
+        resources=[table_arn],
+    )
+
+
+def send_to(sid: str, queue_arns: Sequence[str]) -> iam.PolicyStatement:
+    """Post messages to the given queues."""
+    return iam.PolicyStatement(
+        sid=sid, actions=["sqs:SendMessage", "sqs:GetQueueUrl"], resources=list(queue_arns)
+    )
+
+
+def kms_wrap(key_arn: str) -> iam.PolicyStatement:
+    """Create and wrap per-job data keys (the control plane)."""
+    return iam.PolicyStatement(
+        sid="WrapDataKeys",
+        actions=["kms:GenerateDataKey", "kms:Encrypt", "kms:DescribeKey"],
+        resources=[key_arn],
+    )
+
+
+def kms_unwrap(key_arn: str) -> iam.PolicyStatement:
+    """Unwrap a job's data key (destination gateways)."""
+    return iam.PolicyStatement(sid="UnwrapDataKeys", actions=["kms:Decrypt"], resources=[key_arn])
+
+
+def log_writes(log_group_arn: str) -> iam.PolicyStatement:
+    """Write a function's own log group (created by the stack, so no CreateLogGroup)."""
+    return iam.PolicyStatement(
+        sid="WriteOwnLogs",
+        actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+        resources=[log_group_arn, f"{log_group_arn}:log-stream:*"],
+    )
+
+
+# ---------------------------------------------------------------- S3
+
+
+S3_BUCKET_READ = ["s3:ListBucket", "s3:GetBucketLocation"]
+S3_OBJECT_READ = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes"]
+S3_BUCKET_WRITE = ["s3:ListBucketMultipartUploads", "s3:GetBucketLocation", "s3:ListBucket"]
+S3_OBJECT_WRITE = [
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:GetObjectAttributes",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+]
+S3_MULTIPART_CLEANUP_BUCKET = ["s3:ListBucketMultipartUploads"]
+S3_MULTIPART_CLEANUP_OBJECT = ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+
+
+def _own_account() -> dict[str, dict[str, str]]:
+    return {"StringEquals": {"s3:ResourceAccount": Aws.ACCOUNT_ID}}
+
+
+def s3_transfer_access(
+    sid: str, buckets: Iterable[str], *, account_wide: bool = False
+) -> list[iam.PolicyStatement]:
+    """Read and write whole buckets (ad-hoc transfers, the submit path and the gateways).
+
+    ``account_wide`` (some rule selects buckets by tag, so their names are not
+    known before deployment) widens the resources to every bucket of this
+    account, never another account's.
+    """
+    names = sorted(set(buckets))
+    statements: list[iam.PolicyStatement] = []
+    if names:
+        statements.append(
+            iam.PolicyStatement(
+                sid=f"{sid}Buckets",
+                actions=sorted(set(S3_BUCKET_READ + S3_BUCKET_WRITE)),
+                resources=[_s3(b) for b in names],
+            )
+        )
+        statements.append(
+            iam.PolicyStatement(
+                sid=f"{sid}Objects",
+                actions=sorted(set(S3_OBJECT_READ + S3_OBJECT_WRITE)),
+                resources=[_s3(f"{b}/*") for b in names],
+            )
+        )
+    if account_wide:
+        statements.append(
+            iam.PolicyStatement(
+                sid=f"{sid}AccountBuckets",
+                actions=sorted(set(S3_BUCKET_READ + S3_BUCKET_WRITE)),
+                resources=[_s3("*")],
+                conditions=_own_account(),
+            )
+        )
+        statements.append(
+            iam.PolicyStatement(
+                sid=f"{sid}AccountObjects",
+                actions=sorted(set(S3_OBJECT_READ + S3_OBJECT_WRITE)),
+                resources=[_s3("*/*")],
+                conditions=_own_account(),
+            )
+        )
+    return statements
+
+
+def s3_multipart_cleanup(
+    buckets: Iterable[str], *, account_wide: bool = False
+) -> list[iam.PolicyStatement]:
+    """Abort multipart uploads a crashed job left behind (the reaper)."""
+    names = sorted(set(buckets))
+    statements: list[iam.PolicyStatement] = []
+    if names:
+        statements.append(
+            iam.PolicyStatement(
+                sid="AbortLeftoverUploadsBuckets",
+                actions=S3_MULTIPART_CLEANUP_BUCKET,
+                resources=[_s3(b) for b in names],
+            )
+        )
+        statements.append(
+            iam.PolicyStatement(
+                sid="AbortLeftoverUploadsObjects",
+                actions=S3_MULTIPART_CLEANUP_OBJECT,
+                resources=[_s3(f"{b}/*") for b in names],
+            )
+        )
+    if account_wide:
+        statements.append(
+            iam.PolicyStatement(
+                sid="AbortLeftoverUploadsAccount",
+                actions=S3_MULTIPART_CLEANUP_BUCKET + S3_MULTIPART_CLEANUP_OBJECT,
+                resources=[_s3("*"), _s3("*/*")],
+                conditions=_own_account(),
+            )
+        )
+    return statements
+
+
+def s3_replication_access(access: DataAccess) -> list[iam.PolicyStatement]:
+    """What the bucket-events function needs for the rules: read each source prefix, write
+    (and, for rules that propagate deletes, delete) under each destination prefix."""
+    statements: list[iam.PolicyStatement] = []
+    if access.sources:
+        statements.append(
+            iam.PolicyStatement(
+                sid="ReplicationSourceBuckets",
+                actions=S3_BUCKET_READ,
+                resources=sorted({_s3(b) for b, _ in access.sources}),
+            )
+        )
+        statements.append(
+            iam.PolicyStatement(
+                sid="ReplicationSourceObjects",
+                actions=S3_OBJECT_READ,
+                resources=sorted({_s3(f"{b}/{p}*") for b, p in access.sources}),
+            )
+        )
+    if access.tagged_sources:
+        statements.append(
+            iam.PolicyStatement(
+                sid="ReplicationTaggedSourceBuckets",
+                actions=S3_BUCKET_READ + ["s3:GetBucketTagging"],
+                resources=[_s3("*")],
+                conditions=_own_account(),
+            )
+        )
+        statements.append(
+            iam.PolicyStatement(
+                sid="ReplicationTaggedSourceObjects",
+                actions=S3_OBJECT_READ,
+                resources=[_s3("*/*")],
+                conditions=_own_account(),
+            )
+        )
+    if access.destinations:
+        statements.append(
+            iam.PolicyStatement(
+                sid="ReplicationDestinationBuckets",
+                actions=S3_BUCKET_WRITE,
+                resources=sorted({_s3(b) for b, _, _ in access.destinations}),
+            )
+        )
+        statements.append(
+            iam.PolicyStatement(
+                sid="ReplicationDestinationObjects",
+                actions=S3_OBJECT_WRITE,
+                resources=sorted({_s3(f"{b}/{p}*") for b, p, _ in access.destinations}),
+            )
+        )
+        deletes = sorted({_s3(f"{b}/{p}*") for b, p, d in access.destinations if d})
+        if deletes:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ReplicationDestinationDeletes",
+                    actions=["s3:DeleteObject"],
+                    resources=deletes,
+                )
+            )
+    return statements

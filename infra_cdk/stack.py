@@ -1,0 +1,203 @@
+"""ControlPlaneStack: everything skyhop's serverless control plane needs in one region."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack, Tags
+from constructs import Construct
+from skyhop.models import ReplicationConfig
+
+from infra_cdk import permissions
+from infra_cdk.functions import SPECS, ControlFunctions
+from infra_cdk.gateway import GatewayFleet
+from infra_cdk.messaging import Messaging
+from infra_cdk.replication import ReplicationRules
+from infra_cdk.settings import AppSettings
+from infra_cdk.storage import Storage
+
+# The names the handlers read (functions/aws/*).
+ENV_TABLE = "SKYHOP_TABLE"
+ENV_IDEMPOTENCY_TABLE = "SKYHOP_IDEMPOTENCY_TABLE"
+ENV_REQUESTS_QUEUE = "SKYHOP_REQUESTS_QUEUE_URL"
+ENV_EVENTS_QUEUE = "SKYHOP_EVENTS_QUEUE_URL"
+ENV_BUCKET_EVENTS_QUEUE = "SKYHOP_BUCKET_EVENTS_QUEUE_URL"
+ENV_RESULTS_QUEUE = "SKYHOP_RESULTS_QUEUE_URL"
+ENV_KMS_KEY = "SKYHOP_KMS_KEY_ID"
+ENV_RULES = "SKYHOP_RULES"
+ENV_LAUNCH_TEMPLATE = "SKYHOP_LAUNCH_TEMPLATE_ID"
+ENV_INSTANCE_PROFILE = "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"
+
+
+class ControlPlaneStack(Stack):
+    """Queues, tables, key, functions, gateway launch template and replication rules.
+
+    Everything is serverless or idle until used: nothing runs (and nothing but
+    storage, the key and the alarms is billed) until a request or an object
+    event arrives. See ``infra_cdk/README.md``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        settings: AppSettings,
+        rules: ReplicationConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        Tags.of(self).add(permissions.TAG_KEY, id)
+        rules = rules or ReplicationConfig(rules=[])
+        where = f"rules file {settings.rules_file}" if settings.rules_file else "replication rules"
+
+        self.messaging = Messaging(
+            self,
+            "Messaging",
+            visibility={
+                "Requests": SPECS["Submit"].queue_visibility,
+                "GatewayEvents": SPECS["GatewayEvents"].queue_visibility,
+                "BucketEvents": SPECS["BucketEvents"].queue_visibility,
+                "Results": SPECS["GatewayEvents"].queue_visibility,
+            },
+            alarm_email=settings.alarm_email,
+        )
+        self.storage = Storage(
+            self,
+            "Storage",
+            retain_data=settings.retain_data,
+            key_alias=f"alias/{id.lower()}-data-keys",
+        )
+        self.gateway = GatewayFleet(
+            self,
+            "Gateway",
+            instance_type=settings.gateway_instance_type,
+            ami_id=settings.gateway_ami_id,
+            volume_gib=settings.gateway_volume_gib,
+        )
+        self.replication = ReplicationRules(
+            self,
+            "Replication",
+            rules=rules,
+            queue=self.messaging.bucket_events,
+            mode=settings.notification_mode,
+            where=where,
+        )
+        m = self.messaging
+        environment = {
+            ENV_TABLE: self.storage.manifest.table_name,
+            ENV_IDEMPOTENCY_TABLE: self.storage.idempotency.table_name,
+            ENV_REQUESTS_QUEUE: m.requests.queue_url,
+            ENV_EVENTS_QUEUE: m.gateway_events.queue_url,
+            ENV_BUCKET_EVENTS_QUEUE: m.bucket_events.queue_url,
+            ENV_RESULTS_QUEUE: m.results.queue_url,
+            ENV_KMS_KEY: self.storage.data_key.key_arn,
+            ENV_LAUNCH_TEMPLATE: self.gateway.launch_template.launch_template_id or "",
+            ENV_INSTANCE_PROFILE: self.gateway.instance_profile.instance_profile_arn,
+            "POWERTOOLS_SERVICE_NAME": "skyhop",
+            "POWERTOOLS_METRICS_NAMESPACE": "skyhop",
+        }
+        self.functions = ControlFunctions(
+            self,
+            "Functions",
+            architecture=settings.lambda_architecture,
+            environment=environment,
+            extra_environment={"BucketEvents": {ENV_RULES: self.replication.rules_json}},
+            triggers={
+                "Submit": m.requests,
+                "GatewayEvents": m.gateway_events,
+                "BucketEvents": m.bucket_events,
+            },
+            log_retention_days=settings.log_retention_days,
+            powertools_version=settings.powertools_version,
+            powertools_layer_arn=settings.powertools_layer_arn,
+            dependencies_layer_arn=settings.dependencies_layer_arn,
+            wheelhouse=settings.wheelhouse,
+        )
+        self._grant(settings)
+        self._outputs()
+
+    def _grant(self, settings: AppSettings) -> None:
+        """Least privilege: each role gets the statements for what its code does, nothing more."""
+        fns = self.functions
+        m = self.messaging
+        table = self.storage.manifest.table_arn
+        idempotency = self.storage.idempotency.table_arn
+        key = self.storage.data_key.key_arn
+        access = self.replication.access
+        data_buckets = sorted(set(settings.transfer_buckets) | set(access.buckets))
+        account_wide = access.tagged_sources
+        transfer = permissions.s3_transfer_access(
+            "TransferData", data_buckets, account_wide=account_wide
+        )
+
+        common = [permissions.idempotency_access(idempotency)]
+        fns.grant(
+            "Submit",
+            [
+                permissions.manifest_access(table),
+                *common,
+                permissions.send_to(
+                    "PostEventsAndResults", [m.gateway_events.queue_arn, m.results.queue_arn]
+                ),
+                permissions.kms_wrap(key),
+                permissions.ec2_describe(),
+                *permissions.ec2_launch(self.gateway.role.role_arn),
+                *permissions.ec2_teardown(),
+                *transfer,
+            ],
+        )
+        fns.grant(
+            "GatewayEvents",
+            [
+                permissions.manifest_access(table),
+                *common,
+                permissions.send_to("PostResults", [m.results.queue_arn]),
+                permissions.ec2_describe(),
+                *permissions.ec2_teardown(),
+                *transfer,
+            ],
+        )
+        fns.grant(
+            "BucketEvents",
+            [
+                permissions.manifest_access(table),
+                *common,
+                permissions.send_to(
+                    "HandBulkToSubmitAndPostResults", [m.requests.queue_arn, m.results.queue_arn]
+                ),
+            ],
+        )
+        self.replication.grant_replication(fns.roles["BucketEvents"])
+        fns.grant(
+            "Reaper",
+            [
+                permissions.manifest_access(table, scan=True),
+                permissions.send_to("PostResults", [m.results.queue_arn]),
+                permissions.ec2_describe(),
+                *permissions.ec2_teardown(),
+                *permissions.s3_multipart_cleanup(data_buckets, account_wide=account_wide),
+            ],
+        )
+        gateway = self.gateway.role
+        for statement in [
+            permissions.send_to("PostGatewayEvents", [m.gateway_events.queue_arn]),
+            permissions.kms_unwrap(key),
+            *transfer,
+        ]:
+            gateway.add_to_principal_policy(statement)
+
+    def _outputs(self) -> None:
+        m = self.messaging
+        values = {
+            "RequestsQueueUrl": m.requests.queue_url,
+            "GatewayEventsQueueUrl": m.gateway_events.queue_url,
+            "BucketEventsQueueUrl": m.bucket_events.queue_url,
+            "ResultsQueueUrl": m.results.queue_url,
+            "ManifestTableName": self.storage.manifest.table_name,
+            "DataKeyArn": self.storage.data_key.key_arn,
+            "GatewayLaunchTemplateId": self.gateway.launch_template.launch_template_id or "",
+            "AlarmTopicArn": m.alarm_topic.topic_arn,
+        }
+        for name, value in values.items():
+            CfnOutput(self, name, value=value)
