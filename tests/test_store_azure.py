@@ -11,10 +11,22 @@ from skyhop.stores import azure
 from skyhop.stores.base import MultipartWriter, ObjectMeta, ObjectStore, capabilities, open_store
 from skyhop.uri import parse_uri
 
+from tests.suites.store_suite import StoreSuite
+
 
 @pytest.fixture
 def store(azure_container):
     return open_store(parse_uri(azure_container))
+
+
+class TestAzureStoreSuite(StoreSuite):
+    """The shared ObjectStore suite."""
+
+    supports_metadata = True
+
+    @pytest.fixture
+    def store(self, azure_container):
+        return open_store(parse_uri(azure_container))
 
 
 def md5_hex(data: bytes) -> str:

@@ -184,11 +184,16 @@ class AzureStore(BaseStore):
         if offset < 0 or length < 0:
             raise UsageError(f"bad range {offset}+{length} for {self._where(key)}")
         if length == 0:
+            info = self.head(key)
+            if info is None:
+                raise NotFoundError(f"read {self._where(key)}: not found")
+            if if_match is not None and info.etag != _quoted(if_match):
+                raise PreconditionFailed(f"read {self._where(key)}: the object changed")
             return b""
         what = f"read {self._where(key)} bytes {offset}-{offset + length - 1}"
         kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
         if if_match is not None:
-            kwargs.update(etag=if_match, match_condition=MatchConditions.IfNotModified)
+            kwargs.update(etag=_quoted(if_match), match_condition=MatchConditions.IfNotModified)
         data = self._call(lambda: self._blob(key).download_blob(**kwargs).readall(), what)
         if len(data) != length:
             raise StoreError(
@@ -199,14 +204,29 @@ class AzureStore(BaseStore):
     def put(self, key: str, data: bytes, *, meta: ObjectMeta | None = None) -> ObjectInfo:
         md5 = hashlib.md5(data).digest()  # noqa: S324 - Azure's Content-MD5
         kwargs = _write_kwargs(meta, md5)
-        self._call(
+        result = self._call(
             lambda: self._blob(key).upload_blob(data, overwrite=True, **kwargs),
             f"write {self._where(key)}",
         )
-        info = self.head(key)
-        if info is None:
-            raise StoreError(f"write {self._where(key)}: the blob vanished right after the write")
-        return info
+        modified = result.get("last_modified")
+        settings = kwargs["content_settings"]
+        return ObjectInfo(
+            key=key,
+            size=len(data),
+            etag=_quoted(result.get("etag")),
+            version=result.get("version_id"),
+            mtime=modified.timestamp() if modified else None,
+            checksums={"md5": md5.hex()},
+            meta=ObjectMeta(
+                content_type=settings.content_type,
+                content_encoding=settings.content_encoding,
+                cache_control=settings.cache_control,
+                user=dict(kwargs.get("metadata") or {}),
+                storage_class=kwargs["standard_blob_tier"].value
+                if "standard_blob_tier" in kwargs
+                else None,
+            ),
+        )
 
     def delete(self, key: str) -> None:
         try:
@@ -238,6 +258,12 @@ class AzureStore(BaseStore):
             lambda: self._blob(key).stage_block(block_id, data, validate_content=True),
             f"write part {part_number} of {self._where(key)}",
         )
+        if self.head(self._marker(upload_id)) is None:
+            # an uncommitted block cannot be deleted; Azure drops it after a week
+            raise NotFoundError(
+                f"write part {part_number} of {self._where(key)}: "
+                f"no multipart upload {upload_id!r} (aborted or completed)"
+            )
         with self._lock:
             running = self._md5.setdefault((key, upload_id), _RunningMD5())
             if not running.broken and part_number == running.next_part:
@@ -330,7 +356,7 @@ def _info(props: Any) -> ObjectInfo:
     return ObjectInfo(
         key=props.name,
         size=int(props.size or 0),
-        etag=props.etag,
+        etag=_quoted(props.etag),
         version=getattr(props, "version_id", None),
         mtime=modified.timestamp() if modified else None,
         checksums=checksums,
@@ -342,6 +368,13 @@ def _info(props: Any) -> ObjectInfo:
             storage_class=str(props.blob_tier) if props.blob_tier else None,
         ),
     )
+
+
+def _quoted(etag: str | None) -> str | None:
+    """ETags in their HTTP form: listings give them bare, properties quoted."""
+    if not etag:
+        return None
+    return etag if etag.startswith('"') else f'"{etag}"'
 
 
 def _check_upload_id(upload_id: str) -> None:

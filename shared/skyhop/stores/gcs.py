@@ -170,10 +170,11 @@ class GCSStore(BaseStore):
     ) -> bytes:
         if offset < 0 or length < 0:
             raise UsageError(f"bad range {offset}+{length} for {self._where(key)}")
+        generation = _generation(if_match, key) if if_match is not None else None
         if length == 0:
+            self._check_exists(key, generation)
             return b""
         what = f"read {self._where(key)} bytes {offset}-{offset + length - 1}"
-        generation = _generation(if_match, key) if if_match is not None else None
         blob = self.bucket.blob(key, generation=generation)
         try:
             data = self._call(
@@ -197,6 +198,15 @@ class GCSStore(BaseStore):
                 f"{what}: got {len(data)} bytes, expected {length} (object shorter than the range?)"
             )
         return data
+
+    def _check_exists(self, key: str, generation: int | None) -> None:
+        info = self.head(key)
+        if info is None:
+            raise NotFoundError(f"read {self._where(key)}: not found")
+        if generation is not None and info.version != str(generation):
+            raise PreconditionFailed(
+                f"read {self._where(key)}: the object changed (generation {generation} is gone)"
+            )
 
     def put(self, key: str, data: bytes, *, meta: ObjectMeta | None = None) -> ObjectInfo:
         blob = self.bucket.blob(key)
@@ -238,6 +248,13 @@ class GCSStore(BaseStore):
             ),
             f"write part {part_number} of {self._where(key)}",
         )
+        # checked after the write, so a part racing an abort is not left behind
+        if not self._marker_exists(upload_id):
+            self.delete(blob.name)
+            raise NotFoundError(
+                f"write part {part_number} of {self._where(key)}: "
+                f"no multipart upload {upload_id!r} (aborted or completed)"
+            )
         return str(blob.generation)
 
     def complete_multipart(
@@ -283,6 +300,10 @@ class GCSStore(BaseStore):
 
     def _part(self, upload_id: str, part_number: int) -> str:
         return f"{UPLOADS_PREFIX}{upload_id}/p{part_number:05d}"
+
+    def _marker_exists(self, upload_id: str) -> bool:
+        name = self._marker(upload_id)
+        return self._call(lambda: self.bucket.get_blob(name), f"head {name}") is not None
 
     def _read_marker(self, key: str, upload_id: str, what: str) -> ObjectMeta | None:
         try:
