@@ -1,0 +1,315 @@
+"""Amazon SQS: ``sqs://QUEUE_NAME`` or the queue's URL ``https://sqs.REGION.amazonaws.com/ACCOUNT/NAME``.
+
+* ``sqs://NAME`` resolves the URL with GetQueueUrl in the default region
+  (``AWS_REGION``), or ``sqs://NAME?region=eu-west-1``; a URL names its region.
+  Endpoints (moto in tests) come from ``AWS_ENDPOINT_URL`` as usual for boto3.
+* ``receive`` long-polls: ``wait_seconds`` is rounded up to whole seconds, in
+  rounds of at most 20 (SQS's limit), and more than 10 messages take several
+  calls. ``Message.receive_count`` is SQS's ``ApproximateReceiveCount``.
+* ``ack`` deletes; ``nack`` makes the message visible again at once, which
+  counts as a receive: after ``maxReceiveCount`` receives SQS moves a message
+  that keeps failing (a poison message) to the dead-letter queue named by the
+  queue's redrive policy. :func:`create_queue` creates a queue with its DLQ;
+  :func:`redrive_policy` is the attribute value, for ``infra_cdk`` too.
+* The queue is not created on first use: a typo in a URI would otherwise
+  swallow messages. Bodies are at most 256 KiB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+
+from skyhop.errors import (
+    AccessError,
+    NotFoundError,
+    SkyhopError,
+    StoreError,
+    ThrottledError,
+    UsageError,
+)
+from skyhop.queues.base import Message
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_PER_CALL = 10
+MAX_WAIT_PER_CALL = 20
+DEFAULT_MAX_RECEIVE_COUNT = 5
+DEFAULT_VISIBILITY_TIMEOUT = 60
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+_NOT_FOUND = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_ACCESS = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "UnrecognizedClientException",
+}
+_THROTTLE = {"RequestThrottled", "ThrottlingException", "Throttling", "OverLimit"}
+_GONE_RECEIPT = {"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight"}
+
+
+def parse_sqs(uri: str) -> tuple[str | None, str | None, str | None]:
+    """``uri`` -> (queue name, queue URL, region); one of name and URL is None."""
+    split = urlsplit(uri)
+    if split.scheme == "sqs":
+        name = split.netloc
+        if not name or split.path.strip("/"):
+            raise UsageError(f"malformed queue URI {uri!r}: expected sqs://QUEUE_NAME")
+        _check_name(uri, name)
+        region = parse_qs(split.query).get("region", [None])[0]
+        return name, None, region
+    if split.scheme in ("https", "http"):
+        parts = [p for p in split.path.split("/") if p]
+        if len(parts) != 2 or not split.hostname:
+            raise UsageError(
+                f"malformed queue URI {uri!r}: expected https://sqs.REGION.amazonaws.com/ACCOUNT/NAME"
+            )
+        _check_name(uri, parts[1])
+        return None, uri, _region_of_host(split.hostname)
+    raise UsageError(f"malformed queue URI {uri!r}: expected sqs://QUEUE_NAME or the queue URL")
+
+
+def redrive_policy(dead_letter_arn: str, max_receive_count: int = DEFAULT_MAX_RECEIVE_COUNT) -> str:
+    """The ``RedrivePolicy`` attribute: after ``max_receive_count`` receives a
+    message moves to the queue ``dead_letter_arn``."""
+    if not 1 <= max_receive_count <= 1000:
+        raise UsageError(f"max_receive_count {max_receive_count} out of range 1..1000")
+    return json.dumps(
+        {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": str(max_receive_count)}
+    )
+
+
+def create_queue(
+    name: str,
+    *,
+    dead_letter: str | None = None,
+    max_receive_count: int = DEFAULT_MAX_RECEIVE_COUNT,
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
+    region: str | None = None,
+) -> str:
+    """Create queue ``name`` (and, when given, its dead-letter queue ``dead_letter``
+    with a redrive policy of ``max_receive_count``); return ``sqs://name``.
+    Idempotent when the attributes match."""
+    _check_name(name, name)
+    client = _client(region)
+    attributes = {"VisibilityTimeout": str(visibility_timeout)}
+    what = f"creating SQS queue {name}"
+    if dead_letter is not None:
+        _check_name(dead_letter, dead_letter)
+        dlq_url = _call(lambda: client.create_queue(QueueName=dead_letter), what)["QueueUrl"]
+        arn = _call(
+            lambda: client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"]),
+            what,
+        )["Attributes"]["QueueArn"]
+        attributes["RedrivePolicy"] = redrive_policy(arn, max_receive_count)
+    _call(lambda: client.create_queue(QueueName=name, Attributes=attributes), what)
+    return f"sqs://{name}" + (f"?region={region}" if region else "")
+
+
+class SQSQueue:
+    """The Queue protocol over one SQS standard queue."""
+
+    def __init__(self, uri: str, *, client: Any | None = None) -> None:
+        self.uri = uri
+        self.name, self._url, region = parse_sqs(uri)
+        self._client = client if client is not None else _client(region)
+
+    @property
+    def url(self) -> str:
+        """The queue URL (GetQueueUrl once for ``sqs://NAME``)."""
+        if self._url is None:
+            name = self.name
+            self._url = self._call(lambda: self._client.get_queue_url(QueueName=name), "resolve")[
+                "QueueUrl"
+            ]
+        return self._url
+
+    def send(self, body: str) -> None:
+        self._check_size(body)
+        self._call(lambda: self._client.send_message(QueueUrl=self.url, MessageBody=body), "send")
+
+    def send_batch(self, bodies: list[str]) -> None:
+        for body in bodies:
+            self._check_size(body)
+        batch: list[str] = []
+        size = 0
+        for body in bodies:
+            n = len(body.encode("utf-8"))
+            if batch and (len(batch) == MAX_PER_CALL or size + n > MAX_BODY_BYTES):
+                self._send_entries(batch)
+                batch, size = [], 0
+            batch.append(body)
+            size += n
+        if batch:
+            self._send_entries(batch)
+
+    def receive(self, max_messages: int = 10, wait_seconds: float = 0.0) -> list[Message]:
+        wanted = max(1, max_messages)
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        out: list[Message] = []
+        while len(out) < wanted:
+            remaining = deadline - time.monotonic()
+            wait = 0 if out else min(MAX_WAIT_PER_CALL, max(0, math.ceil(remaining)))
+            response = self._call(
+                lambda wait=wait: self._client.receive_message(
+                    QueueUrl=self.url,
+                    MaxNumberOfMessages=min(MAX_PER_CALL, wanted - len(out)),
+                    WaitTimeSeconds=wait,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                ),
+                "receive",
+            )
+            got = response.get("Messages", [])
+            out.extend(
+                Message(
+                    body=m.get("Body", ""),
+                    receipt=m["ReceiptHandle"],
+                    receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                )
+                for m in got
+            )
+            if not got and (out or deadline - time.monotonic() <= 0):
+                break
+            if got and len(got) < MAX_PER_CALL:
+                break  # the queue has no more right now; do not wait for a full batch
+        return out
+
+    def ack(self, message: Message) -> None:
+        try:
+            self._call(
+                lambda: self._client.delete_message(
+                    QueueUrl=self.url, ReceiptHandle=message.receipt
+                ),
+                "ack",
+            )
+        except _GoneReceipt:
+            pass  # deleted already, or its receipt expired: acking twice is harmless
+
+    def nack(self, message: Message) -> None:
+        """Make a received message visible again at once (counts toward the DLQ)."""
+        try:
+            self._call(
+                lambda: self._client.change_message_visibility(
+                    QueueUrl=self.url, ReceiptHandle=message.receipt, VisibilityTimeout=0
+                ),
+                "nack",
+            )
+        except _GoneReceipt:
+            pass
+
+    def attributes(self) -> dict[str, str]:
+        """The queue's attributes (``QueueArn``, ``RedrivePolicy``, counts, ...)."""
+        return self._call(
+            lambda: self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"]),
+            "attributes",
+        ).get("Attributes", {})
+
+    # ------------------------------------------------------------ plumbing
+
+    def _send_entries(self, bodies: list[str]) -> None:
+        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)]
+        for attempt in range(5):
+            response = self._call(
+                lambda entries=entries: self._client.send_message_batch(
+                    QueueUrl=self.url, Entries=entries
+                ),
+                "send",
+            )
+            failed = response.get("Failed", [])
+            if not failed:
+                return
+            fatal = [f for f in failed if f.get("SenderFault")]
+            if fatal:
+                raise StoreError(
+                    f"queue {self.uri}: send rejected: {fatal[0].get('Code')}: {fatal[0].get('Message')}"
+                )
+            retry = {f["Id"] for f in failed}
+            entries = [e for e in entries if e["Id"] in retry]
+            time.sleep(0.05 * 2**attempt)
+        raise StoreError(f"queue {self.uri}: send failed after retries", retryable=True)
+
+    def _check_size(self, body: str) -> None:
+        n = len(body.encode("utf-8"))
+        if n > MAX_BODY_BYTES:
+            raise UsageError(
+                f"message for {self.uri} is {n} bytes: over SQS's limit of {MAX_BODY_BYTES} bytes"
+            )
+
+    def _call(self, fn: Any, what: str) -> Any:
+        return _call(fn, f"queue {self.uri}: {what}")
+
+
+class _GoneReceipt(StoreError):
+    """A receipt handle that no longer names an in-flight message."""
+
+
+def _call(fn: Any, what: str) -> Any:
+    try:
+        return fn()
+    except SkyhopError:
+        raise
+    except ClientError as exc:
+        raise _classify(exc, what) from None
+    except NoRegionError:
+        raise UsageError(
+            f"{what}: no AWS region: set AWS_REGION or use sqs://NAME?region=R"
+        ) from None
+    except BotoCoreError as exc:
+        raise StoreError(f"{what}: {exc}", retryable=True) from None
+
+
+def _classify(exc: ClientError, what: str) -> SkyhopError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    query_code = str(error.get("QueryErrorCode", ""))
+    message = str(error.get("Message") or code).splitlines()[0][:300]
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    if code in _NOT_FOUND or query_code in _NOT_FOUND:
+        return NotFoundError(f"{what}: the queue does not exist")
+    if code in _GONE_RECEIPT or query_code in _GONE_RECEIPT:
+        return _GoneReceipt(f"{what}: {message}")
+    if code in _ACCESS or status in (401, 403):
+        return AccessError(f"{what}: access denied ({code})")
+    if code in _THROTTLE or status == 429:
+        return ThrottledError(f"{what}: throttled ({code})")
+    return StoreError(f"{what}: {code}: {message}", retryable=status >= 500)
+
+
+def _client(region: str | None) -> Any:
+    try:
+        return boto3.session.Session().client(
+            "sqs",
+            region_name=region,
+            config=Config(retries={"mode": "standard", "max_attempts": 8}),
+        )
+    except NoRegionError:
+        raise UsageError(
+            "no AWS region for SQS: set AWS_REGION or use sqs://NAME?region=R"
+        ) from None
+
+
+def _check_name(uri: str, name: str) -> None:
+    base = name[:-5] if name.endswith(".fifo") else name
+    if not 1 <= len(name) <= 80 or not set(base) <= _NAME_CHARS:
+        raise UsageError(
+            f"malformed queue URI {uri!r}: {name!r} is not an SQS queue name "
+            "(1-80 letters, digits, hyphens and underscores)"
+        )
+
+
+def _region_of_host(host: str) -> str | None:
+    """``sqs.us-east-1.amazonaws.com`` or ``us-east-1.queue.amazonaws.com`` -> region."""
+    labels = host.split(".")
+    if len(labels) >= 4 and labels[0] == "sqs":
+        return labels[1]
+    if len(labels) >= 4 and labels[1] == "queue":
+        return labels[0]
+    return None
