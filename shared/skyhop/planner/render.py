@@ -1,0 +1,77 @@
+"""How a RoutePlan looks to a person (rich) and to a program (JSON)."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from skyhop.models import RoutePlan
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} PB"  # pragma: no cover
+
+
+def human_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {s % 60:.0f} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def render_plan(plan: RoutePlan) -> RenderableType:
+    """The route as tables: gateways per region, overlay edges, estimate."""
+    title = Text.assemble(
+        ("Route ", "bold"),
+        (" -> ".join(plan.path), "bold cyan"),
+        (f"  ({plan.planner} planner)", "dim"),
+    )
+    gateways = Table(title="Gateways", title_justify="left", show_edge=False)
+    gateways.add_column("region")
+    gateways.add_column("role")
+    gateways.add_column("VMs", justify="right")
+    gateways.add_column("instance type")
+    for g in plan.gateways:
+        gateways.add_row(g.region, g.role, str(g.count), g.instance_type or "-")
+
+    edges = Table(title="Edges", title_justify="left", show_edge=False)
+    edges.add_column("from")
+    edges.add_column("to")
+    edges.add_column("Gbit/s", justify="right")
+    edges.add_column("connections", justify="right")
+    for e in plan.edges:
+        edges.add_row(e.src, e.dst, f"{e.gbps:.3f}", str(e.connections))
+
+    c = plan.cost
+    summary = Table(title="Estimate", title_justify="left", show_header=False, show_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_row("throughput", f"{plan.throughput_gbps:.3f} Gbit/s")
+    summary.add_row("data", human_bytes(plan.bytes))
+    summary.add_row("time", human_seconds(plan.seconds))
+    summary.add_row("egress", f"${c.egress_usd:,.4f}")
+    summary.add_row("VM-hours", f"${c.vm_usd:,.4f}")
+    summary.add_row("requests", f"${c.requests_usd:,.4f}")
+    summary.add_row("total", f"${c.total_usd:,.4f}")
+    if plan.bytes:
+        summary.add_row("per GB", f"${c.total_usd / (plan.bytes / 1e9):,.4f}")
+    parts: list[RenderableType] = [title, gateways, edges, summary]
+    if plan.notes:
+        parts.append(Text("\n".join(f"- {n}" for n in plan.notes), style="dim"))
+    return Group(*parts)
+
+
+def plan_json(plan: RoutePlan) -> str:
+    """The plan as JSON, with the cost total and $/GB spelled out for programs."""
+    data = plan.model_dump(mode="json")
+    data["cost"]["total_usd"] = plan.cost.total_usd
+    data["cost"]["usd_per_gb"] = plan.cost.total_usd / (plan.bytes / 1e9) if plan.bytes else None
+    return json.dumps(data, indent=2)
