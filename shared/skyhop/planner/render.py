@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -70,8 +68,6 @@ def render_plan(plan: RoutePlan) -> RenderableType:
 
 
 def plan_json(plan: RoutePlan) -> str:
-    """The plan as JSON, with the cost total and $/GB spelled out for programs."""
-    data = plan.model_dump(mode="json")
-    data["cost"]["total_usd"] = plan.cost.total_usd
-    data["cost"]["usd_per_gb"] = plan.cost.total_usd / (plan.bytes / 1e9) if plan.bytes else None
-    return json.dumps(data, indent=2)
+    """The plan as JSON: exactly the RoutePlan model, so a program can load it back
+    (``RoutePlan.model_validate_json``); the total is the sum of the cost parts."""
+    return plan.model_dump_json(indent=2)
