@@ -38,6 +38,9 @@ PYTHON_VERSION = "3.12"
 
 # Provided by the Lambda runtime (boto3) or by the Powertools layer.
 _PROVIDED = {"boto3", "botocore", "s3transfer", "aws-lambda-powertools", "aws-xray-sdk"}
+# Lambda allows 250 MB unzipped for code and layers together; keep room for the
+# Powertools layer and the source asset.
+LAYER_LIMIT = 220 * 2**20
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", "tests")
 
 
@@ -150,7 +153,23 @@ class PipLayerBundler:
                 "pip could not build the dependencies layer: "
                 + (errors[0] if errors else f"exit status {result.returncode}")
             )
+        size = prune(Path(output_dir) / "python")
+        if size > LAYER_LIMIT:
+            raise PackagingError(
+                f"the dependencies layer is {size / 2**20:.0f} MiB unzipped, over the "
+                f"{LAYER_LIMIT / 2**20:.0f} MiB Lambda leaves beside the code and Powertools"
+            )
         return True
+
+
+def prune(root: Path) -> int:
+    """Drop what never runs in Lambda (packages' own test suites, bytecode caches); return
+    the remaining size in bytes."""
+    for pattern in ("*/tests", "*/*/tests", "*/*/*/tests", "**/__pycache__"):
+        for path in sorted(root.glob(pattern), reverse=True):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def dependencies_code(
