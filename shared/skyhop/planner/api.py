@@ -192,9 +192,9 @@ def region_of(uri: str, override: str | None = None) -> str:
     from skyhop.stores.base import open_store
     from skyhop.uri import parse_uri
 
+    parsed = parse_uri(uri)  # a malformed URI is an error even with an override
     if override:
         return override
-    parsed = parse_uri(uri)
     if parsed.scheme == "local":
         return LOCAL
     try:
