@@ -1,0 +1,358 @@
+"""The gateway's main process: sockets, worker processes, control API, events,
+and the rules that keep it from outliving its job.
+
+Start-up order matters: the data socket is bound and the workers are forked
+before any thread starts (fork copies only the calling thread), then the
+control API, the event pump and the lifetime watch start, and finally the
+ready line is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from skyhop import crypto
+from skyhop.errors import SkyhopError, UsageError
+from skyhop.models import (
+    ChunkBatch,
+    GatewayConfig,
+    GatewayErrorEvent,
+    GatewayReady,
+    GatewayRole,
+    GatewayStatus,
+    PeerSpec,
+)
+
+from gateway_vm.control_api import ApiError, ControlServer
+from gateway_vm.events import EventRouter
+from gateway_vm.lifetime import pid_alive, set_parent_death_signal
+from gateway_vm.runtime import Counters, HookBudget
+from gateway_vm.worker import Shared, worker_main
+
+log = logging.getLogger("gateway_vm")
+
+WATCH_INTERVAL = 0.5
+WORKER_GRACE = 3.0
+
+
+def resolve_data_key(cfg: GatewayConfig) -> bytes | None:
+    """The job's data key for sources and destinations; relays must have none."""
+    has_key = cfg.data_key_b64 is not None or cfg.wrapped_data_key is not None
+    if cfg.role == GatewayRole.RELAY:
+        if has_key:
+            raise UsageError("a relay gateway must not be given the data key")
+        return None
+    if cfg.data_key_b64 is not None:
+        return crypto.decode_key(cfg.data_key_b64)
+    if cfg.wrapped_data_key is not None:
+        return crypto.open_key_wrapper(cfg.key_wrap, cfg.kms_key_id).unwrap(cfg.wrapped_data_key)
+    raise UsageError(f"a {cfg.role} gateway needs the data key (data_key_b64 or wrapped_data_key)")
+
+
+def _hook_count(cfg: GatewayConfig, name: str) -> int:
+    value = cfg.test_hooks.get(name)
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"test hook {name}={value!r} is not an integer") from None
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.state = "starting"
+        self.stop_event = threading.Event()
+        self.stop_reason = ""
+        self.router = EventRouter(cfg.event_sink)
+        self.submitted = 0
+        self._submit_lock = threading.Lock()
+        self._last_activity = time.monotonic()
+        self._last_counts: tuple[int, ...] = ()
+        self.peers: list[PeerSpec] = list(cfg.next_hops)
+        self.workers: list[BaseProcess] = []
+        self.listener: socket.socket | None = None
+        self.control: ControlServer | None = None
+        self.shared: Shared | None = None
+
+    # ------------------------------------------------------------ start-up
+
+    def start(self) -> dict[str, Any]:
+        cfg = self.cfg
+        data_key = resolve_data_key(cfg)
+        if cfg.role == GatewayRole.SOURCE and not cfg.source_uri:
+            raise UsageError("a source gateway needs source_uri")
+        if cfg.role == GatewayRole.DESTINATION and not cfg.destination_uri:
+            raise UsageError("a destination gateway needs destination_uri")
+        if cfg.parent_pid is not None:
+            if cfg.parent_pid == os.getppid():
+                set_parent_death_signal(signal.SIGTERM)
+            if not pid_alive(cfg.parent_pid):
+                raise UsageError(f"parent process {cfg.parent_pid} is gone")
+        if cfg.role != GatewayRole.SOURCE:
+            self.listener = _bind(cfg.listen_host, cfg.data_port)
+            self.listener.listen(256)
+        mp = multiprocessing.get_context("fork")
+        hooks = {
+            name: HookBudget(mp, _hook_count(cfg, name))
+            for name in ("flip_wire", "flip_plain")
+            if name in cfg.test_hooks
+        }
+        self.shared = Shared(
+            config=cfg,
+            data_key=data_key,
+            listener=self.listener,
+            work_q=mp.Queue(),
+            ctl_qs=[mp.Queue() for _ in range(cfg.workers)],
+            evt_q=mp.Queue(),
+            counters=Counters(mp, cfg.workers),
+            hooks=hooks,
+        )
+        for i in range(cfg.workers):
+            proc = mp.Process(
+                target=worker_main, args=(self.shared, i), name=f"worker-{i}", daemon=True
+            )
+            proc.start()
+            self.workers.append(proc)
+        del data_key
+        tls = crypto.server_context(cfg.ca_cert_pem, cfg.cert_pem, cfg.key_pem)
+        self.control = ControlServer(self, cfg.listen_host, cfg.control_port, tls)
+        _thread(self.control.serve_forever, "control-api")
+        _thread(self._pump_events, "events")
+        _thread(self._watch, "watch")
+        self.state = "ready"
+        data_port = self.listener.getsockname()[1] if self.listener else 0
+        control_port = self.control.server_address[1]
+        self.router.publish(
+            GatewayReady(
+                job_id=cfg.job_id,
+                gateway_id=cfg.gateway_id,
+                host=cfg.listen_host,
+                data_port=data_port,
+                control_port=control_port,
+            ).model_dump_json()
+        )
+        return {
+            "ready": True,
+            "gateway_id": cfg.gateway_id,
+            "data_port": data_port,
+            "control_port": control_port,
+            "pid": os.getpid(),
+        }
+
+    # ------------------------------------------------------------ control API calls
+
+    def touch(self) -> None:
+        self._last_activity = time.monotonic()
+
+    def submit(self, batch: ChunkBatch) -> int:
+        if batch.job_id != self.cfg.job_id:
+            raise ApiError(
+                400, f"batch is for job {batch.job_id}, this gateway serves {self.cfg.job_id}"
+            )
+        if self.cfg.role != GatewayRole.SOURCE:
+            raise ApiError(409, f"gateway {self.cfg.gateway_id} is a {self.cfg.role}, not a source")
+        if self.state != "ready":
+            raise ApiError(409, f"gateway {self.cfg.gateway_id} is {self.state}")
+        assert self.shared is not None
+        with self._submit_lock:
+            for work in batch.chunks:
+                self.shared.work_q.put(work.model_dump_json())
+            self.submitted += len(batch.chunks)
+        return len(batch.chunks)
+
+    def set_peers(self, peers: list[PeerSpec]) -> None:
+        if self.cfg.role == GatewayRole.DESTINATION and peers:
+            raise ApiError(409, "a destination gateway has no next hops")
+        assert self.shared is not None
+        self.peers = list(peers)
+        payload = [p.model_dump_json() for p in peers]
+        for q in self.shared.ctl_qs:
+            q.put(("peers", payload))
+
+    def status(self) -> GatewayStatus:
+        assert self.shared is not None
+        c = self.shared.counters
+        taken, done, failed = c.total("taken"), c.total("done"), c.total("failed")
+        queued = max(self.submitted - taken, 0) if self.cfg.role == GatewayRole.SOURCE else 0
+        return GatewayStatus(
+            gateway_id=self.cfg.gateway_id,
+            role=self.cfg.role,
+            state=self.state,  # type: ignore[arg-type]
+            chunks_queued=queued,
+            chunks_in_flight=max(taken - done - failed, 0),
+            chunks_done=done,
+            bytes_sent=c.total("bytes_sent"),
+            bytes_received=c.total("bytes_received"),
+            errors=c.total("errors") + failed,
+        )
+
+    def drain(self, wait: float) -> GatewayStatus:
+        """Accept no more chunks; return once nothing is queued or in flight, or after ``wait`` s."""
+        if self.state == "ready":
+            self.state = "draining"
+        deadline = time.monotonic() + min(max(wait, 0.0), 600.0)
+        while True:
+            status = self.status()
+            if status.chunks_queued == 0 and status.chunks_in_flight == 0:
+                return status
+            if time.monotonic() >= deadline or self.stop_event.is_set():
+                return status
+            time.sleep(0.05)
+            self.touch()
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            log.info("stopping: %s", reason)
+            self.stop_event.set()
+
+    # ------------------------------------------------------------ background threads
+
+    def _pump_events(self) -> None:
+        assert self.shared is not None
+        while True:
+            try:
+                item = self.shared.evt_q.get(timeout=0.5)
+            except queue.Empty:
+                if self.state == "stopped":
+                    return
+                continue
+            except (EOFError, OSError):
+                return
+            try:
+                self.router.publish(item)
+            except Exception as exc:  # noqa: BLE001 - a bad event must not stop the pump
+                log.warning("dropped an invalid event: %s", type(exc).__name__)
+
+    def _watch(self) -> None:
+        cfg = self.cfg
+        while not self.stop_event.wait(WATCH_INTERVAL):
+            if cfg.parent_pid is not None and not pid_alive(cfg.parent_pid):
+                self.request_stop(f"parent process {cfg.parent_pid} is gone")
+                return
+            for proc in self.workers:
+                if not proc.is_alive():
+                    message = f"worker {proc.name} died (exit code {proc.exitcode})"
+                    self._publish_error(message, fatal=True)
+                    self.request_stop(message)
+                    return
+            if self.shared is not None:
+                counts = tuple(
+                    self.shared.counters.total(f)
+                    for f in ("taken", "done", "failed", "bytes_received")
+                )
+                if counts != self._last_counts:
+                    self._last_counts = counts
+                    self.touch()
+            if time.monotonic() - self._last_activity > cfg.idle_timeout_s:
+                self.request_stop(f"idle for {cfg.idle_timeout_s:g} s")
+                return
+
+    def _publish_error(self, message: str, *, fatal: bool) -> None:
+        try:
+            self.router.publish(
+                GatewayErrorEvent(
+                    job_id=self.cfg.job_id,
+                    gateway_id=self.cfg.gateway_id,
+                    message=message,
+                    fatal=fatal,
+                ).model_dump_json()
+            )
+        except Exception:  # noqa: BLE001
+            pass
+
+    # ------------------------------------------------------------ shutdown
+
+    def wait(self) -> None:
+        while not self.stop_event.wait(0.5):
+            pass
+
+    def close(self) -> None:
+        self.state = "stopped"
+        if self.shared is not None:
+            for q in self.shared.ctl_qs:
+                try:
+                    q.put(("stop", None))
+                except (OSError, ValueError):
+                    pass
+        deadline = time.monotonic() + WORKER_GRACE
+        for proc in self.workers:
+            proc.join(max(deadline - time.monotonic(), 0.05))
+        for proc in self.workers:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+        if self.shared is not None:
+            # Never block interpreter exit on undelivered work or control messages.
+            for q in [self.shared.work_q, *self.shared.ctl_qs]:
+                q.cancel_join_thread()
+        if self.listener is not None:
+            self.listener.close()
+        if self.control is not None:
+            self.control.shutdown()
+            self.control.server_close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _thread(target: Any, name: str) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
+def run(config_path: str) -> int:
+    """Run a gateway from its config file until it is told, or has reason, to stop."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=os.environ.get("SKYHOP_GATEWAY_LOG", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(processName)s: %(message)s",
+    )
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            cfg = GatewayConfig.model_validate_json(fh.read())
+    except OSError as exc:
+        print(f"gateway: cannot read config {config_path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"gateway: invalid config {config_path}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    gateway = Gateway(cfg)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: gateway.request_stop(signal.Signals(signum).name))
+    try:
+        ready = gateway.start()
+    except SkyhopError as exc:
+        print(f"gateway {cfg.gateway_id}: {exc}", file=sys.stderr)
+        gateway.close()
+        return 2
+    except OSError as exc:
+        print(f"gateway {cfg.gateway_id}: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        gateway.close()
+        return 2
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    log.info("gateway %s (%s) ready: %s", cfg.gateway_id, cfg.role, ready)
+    gateway.wait()
+    gateway.close()
+    log.info("gateway %s stopped (%s)", cfg.gateway_id, gateway.stop_reason)
+    return 0

@@ -1,0 +1,244 @@
+"""Destination role: open each chunk's frames, decompress, verify the CRC32C of
+the plaintext, and only then write it to the destination store.
+
+Memory: a chunk's buffer is taken from the worker's byte budget before any of
+its data is read; while the budget is exhausted the connection is not read, so
+TCP back-pressure reaches the sender. Writes run on a small thread pool, so a
+connection reads the next chunk while the previous one is being stored.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import zstandard
+from pydantic import ValidationError
+from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
+from skyhop.errors import IntegrityError, SkyhopError, StoreError
+from skyhop.models import ChunkVerified
+from skyhop.stores.base import MultipartWriter
+
+from gateway_vm.checksum import crc32c_extend
+from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
+from gateway_vm.worker import WorkerContext
+
+_writers: dict[int, ThreadPoolExecutor] = {}
+
+
+def _writer_pool(ctx: WorkerContext) -> ThreadPoolExecutor:
+    pool = _writers.get(id(ctx))
+    if pool is None:
+        pool = ThreadPoolExecutor(
+            max_workers=ctx.per_worker_connections, thread_name_prefix="write"
+        )
+        _writers[id(ctx)] = pool
+    return pool
+
+
+def serve_connection(ctx: WorkerContext, sock: ssl.SSLSocket) -> None:
+    """Receive chunks from one inbound connection until it closes."""
+    if ctx.aead is None:
+        ctx.error("destination gateway has no data key; closing data connection", fatal=True)
+        return
+    reader = FrameReader(sock, ctx.digest)
+    decompressor = zstandard.ZstdDecompressor()
+    while not ctx.stop.is_set():
+        try:
+            frame = reader.next()
+        except (IntegrityError, StreamClosed, OSError) as exc:
+            ctx.error(f"data stream broken: {exc}")
+            return
+        if frame is None:
+            return
+        if frame.header.ftype != FrameType.META:
+            ctx.error(f"data stream out of sync: frame type {frame.header.ftype} outside a chunk")
+            return
+        if not _receive_chunk(ctx, reader, frame, decompressor):
+            return
+
+
+def _skip_chunk(reader: FrameReader, chunk_id: int, frame: Frame | None) -> bool:
+    """Read and drop the rest of a failed chunk's frames; False if the stream broke."""
+    try:
+        while frame is None or not frame.header.last:
+            frame = reader.next()
+            if frame is None or frame.header.chunk_id != chunk_id:
+                return False
+        return True
+    except (IntegrityError, StreamClosed, OSError):
+        return False
+
+
+def _receive_chunk(
+    ctx: WorkerContext, reader: FrameReader, first: Frame, decompressor: zstandard.ZstdDecompressor
+) -> bool:
+    """Receive one chunk whose META frame is ``first``. Returns False when the
+    connection can no longer be used."""
+    assert ctx.aead is not None
+    chunk_id = first.header.chunk_id
+    ctx.count("taken")
+    opener = SegmentOpener(ctx.aead, ctx.cfg.job_id, chunk_id)
+    try:
+        meta = ChunkMeta.model_validate_json(opener.open(first.header, first.payload))
+        if meta.chunk_id != chunk_id or meta.length < 0:
+            raise IntegrityError(f"chunk {chunk_id}: metadata does not match its frame")
+    except (IntegrityError, ValidationError) as exc:
+        ctx.chunk_failed(chunk_id, f"metadata of chunk {chunk_id} rejected: {_short(exc)}")
+        return _skip_chunk(reader, chunk_id, first)
+    started = time.monotonic()
+    opener.object_key = meta.dst_key
+    need = meta.length
+    buf = ctx.pool.get(need, ctx.stop)
+    if buf is None:
+        return False
+    handed_off = False
+    frame: Frame | None = first
+    view = memoryview(buf)[:need]
+    try:
+        pos = 0
+        crc = 0
+        segments = 0
+        trailer: ChunkTrailer | None = None
+        while trailer is None:
+            frame = reader.next()
+            if frame is None:
+                raise StreamClosed(f"connection closed in the middle of chunk {chunk_id}")
+            hdr = frame.header
+            if hdr.chunk_id != chunk_id:
+                raise IntegrityError(f"chunk {chunk_id}: frame of chunk {hdr.chunk_id} interleaved")
+            if hdr.ftype == FrameType.DATA:
+                n = hdr.plain_len
+                if pos + n > need:
+                    raise IntegrityError(f"chunk {chunk_id}: more data than its length {need}")
+                if hdr.flags & FLAG_ZSTD:
+                    packed = opener.open(hdr, frame.payload)
+                    try:
+                        plain = decompressor.decompress(packed, max_output_size=n)
+                    except zstandard.ZstdError as exc:
+                        raise IntegrityError(
+                            f"chunk {chunk_id}: bad compressed segment: {exc}"
+                        ) from None
+                    if len(plain) != n:
+                        raise IntegrityError(
+                            f"chunk {chunk_id}: segment decompressed to a wrong size"
+                        )
+                    view[pos : pos + n] = plain
+                    del plain, packed
+                else:
+                    if hdr.payload_len - TAG_BYTES != n:
+                        raise IntegrityError(f"chunk {chunk_id}: segment length mismatch")
+                    opener.open_into(hdr, frame.payload, view[pos : pos + n])
+                crc = crc32c_extend(crc, view[pos : pos + n])
+                pos += n
+                segments += 1
+            elif hdr.ftype == FrameType.END:
+                trailer = ChunkTrailer.model_validate_json(opener.open(hdr, frame.payload))
+                opener.finish()
+            else:
+                raise IntegrityError(f"chunk {chunk_id}: metadata frame inside the chunk")
+        ctx.count("bytes_received", reader.bytes_read)
+        reader.bytes_read = 0
+        if trailer.length != need or pos != need or segments != trailer.segments:
+            raise IntegrityError(
+                f"chunk {chunk_id}: got {pos} bytes in {segments} segments, "
+                f"sender sent {trailer.length} in {trailer.segments}, expected {need}"
+            )
+        got = f"{crc:08x}"
+        if got != trailer.crc32c:
+            raise IntegrityError(
+                f"chunk {chunk_id}: CRC32C mismatch (computed {got}, sender {trailer.crc32c})"
+            )
+        _writer_pool(ctx).submit(_write, ctx, meta, buf, view, got, started)
+        handed_off = True
+        return True
+    except ValidationError as exc:
+        ctx.chunk_failed(
+            chunk_id,
+            f"trailer of chunk {chunk_id} rejected: {_short(exc)}",
+            object_id=meta.object_id,
+        )
+        return False
+    except IntegrityError as exc:
+        ctx.chunk_failed(chunk_id, str(exc), object_id=meta.object_id)
+        return _skip_chunk(reader, chunk_id, frame)
+    except (StreamClosed, OSError) as exc:
+        ctx.chunk_failed(chunk_id, f"chunk {chunk_id} cut off: {exc}", object_id=meta.object_id)
+        return False
+    finally:
+        if not handed_off:
+            _recycle(ctx, buf, view)
+
+
+def _write(
+    ctx: WorkerContext,
+    meta: ChunkMeta,
+    buf: bytearray,
+    view: memoryview,
+    crc: str,
+    started: float,
+) -> None:
+    """Write a verified chunk. Stores that declare ``accepts_buffers = True`` get a
+    memoryview of the pooled buffer (and must not keep it after returning);
+    others get a copy as ``bytes``."""
+    try:
+        store = ctx.store()
+        data: Any = view if getattr(store, "accepts_buffers", False) else view.tobytes()
+        if meta.multipart:
+            if not isinstance(store, MultipartWriter) or not meta.upload_id:
+                raise StoreError(f"chunk {meta.chunk_id}: multipart write without an upload id")
+            etag: str | None = store.upload_part(meta.dst_key, meta.upload_id, meta.index + 1, data)
+        else:
+            if meta.index != 0 or meta.length != meta.object_size:
+                raise StoreError(
+                    f"chunk {meta.chunk_id}: a single-chunk object must be one whole chunk"
+                )
+            store.put(meta.dst_key, data)
+            etag = None
+        del data
+        ctx.count("done")
+        ctx.emit(
+            ChunkVerified(
+                job_id=ctx.cfg.job_id,
+                gateway_id=ctx.cfg.gateway_id,
+                chunk_id=meta.chunk_id,
+                object_id=meta.object_id,
+                crc32c=crc,
+                length=meta.length,
+                part_etag=etag,
+                seconds=time.monotonic() - started,
+            )
+        )
+    except SkyhopError as exc:
+        ctx.chunk_failed(
+            meta.chunk_id,
+            f"writing chunk {meta.chunk_id} to {meta.dst_key} failed: {exc}",
+            object_id=meta.object_id,
+            retryable=getattr(exc, "retryable", True) if isinstance(exc, StoreError) else True,
+        )
+    except Exception as exc:  # noqa: BLE001 - never crash the gateway on a store's bug
+        ctx.chunk_failed(
+            meta.chunk_id,
+            f"writing chunk {meta.chunk_id} failed: {type(exc).__name__}: {exc}",
+            object_id=meta.object_id,
+        )
+    finally:
+        _recycle(ctx, buf, view)
+
+
+def _recycle(ctx: WorkerContext, buf: bytearray, view: memoryview) -> None:
+    """Return a chunk buffer to the pool, unless something still holds a view of it."""
+    try:
+        view.release()
+    except BufferError:
+        ctx.pool.forget(buf)
+        return
+    ctx.pool.put(buf)
+
+
+def _short(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return f"{exc.error_count()} invalid field(s)"
+    return str(exc)
