@@ -381,7 +381,7 @@ class LocalKeyWrapper:
 
 _WRAPPERS: dict[str, str] = {
     "none": "skyhop.crypto:LocalKeyWrapper",
-    "kms": "skyhop.kms:KMSKeyWrapper",
+    "kms": "skyhop.compute.ec2:KMSKeyWrapper",
 }
 
 
