@@ -170,7 +170,8 @@ def test_instances_carry_tags_and_a_bootstrap_with_their_config(moto, tmp_path) 
     assert config.gateway_id == "gw-t-0" and config.listen_host == "0.0.0.0"
     assert (config.data_port, config.parent_pid) == (spec.data_port, None)
     assert config.data_key_b64 is None and config.wrapped_data_key is None
-    assert f"python -m gateway_vm --config {CONFIG_PATH}" in script
+    assert f"CONFIG={CONFIG_PATH}" in script
+    assert 'python -m gateway_vm --config "$CONFIG"' in script
     path = tmp_path / "user-data.sh"
     path.write_text(script)
     subprocess.run(["bash", "-n", str(path)], check=True)  # the script parses
@@ -237,5 +238,5 @@ def test_authorize_needs_ip_addresses(moto) -> None:
     spec = GatewaySpec(
         gateway_id="gw-x", job_id="j-x", region=EAST, role=GatewayRole.SOURCE, host="gw.example"
     )
-    with pytest.raises(UsageError, match="no IP address"):
+    with pytest.raises(GatewayError, match="no IP address"):
         _provider().authorize("j-x", [spec])

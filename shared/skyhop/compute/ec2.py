@@ -17,10 +17,10 @@ jobs per region, unless the quota is raised.)
 Gateways: one instance per :class:`~skyhop.models.GatewayConfig`, tagged
 ``skyhop=gateway``, ``skyhop:job=JOB``, ``skyhop:gateway=ID``,
 ``skyhop:role=ROLE`` (and its ports), with IMDSv2 required and
-terminate-on-shutdown. Its user data (:func:`bootstrap_script`) writes the
-configuration to ``/etc/skyhop/gateway.json`` (0600), installs skyhop into a
-venv and starts ``python -m gateway_vm`` under systemd; when the gateway
-exits (idle timeout, drain) the instance powers off and so terminates itself.
+terminate-on-shutdown. Its user data (:func:`bootstrap_script`) is the
+startup script every cloud's gateways share (:mod:`skyhop.compute.startup`):
+it writes the configuration to ``/etc/skyhop/gateway.json`` (0600), installs
+skyhop into a venv and starts ``python -m gateway_vm`` under systemd.
 User data is readable by principals allowed ``ec2:DescribeInstanceAttribute``:
 it holds the gateway's TLS key and control token, never a clear data key
 (:meth:`launch` refuses one), only a KMS-wrapped key.
@@ -45,10 +45,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import logging
-import shlex
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -59,6 +57,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError, WaiterError
 
+from skyhop.compute import startup
 from skyhop.errors import (
     AccessError,
     GatewayError,
@@ -82,11 +81,11 @@ CONTROL_PORT_TAG = "skyhop:control-port"
 SECURITY_GROUP_NAME = "skyhop-gateways"
 NETWORK_CIDR = "10.73.0.0/16"
 SUBNET_CIDR = "10.73.0.0/20"
-DEFAULT_DATA_PORT = 7443
-DEFAULT_CONTROL_PORT = 7444
+DEFAULT_DATA_PORT = startup.DATA_PORT
+DEFAULT_CONTROL_PORT = startup.CONTROL_PORT
 DEFAULT_INSTANCE_TYPE = "m5.8xlarge"  # the planner's default profile prices this type
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-CONFIG_PATH = "/etc/skyhop/gateway.json"
+CONFIG_PATH = startup.CONFIG_PATH
 MAX_USER_DATA = 16 * 1024
 KMS_CONTEXT_KEY = "skyhop:job"
 WRAP_VERSION = 1
@@ -118,42 +117,13 @@ def aws_region(region: str) -> str:
 
 
 def bootstrap_script(config: GatewayConfig, *, package: str = "skyhop") -> str:
-    """The user data that runs ``config`` as a gateway on a fresh Linux VM."""
+    """The user data that runs ``config`` (as :func:`~skyhop.compute.startup.vm_config`
+    made it) on a fresh VM: the shared startup script, with the configuration
+    carried inline as base64."""
     payload = base64.b64encode(config.model_dump_json().encode()).decode()
     lines = "\n".join(payload[i : i + 76] for i in range(0, len(payload), 76))
-    return f"""#!/bin/bash
-# skyhop gateway {config.gateway_id} of job {config.job_id} ({config.role.value})
-set -euo pipefail
-umask 077
-install -d -m 0700 /etc/skyhop
-base64 -d > {CONFIG_PATH} <<'SKYHOP_CONFIG'
-{lines}
-SKYHOP_CONFIG
-chmod 0600 {CONFIG_PATH}
-if ! command -v python3 >/dev/null 2>&1; then
-  (command -v dnf >/dev/null 2>&1 && dnf -y install python3) || (apt-get update && apt-get -y install python3 python3-venv)
-fi
-python3 -m venv /opt/skyhop
-/opt/skyhop/bin/pip install --quiet --upgrade pip
-/opt/skyhop/bin/pip install --quiet {shlex.quote(package)}
-cat > /etc/systemd/system/skyhop-gateway.service <<'SKYHOP_UNIT'
-[Unit]
-Description=skyhop gateway
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-ExecStart=/opt/skyhop/bin/python -m gateway_vm --config {CONFIG_PATH}
-ExecStopPost=/usr/bin/systemctl --no-block poweroff
-Restart=no
-LimitNOFILE=65536
-
-[Install]
-WantedBy=multi-user.target
-SKYHOP_UNIT
-systemctl daemon-reload
-systemctl enable --now skyhop-gateway.service
-"""
+    write = f"base64 -d > \"$CONFIG\" <<'SKYHOP_CONFIG'\n{lines}\nSKYHOP_CONFIG"
+    return startup.startup_script(write, package)
 
 
 def config_from_user_data(user_data: str) -> GatewayConfig:
@@ -219,7 +189,7 @@ class EC2ComputeProvider:
         self.grantee_roles = dict(grantee_roles or {})
         self.data_port = data_port
         self.control_port = control_port
-        self.control_cidrs = [str(ipaddress.ip_network(c)) for c in control_cidrs]
+        self.control_cidrs = startup.check_cidrs(list(control_cidrs))
         self.package = package
         self.wait_ready = wait_ready
         self.ready_timeout = ready_timeout
@@ -432,13 +402,13 @@ class EC2ComputeProvider:
     def _run(self, config: GatewayConfig) -> GatewaySpec:
         region = aws_region(config.region)
         net = self.network(region)
-        vm_config = config.model_copy(
-            update={
-                "listen_host": "0.0.0.0",  # noqa: S104 - the security group admits only the job's gateways
-                "data_port": config.data_port or self.data_port,
-                "control_port": config.control_port or self.control_port,
-                "parent_pid": None,
-            }
+        vm_config = startup.vm_config(
+            config.model_copy(
+                update={
+                    "data_port": config.data_port or self.data_port,
+                    "control_port": config.control_port or self.control_port,
+                }
+            )
         )
         user_data = bootstrap_script(vm_config, package=self.package)
         if len(user_data.encode()) > MAX_USER_DATA:
@@ -577,30 +547,35 @@ class EC2ComputeProvider:
     def authorize(self, job_id: str, gateways: list[GatewaySpec]) -> None:
         if not gateways:
             return
-        addresses = sorted({_ipv4(g) for g in gateways})
+        addresses = startup.peer_cidrs(gateways)
         regions: dict[str, set[tuple[int, int]]] = {}
         for g in gateways:
             regions.setdefault(aws_region(g.region), set()).add((g.data_port, g.control_port))
         description = f"{JOB_TAG}={job_id}"
         for region, ports in sorted(regions.items()):
             net = self.network(region)
-            wanted: set[tuple[int, str]] = {
-                (data, f"{ip}/32") for data, _ in ports for ip in addresses
-            }
+            wanted: set[tuple[int, str]] = {(data, c) for data, _ in ports for c in addresses}
             wanted |= {(control, cidr) for _, control in ports for cidr in self.control_cidrs}
-            have = {(r["FromPort"], r.get("CidrIpv4", "")) for r in self._job_rules(net, job_id)}
+            have = {
+                (r["FromPort"], r.get("CidrIpv4") or r.get("CidrIpv6") or "")
+                for r in self._job_rules(net, job_id)
+            }
             missing = sorted(wanted - have)
             if not missing:
                 continue
-            by_port: dict[int, list[dict[str, str]]] = {}
+            by_port: dict[int, dict[str, list[dict[str, str]]]] = {}
             for port, cidr in missing:
-                by_port.setdefault(port, []).append({"CidrIp": cidr, "Description": description})
+                v6 = ":" in cidr
+                ranges = by_port.setdefault(port, {"IpRanges": [], "Ipv6Ranges": []})
+                ranges["Ipv6Ranges" if v6 else "IpRanges"].append(
+                    {"CidrIpv6" if v6 else "CidrIp": cidr, "Description": description}
+                )
             ec2 = self._ec2(region)
             _call(
                 lambda ec2=ec2, net=net, by_port=by_port: ec2.authorize_security_group_ingress(
                     GroupId=net.security_group_id,
                     IpPermissions=[
-                        {"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": ranges}
+                        {"IpProtocol": "tcp", "FromPort": p, "ToPort": p, **ranges}
                         for p, ranges in sorted(by_port.items())
                     ],
                     TagSpecifications=[
@@ -1026,19 +1001,6 @@ def _spec_of(instance: dict[str, Any], region: str) -> GatewaySpec | None:
     except (KeyError, ValueError):
         log.warning("instance %s has incomplete skyhop tags", instance.get("InstanceId"))
         return None
-
-
-def _ipv4(gateway: GatewaySpec) -> str:
-    try:
-        address = ipaddress.ip_address(gateway.host)
-    except ValueError:
-        raise UsageError(
-            f"gateway {gateway.gateway_id} has no IP address ({gateway.host!r}); "
-            "firewall rules admit /32 addresses only"
-        ) from None
-    if address.version != 4:
-        raise UsageError(f"gateway {gateway.gateway_id}: IPv6 address {address} not supported")
-    return str(address)
 
 
 def _tags(values: Mapping[str, str]) -> list[dict[str, str]]:
