@@ -49,8 +49,8 @@ class FakeHTTP:
         self.server: ThreadingHTTPServer | None = None
         self.scheme = "http"
 
-    def route(self, method: str, pattern: str, handler: Handler) -> None:
-        self.routes.append((method, re.compile(f"^{pattern}$"), handler))
+    def route(self, method: str, pattern: str, handler: Handler, flags: int = 0) -> None:
+        self.routes.append((method, re.compile(f"^{pattern}$", flags), handler))
 
     def calls(self, method: str | None = None, contains: str = "") -> list[Request]:
         with self.lock:

@@ -59,27 +59,6 @@ T = TypeVar("T")
 ReadyProbe = Callable[[GatewaySpec, GatewayConfig], bool]
 
 
-def control_api_probe(spec: GatewaySpec, cfg: GatewayConfig) -> bool:
-    """True once the gateway's control API answers a status call."""
-    from skyhop.gateway_api import GatewayClient
-
-    client = GatewayClient(
-        spec.host,
-        spec.control_port,
-        spec.gateway_id,
-        cfg.ca_cert_pem,
-        cfg.control_token,
-        cfg.cert_pem,
-        cfg.key_pem,
-        timeout=5.0,
-    )
-    try:
-        client.status()
-    except SkyhopError:
-        return False
-    return True
-
-
 class GCEComputeProvider:
     """The ComputeProvider for Google Compute Engine."""
 
@@ -119,7 +98,7 @@ class GCEComputeProvider:
         self.service_account = service_account
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
-        self.ready_probe = ready_probe or control_api_probe
+        self.ready_probe = ready_probe or startup.control_api_probe
         self._client_kwargs: dict[str, Any] = {}
         if credentials is not None:
             self._client_kwargs["credentials"] = credentials

@@ -13,7 +13,7 @@ import ipaddress
 import re
 import shlex
 
-from skyhop.errors import GatewayError, UsageError
+from skyhop.errors import GatewayError, SkyhopError, UsageError
 from skyhop.models import GatewayConfig, GatewaySpec
 
 DATA_PORT = 7400
@@ -104,3 +104,24 @@ def cloud_name(text: str, *, prefix: str = "skyhop-", limit: int = 63) -> str:
     if not name or not name[0].isalpha():
         name = "s" + name[: limit - 1]
     return name
+
+
+def control_api_probe(spec: GatewaySpec, cfg: GatewayConfig) -> bool:
+    """True once the gateway's control API answers a status call."""
+    from skyhop.gateway_api import GatewayClient
+
+    client = GatewayClient(
+        spec.host,
+        spec.control_port,
+        spec.gateway_id,
+        cfg.ca_cert_pem,
+        cfg.control_token,
+        cfg.cert_pem,
+        cfg.key_pem,
+        timeout=5.0,
+    )
+    try:
+        client.status()
+    except SkyhopError:
+        return False
+    return True
