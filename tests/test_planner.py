@@ -422,3 +422,10 @@ def test_render_and_json_show_route_time_and_cost():
         assert needle in text
     again = RoutePlan.model_validate_json(plan_json(route))
     assert again == route
+
+
+def test_trivial_plans_have_a_source_and_a_destination_hop():
+    for src, dst in (("local", "local"), ("aws:us-east-1", "aws:us-east-1")):
+        route = plan(src, dst, bytes=10)
+        assert route.path == [route.src_region, route.dst_region]
+        assert [g.role for g in route.gateways] == ["source", "destination"]

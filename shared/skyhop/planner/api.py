@@ -175,7 +175,7 @@ def _trivial_plan(prof: Profile, src: str, dst: str, work: object) -> RoutePlan:
             Gateway(region=where, count=1, role="destination", instance_type=instance),
         ],
         edges=[Edge(src=where, dst=where, gbps=gbps, connections=8)],
-        path=[src, dst] if src != dst else [src],
+        path=[src, dst],  # the control plane launches one hop per entry
         throughput_gbps=gbps,
         bytes=work.bytes,
         seconds=seconds,
