@@ -5,7 +5,11 @@
   ``https://ACCOUNT.queue.core.windows.net``.
 * Bodies travel base64-encoded, the encoding Azure Functions' queue trigger
   expects by default, so a function bound to the queue sees the same text.
-  An encoded message may be at most 64 KiB (about 48 KiB of body).
+  An encoded message may be at most 64 KiB, so a longer body is parked in the
+  blob container ``skyhop-queue-payloads`` of the same account and the message
+  carries ``skyhop-payload:v1:BLOB`` instead (the claim-check pattern);
+  ``receive`` resolves it (:func:`resolve_body` does the same for a function
+  triggered by the queue) and ``ack`` deletes the blob.
 * Azure queues have no long polling: ``receive`` with ``wait_seconds`` polls,
   backing off from 0.2 s to 2 s, until a message arrives or the time is up.
 * A received message stays invisible for ``visibility_timeout`` seconds; ``ack``
@@ -15,11 +19,12 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -31,6 +36,8 @@ from skyhop.errors import AccessError, NotFoundError, SkyhopError, StoreError, U
 from skyhop.queues.base import Message
 
 MAX_ENCODED_BYTES = 64 * 1024
+PAYLOAD_CONTAINER = "skyhop-queue-payloads"
+PAYLOAD_PREFIX = "skyhop-payload:v1:"
 MAX_PER_RECEIVE = 32
 _QUEUE_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9\-]{1,61}[a-z0-9]$")
 _ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
@@ -91,22 +98,42 @@ class AzureQueue:
         self._create = create
         self._client = client
         self._ready = client is not None or not create
+        self._lock = threading.Lock()
+        self._payloads: Any = None
 
     # ------------------------------------------------------------ plumbing
 
     @property
     def client(self) -> QueueClient:
-        if self._client is None:
-            self._client = self._call(self._connect, "connect")
-        if not self._ready:
-            self._ready = True
-            try:
-                self._call(self._client.create_queue, "create")
-            except StoreError as exc:
-                if "QueueAlreadyExists" not in str(exc):
-                    self._ready = False
-                    raise
+        if self._client is not None and self._ready:
+            return self._client
+        with self._lock:
+            if self._client is None:
+                self._client = self._call(self._connect, "connect")
+            if not self._ready:
+                try:
+                    self._call(self._client.create_queue, "create")
+                except StoreError as exc:
+                    if "QueueAlreadyExists" not in str(exc):
+                        raise
+                self._ready = True
         return self._client
+
+    @property
+    def payloads(self) -> Any:
+        """The container that holds bodies too long for a message (created on first use)."""
+        with self._lock:
+            if self._payloads is None:
+                container = self._call(
+                    lambda: payload_container(self.account), "connect to blob storage"
+                )
+                try:
+                    self._call(container.create_container, "create payload container")
+                except StoreError as exc:
+                    if "ContainerAlreadyExists" not in str(exc):
+                        raise
+                self._payloads = container
+        return self._payloads
 
     def _connect(self) -> QueueClient:
         policies: dict[str, Any] = {
@@ -136,14 +163,22 @@ class AzureQueue:
     # ------------------------------------------------------------ Queue
 
     def send(self, body: str) -> None:
-        self._check_size(body)
-        self._call(lambda: self.client.send_message(body), "send")
+        self.send_batch([body])
 
     def send_batch(self, bodies: list[str]) -> None:
-        for body in bodies:
-            self._check_size(body)
         for body in bodies:  # Azure queues have no batch send
-            self._call(lambda body=body: self.client.send_message(body), "send")
+            text = body
+            if _encoded_size(body) > MAX_ENCODED_BYTES or body.startswith(PAYLOAD_PREFIX):
+                text = self._park(body)
+            self._call(lambda text=text: self.client.send_message(text), "send")
+
+    def _park(self, body: str) -> str:
+        name = f"{self.name}/{uuid.uuid4().hex}"
+        data = body.encode("utf-8")
+        self._call(
+            lambda: self.payloads.upload_blob(name, data, overwrite=True), "park a long body"
+        )
+        return PAYLOAD_PREFIX + name
 
     def receive(self, max_messages: int = 10, wait_seconds: float = 0.0) -> list[Message]:
         count = max(1, min(max_messages, MAX_PER_RECEIVE))
@@ -160,31 +195,56 @@ class AzureQueue:
                 ),
                 "receive",
             )
-            if got:
-                return [
+            out = []
+            for m in got:
+                text = m.content if m.content is not None else ""
+                parked = text[len(PAYLOAD_PREFIX) :] if text.startswith(PAYLOAD_PREFIX) else ""
+                if parked:
+                    try:
+                        text = self._fetch(parked)
+                    except NotFoundError:
+                        # its body is gone: an earlier receiver acked it; drop the stray message
+                        self._delete(m.id, m.pop_receipt)
+                        continue
+                out.append(
                     Message(
-                        body=m.content if m.content is not None else "",
-                        receipt=json.dumps([m.id, m.pop_receipt]),
+                        body=text,
+                        receipt=json.dumps([m.id, m.pop_receipt, parked]),
                         receive_count=max(1, int(m.dequeue_count or 1)),
                     )
-                    for m in got
-                ]
+                )
+            if out:
+                return out
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             time.sleep(min(pause, remaining))
             pause = min(pause * 2, 2.0)
 
-    def ack(self, message: Message) -> None:
-        msg_id, pop = _receipt(message)
+    def _fetch(self, parked: str) -> str:
+        raw = self._call(
+            lambda: self.payloads.download_blob(parked).readall(), "fetch a parked body"
+        )
+        return raw.decode("utf-8")
+
+    def _delete(self, msg_id: str, pop: str) -> None:
         try:
             self._call(lambda: self.client.delete_message(msg_id, pop), "ack")
         except NotFoundError:
             pass  # already deleted: acking twice is harmless
 
+    def ack(self, message: Message) -> None:
+        msg_id, pop, parked = _receipt(message)
+        self._delete(msg_id, pop)
+        if parked:
+            try:
+                self._call(lambda: self.payloads.delete_blob(parked), "delete a parked body")
+            except NotFoundError:
+                pass
+
     def nack(self, message: Message) -> None:
         """Make a received message visible again at once."""
-        msg_id, pop = _receipt(message)
+        msg_id, pop, _ = _receipt(message)
         try:
             self._call(
                 lambda: self.client.update_message(msg_id, pop, visibility_timeout=0), "nack"
@@ -192,19 +252,43 @@ class AzureQueue:
         except NotFoundError:
             pass
 
-    def _check_size(self, body: str) -> None:
-        encoded = len(base64.b64encode(body.encode("utf-8")))
-        if encoded > MAX_ENCODED_BYTES:
-            raise UsageError(
-                f"message for {self.uri} is {len(body.encode('utf-8'))} bytes: over Azure "
-                f"Queue's limit of 64 KiB encoded (about 48 KiB of text)"
-            )
+
+def _encoded_size(body: str) -> int:
+    return 4 * -(-len(body.encode("utf-8")) // 3)
 
 
-def _receipt(message: Message) -> tuple[str, str]:
+def payload_container(account: str) -> Any:
+    """The blob container of ``account`` that holds parked bodies."""
+    from azure.storage.blob import BlobServiceClient
+
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if conn and _connection_string_account(conn) == account:
+        service = BlobServiceClient.from_connection_string(conn)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        service = BlobServiceClient(
+            f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential()
+        )
+    return service.get_container_client(PAYLOAD_CONTAINER)
+
+
+def resolve_body(account: str, text: str) -> str:
+    """A queue message's body as sent: fetches a parked one (for queue-triggered functions,
+    which receive the message text themselves)."""
+    if not text.startswith(PAYLOAD_PREFIX):
+        return text
+    name = text[len(PAYLOAD_PREFIX) :]
     try:
-        msg_id, pop = json.loads(message.receipt)
-        return str(msg_id), str(pop)
+        return payload_container(account).download_blob(name).readall().decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - classified, never leaked
+        raise _classify(exc, f"fetch parked body {name}") from None
+
+
+def _receipt(message: Message) -> tuple[str, str, str]:
+    try:
+        msg_id, pop, parked = json.loads(message.receipt)
+        return str(msg_id), str(pop), str(parked)
     except (ValueError, TypeError):
         raise UsageError(f"not an Azure queue receipt: {message.receipt!r}") from None
 
