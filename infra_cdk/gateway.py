@@ -29,11 +29,13 @@ class GatewayFleet(Construct):
 
     The launch template fixes what every gateway shares: instance type, AMI
     (latest Amazon Linux 2023 unless ``gatewayAmiId`` pins one), IMDSv2 only,
-    an encrypted gp3 root volume, terminate-on-shutdown, and the ``skyhop`` tag.
-    The compute provider adds the per-job parts when it calls ``RunInstances``:
-    user data with the gateway configuration, the job's security group, and
-    tag specifications that carry ``skyhop`` (required by the functions' IAM
-    conditions). The role's permissions are granted by the stack.
+    an encrypted gp3 root volume, terminate-on-shutdown, the instance profile
+    and the ``skyhop`` tag. ``skyhop.compute.ec2`` uses it by name in this
+    region and adds the per-job parts to ``RunInstances``: user data with the
+    gateway configuration, the skyhop network's subnet and security group, and
+    tags (``skyhop=gateway``, required by the functions' IAM conditions). The
+    role's permissions are granted by the stack; it can unwrap a job's data key
+    only through the KMS grant the provider creates for that job.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class GatewayFleet(Construct):
         instance_type: str,
         ami_id: str | None,
         volume_gib: int,
+        template_name: str,
     ) -> None:
         super().__init__(scope, id)
         self.role = iam.Role(
@@ -62,11 +65,14 @@ class GatewayFleet(Construct):
         image: ec2.IMachineImage = (
             PinnedImage(ami_id)
             if ami_id
-            else ec2.MachineImage.latest_amazon_linux2023(cpu_type=cpu)
+            else ec2.MachineImage.latest_amazon_linux2023(
+                cpu_type=cpu, kernel=ec2.AmazonLinux2023Kernel.DEFAULT
+            )
         )
         self.launch_template = ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
+            launch_template_name=template_name,
             instance_type=itype,
             machine_image=image,
             instance_profile=self.instance_profile,

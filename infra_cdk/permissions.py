@@ -34,40 +34,66 @@ def _s3(path: str) -> str:
 
 
 # ---------------------------------------------------------------- EC2
+#
+# What skyhop.compute.ec2.EC2ComputeProvider calls. Its network (VPC, subnet,
+# internet gateway, the security group ``skyhop-gateways``) is tagged
+# ``skyhop=network``, its gateways (instances and volumes) ``skyhop=gateway``,
+# and each job's firewall rules ``skyhop:job=JOB``.
 
+
+JOB_TAG_KEY = "skyhop:job"
 
 EC2_DESCRIBE_ACTIONS = [
     "ec2:DescribeInstances",
-    "ec2:DescribeInstanceStatus",
-    "ec2:DescribeInstanceTypeOfferings",
     "ec2:DescribeImages",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSecurityGroupRules",
     "ec2:DescribeVpcs",
     "ec2:DescribeSubnets",
+    "ec2:DescribeInternetGateways",
+    "ec2:DescribeRouteTables",
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSecurityGroupRules",
+    "ec2:DescribeAvailabilityZones",
     "ec2:DescribeLaunchTemplates",
     "ec2:DescribeLaunchTemplateVersions",
-    "ec2:DescribeRegions",
-    "ec2:DescribeAvailabilityZones",
 ]
 
 # Every EC2 action that changes something; the tests check each is tag-conditioned.
 EC2_MUTATIONS = {
     "ec2:RunInstances",
     "ec2:TerminateInstances",
-    "ec2:StopInstances",
     "ec2:CreateTags",
-    "ec2:DeleteTags",
+    "ec2:CreateVpc",
+    "ec2:CreateSubnet",
+    "ec2:ModifySubnetAttribute",
+    "ec2:CreateInternetGateway",
+    "ec2:AttachInternetGateway",
+    "ec2:CreateRoute",
     "ec2:CreateSecurityGroup",
-    "ec2:DeleteSecurityGroup",
     "ec2:AuthorizeSecurityGroupIngress",
     "ec2:RevokeSecurityGroupIngress",
-    "ec2:AuthorizeSecurityGroupEgress",
-    "ec2:RevokeSecurityGroupEgress",
 }
 
-# Resource types a call names but cannot tag or be conditioned on by tag.
-UNTAGGABLE_EC2_RESOURCES = ("image/", "subnet/", "network-interface/", "vpc/")
+# The only (action, resource type) pairs granted without a skyhop tag condition,
+# because no tag can be there when the call is made: public AMIs and the network
+# interface RunInstances creates carry none; the VPC's main route table is made
+# by CreateVpc, untagged, and gets its default route before the provider tags
+# it; a firewall rule is found by its job tag *or* its description, so revoking
+# must not depend on the tag. RunInstances and RevokeSecurityGroupIngress also
+# name a resource that is tag-conditioned (the instance, the group), so neither
+# works outside skyhop's resources; CreateRoute can only add routes.
+UNCONDITIONED_EC2 = {
+    "ec2:RunInstances": ("image/", "network-interface/"),
+    "ec2:CreateRoute": ("route-table/",),
+    "ec2:RevokeSecurityGroupIngress": ("security-group-rule/",),
+}
+
+_TAGGED_CREATE_ACTIONS = [
+    "CreateVpc",
+    "CreateSubnet",
+    "CreateInternetGateway",
+    "CreateSecurityGroup",
+    "RunInstances",
+]
 
 
 def ec2_describe() -> iam.PolicyStatement:
@@ -75,8 +101,71 @@ def ec2_describe() -> iam.PolicyStatement:
     return iam.PolicyStatement(sid="Ec2Describe", actions=EC2_DESCRIBE_ACTIONS, resources=["*"])
 
 
+def ec2_network_setup() -> list[iam.PolicyStatement]:
+    """Create the per-region skyhop network once: every new resource tagged ``skyhop``."""
+    return [
+        iam.PolicyStatement(
+            sid="Ec2CreateTaggedNetwork",
+            actions=[
+                "ec2:CreateVpc",
+                "ec2:CreateSubnet",
+                "ec2:CreateInternetGateway",
+                "ec2:CreateSecurityGroup",
+            ],
+            resources=[
+                _ec2("vpc/*"),
+                _ec2("subnet/*"),
+                _ec2("internet-gateway/*"),
+                _ec2("security-group/*"),
+            ],
+            conditions=_HAS_REQUEST_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2ChangeSkyhopNetwork",
+            actions=[
+                "ec2:CreateSubnet",
+                "ec2:CreateSecurityGroup",
+                "ec2:AttachInternetGateway",
+                "ec2:ModifySubnetAttribute",
+            ],
+            resources=[_ec2("vpc/*"), _ec2("subnet/*"), _ec2("internet-gateway/*")],
+            conditions=_HAS_RESOURCE_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2DefaultRoute",
+            actions=["ec2:CreateRoute"],
+            resources=[_ec2("route-table/*")],
+        ),
+        iam.PolicyStatement(
+            sid="Ec2TagOnCreate",
+            actions=["ec2:CreateTags"],
+            resources=[
+                _ec2("vpc/*"),
+                _ec2("subnet/*"),
+                _ec2("internet-gateway/*"),
+                _ec2("security-group/*"),
+                _ec2("instance/*"),
+                _ec2("volume/*"),
+            ],
+            conditions={
+                "StringEquals": {"ec2:CreateAction": _TAGGED_CREATE_ACTIONS},
+                **_HAS_REQUEST_TAG,
+            },
+        ),
+        iam.PolicyStatement(
+            sid="Ec2TagMainRouteTable",
+            actions=["ec2:CreateTags"],
+            resources=[_ec2("route-table/*")],
+            conditions={
+                **_HAS_REQUEST_TAG,
+                "ForAllValues:StringEquals": {"aws:TagKeys": [TAG_KEY, "Name"]},
+            },
+        ),
+    ]
+
+
 def ec2_launch(gateway_role_arn: str) -> list[iam.PolicyStatement]:
-    """Launch gateways: new instances, volumes and security groups must carry the skyhop tag."""
+    """Launch gateways into the skyhop network; new instances and volumes must be tagged."""
     return [
         iam.PolicyStatement(
             sid="Ec2RunTaggedGateways",
@@ -85,54 +174,19 @@ def ec2_launch(gateway_role_arn: str) -> list[iam.PolicyStatement]:
             conditions=_HAS_REQUEST_TAG,
         ),
         iam.PolicyStatement(
-            sid="Ec2CreateTaggedFirewalls",
-            actions=["ec2:CreateSecurityGroup"],
-            resources=[_ec2("security-group/*")],
-            conditions=_HAS_REQUEST_TAG,
-        ),
-        iam.PolicyStatement(
-            sid="Ec2RunWithSkyhopTemplateAndGroups",
+            sid="Ec2RunInSkyhopNetwork",
             actions=["ec2:RunInstances"],
-            resources=[_ec2("launch-template/*"), _ec2("security-group/*")],
+            resources=[
+                _ec2("subnet/*"),
+                _ec2("security-group/*"),
+                _ec2("launch-template/*"),
+            ],
             conditions=_HAS_RESOURCE_TAG,
         ),
         iam.PolicyStatement(
             sid="Ec2RunUntaggableInputs",
             actions=["ec2:RunInstances"],
-            resources=[
-                _ec2("image/*", account=None),
-                _ec2("subnet/*"),
-                _ec2("network-interface/*"),
-            ],
-        ),
-        iam.PolicyStatement(
-            sid="Ec2FirewallInVpc",
-            actions=["ec2:CreateSecurityGroup"],
-            resources=[_ec2("vpc/*")],
-        ),
-        iam.PolicyStatement(
-            sid="Ec2TagOnCreate",
-            actions=["ec2:CreateTags"],
-            resources=[
-                _ec2("instance/*"),
-                _ec2("volume/*"),
-                _ec2("security-group/*"),
-                _ec2("network-interface/*"),
-            ],
-            conditions={
-                "StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup"]},
-                **_HAS_REQUEST_TAG,
-            },
-        ),
-        iam.PolicyStatement(
-            sid="Ec2OpenJobFirewall",
-            actions=[
-                "ec2:AuthorizeSecurityGroupIngress",
-                "ec2:AuthorizeSecurityGroupEgress",
-                "ec2:RevokeSecurityGroupEgress",
-            ],
-            resources=[_ec2("security-group/*")],
-            conditions=_HAS_RESOURCE_TAG,
+            resources=[_ec2("image/*", account=None), _ec2("network-interface/*")],
         ),
         iam.PolicyStatement(
             sid="PassGatewayRole",
@@ -142,7 +196,7 @@ def ec2_launch(gateway_role_arn: str) -> list[iam.PolicyStatement]:
         ),
         iam.PolicyStatement(
             sid="ReadPublicAmiParameters",
-            actions=["ssm:GetParameter", "ssm:GetParameters"],
+            actions=["ssm:GetParameter"],
             resources=[
                 f"arn:{Aws.PARTITION}:ssm:*::parameter/aws/service/ami-amazon-linux-latest/*"
             ],
@@ -150,47 +204,107 @@ def ec2_launch(gateway_role_arn: str) -> list[iam.PolicyStatement]:
     ]
 
 
+def ec2_open_firewall() -> list[iam.PolicyStatement]:
+    """Admit a job's gateways in the skyhop group, each rule tagged with the job."""
+    return [
+        iam.PolicyStatement(
+            sid="Ec2OpenSkyhopGroup",
+            actions=["ec2:AuthorizeSecurityGroupIngress"],
+            resources=[_ec2("security-group/*")],
+            conditions=_HAS_RESOURCE_TAG,
+        ),
+        iam.PolicyStatement(
+            sid="Ec2JobRules",
+            actions=["ec2:AuthorizeSecurityGroupIngress", "ec2:CreateTags"],
+            resources=[_ec2("security-group-rule/*")],
+            conditions={"StringLike": {f"aws:RequestTag/{JOB_TAG_KEY}": "?*"}},
+        ),
+    ]
+
+
 def ec2_teardown() -> list[iam.PolicyStatement]:
-    """Tear gateways down: only instances and security groups carrying the skyhop tag."""
+    """Close a job's firewall rules and terminate its gateways: only skyhop-tagged ones."""
     return [
         iam.PolicyStatement(
             sid="Ec2TerminateSkyhopInstances",
-            actions=["ec2:TerminateInstances", "ec2:StopInstances"],
+            actions=["ec2:TerminateInstances"],
             resources=[_ec2("instance/*")],
             conditions=_HAS_RESOURCE_TAG,
         ),
         iam.PolicyStatement(
-            sid="Ec2CloseSkyhopFirewalls",
-            actions=["ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup"],
+            sid="Ec2CloseSkyhopGroup",
+            actions=["ec2:RevokeSecurityGroupIngress"],
             resources=[_ec2("security-group/*")],
             conditions=_HAS_RESOURCE_TAG,
         ),
+        iam.PolicyStatement(
+            sid="Ec2CloseJobRules",
+            actions=["ec2:RevokeSecurityGroupIngress"],
+            resources=[_ec2("security-group-rule/*")],
+        ),
     ]
+
+
+# ---------------------------------------------------------------- KMS
+
+
+def kms_wrap(key_arn: str, gateway_role_arn: str) -> list[iam.PolicyStatement]:
+    """Create and wrap a job's data key and grant the gateway role ``Decrypt`` for that job only."""
+    return [
+        iam.PolicyStatement(
+            sid="WrapDataKeys",
+            actions=["kms:GenerateDataKey", "kms:Encrypt"],
+            resources=[key_arn],
+            conditions={"Null": {f"kms:EncryptionContext:{JOB_TAG_KEY}": "false"}},
+        ),
+        iam.PolicyStatement(
+            sid="GrantGatewaysOneJob",
+            actions=["kms:CreateGrant"],
+            resources=[key_arn],
+            conditions={
+                "StringEquals": {
+                    "kms:GranteePrincipal": gateway_role_arn,
+                    "kms:GrantConstraintType": "EncryptionContextEquals",
+                },
+                "ForAllValues:StringEquals": {"kms:GrantOperations": ["Decrypt"]},
+            },
+        ),
+        kms_retire_grants(key_arn),
+    ]
+
+
+def kms_retire_grants(key_arn: str) -> iam.PolicyStatement:
+    """List and revoke a job's grants when it ends (or when a crash left them behind)."""
+    return iam.PolicyStatement(
+        sid="RevokeJobGrants",
+        actions=["kms:ListGrants", "kms:RevokeGrant"],
+        resources=[key_arn],
+    )
 
 
 # ---------------------------------------------------------------- data stores
 
 
+# What skyhop.state.dynamodb calls: queries (table and indexes), consistent
+# reads, transactions (authorised as their Put/Update/Delete/ConditionCheck
+# parts) and batch deletes. No Scan: every read is a query.
 MANIFEST_ACTIONS = [
-    "dynamodb:DescribeTable",
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
     "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
-    "dynamodb:BatchWriteItem",
     "dynamodb:ConditionCheckItem",
-    "dynamodb:TransactGetItems",
-    "dynamodb:TransactWriteItems",
+    "dynamodb:BatchWriteItem",
 ]
 
 
-def manifest_access(table_arn: str, *, scan: bool = False) -> iam.PolicyStatement:
-    """Read and conditionally write the manifest table and its indexes (``scan`` for the reaper)."""
+def manifest_access(table_arn: str) -> iam.PolicyStatement:
+    """Read and conditionally write the manifest table and query its indexes."""
     return iam.PolicyStatement(
         sid="ManifestTable",
-        actions=MANIFEST_ACTIONS + (["dynamodb:Scan"] if scan else []),
+        actions=MANIFEST_ACTIONS,
         resources=[table_arn, f"{table_arn}/index/*"],
     )
 
@@ -214,20 +328,6 @@ def send_to(sid: str, queue_arns: Sequence[str]) -> iam.PolicyStatement:
     return iam.PolicyStatement(
         sid=sid, actions=["sqs:SendMessage", "sqs:GetQueueUrl"], resources=list(queue_arns)
     )
-
-
-def kms_wrap(key_arn: str) -> iam.PolicyStatement:
-    """Create and wrap per-job data keys (the control plane)."""
-    return iam.PolicyStatement(
-        sid="WrapDataKeys",
-        actions=["kms:GenerateDataKey", "kms:Encrypt", "kms:DescribeKey"],
-        resources=[key_arn],
-    )
-
-
-def kms_unwrap(key_arn: str) -> iam.PolicyStatement:
-    """Unwrap a job's data key (destination gateways)."""
-    return iam.PolicyStatement(sid="UnwrapDataKeys", actions=["kms:Decrypt"], resources=[key_arn])
 
 
 def log_writes(log_group_arn: str) -> iam.PolicyStatement:

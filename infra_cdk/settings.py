@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+from skyhop.compute.ec2 import DEFAULT_INSTANCE_TYPE
 from skyhop.errors import UsageError
 
 _OUR_KEY = re.compile(r"^[a-z][A-Za-z0-9]+$")
@@ -43,7 +44,11 @@ class AppSettings(BaseModel):
         default_factory=list,
         description="S3 buckets ad-hoc transfers may read and write, besides the rules' buckets",
     )
-    gateway_instance_type: str = Field("c6in.xlarge", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    gateway_instance_type: str = Field(
+        DEFAULT_INSTANCE_TYPE,
+        pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$",
+        description="the planner's default profile prices the compute provider's default",
+    )
     gateway_ami_id: str | None = Field(None, pattern=r"^ami-[0-9a-f]{8,17}$")
     gateway_volume_gib: int = Field(16, ge=8, le=1024)
     lambda_architecture: Literal["arm64", "x86_64"] = "arm64"

@@ -26,7 +26,9 @@ ENV_RESULTS_QUEUE = "SKYHOP_RESULTS_QUEUE_URL"
 ENV_KMS_KEY = "SKYHOP_KMS_KEY_ID"
 ENV_RULES = "SKYHOP_RULES"
 ENV_LAUNCH_TEMPLATE = "SKYHOP_LAUNCH_TEMPLATE_ID"
+ENV_LAUNCH_TEMPLATE_NAME = "SKYHOP_LAUNCH_TEMPLATE_NAME"  # what EC2ComputeProvider takes
 ENV_INSTANCE_PROFILE = "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"
+ENV_GATEWAY_ROLE = "SKYHOP_GATEWAY_ROLE_ARN"  # EC2ComputeProvider's grantee_roles
 
 
 class ControlPlaneStack(Stack):
@@ -74,6 +76,7 @@ class ControlPlaneStack(Stack):
             instance_type=settings.gateway_instance_type,
             ami_id=settings.gateway_ami_id,
             volume_gib=settings.gateway_volume_gib,
+            template_name=f"{id}-gateway",
         )
         self.replication = ReplicationRules(
             self,
@@ -93,7 +96,9 @@ class ControlPlaneStack(Stack):
             ENV_RESULTS_QUEUE: m.results.queue_url,
             ENV_KMS_KEY: self.storage.data_key.key_arn,
             ENV_LAUNCH_TEMPLATE: self.gateway.launch_template.launch_template_id or "",
+            ENV_LAUNCH_TEMPLATE_NAME: self.gateway.launch_template.launch_template_name or "",
             ENV_INSTANCE_PROFILE: self.gateway.instance_profile.instance_profile_arn,
+            ENV_GATEWAY_ROLE: self.gateway.role.role_arn,
             "POWERTOOLS_SERVICE_NAME": "skyhop",
             "POWERTOOLS_METRICS_NAMESPACE": "skyhop",
         }
@@ -131,37 +136,42 @@ class ControlPlaneStack(Stack):
             "TransferData", data_buckets, account_wide=account_wide
         )
 
-        common = [permissions.idempotency_access(idempotency)]
+        gateway_role = self.gateway.role.role_arn
+        common = [permissions.manifest_access(table), permissions.idempotency_access(idempotency)]
+        # submit: plan, create the data key, set up the network, launch, open the firewall
+        # (and undo all of it when a launch fails).
         fns.grant(
             "Submit",
             [
-                permissions.manifest_access(table),
                 *common,
                 permissions.send_to(
                     "PostEventsAndResults", [m.gateway_events.queue_arn, m.results.queue_arn]
                 ),
-                permissions.kms_wrap(key),
+                *permissions.kms_wrap(key, gateway_role),
                 permissions.ec2_describe(),
-                *permissions.ec2_launch(self.gateway.role.role_arn),
+                *permissions.ec2_network_setup(),
+                *permissions.ec2_launch(gateway_role),
+                *permissions.ec2_open_firewall(),
                 *permissions.ec2_teardown(),
                 *transfer,
             ],
         )
+        # gateway_events: record events, complete objects, verify, tear the job down.
         fns.grant(
             "GatewayEvents",
             [
-                permissions.manifest_access(table),
                 *common,
                 permissions.send_to("PostResults", [m.results.queue_arn]),
+                permissions.kms_retire_grants(key),
                 permissions.ec2_describe(),
                 *permissions.ec2_teardown(),
                 *transfer,
             ],
         )
+        # bucket_events: copy small objects itself, hand bulk to submit as a TransferRequest.
         fns.grant(
             "BucketEvents",
             [
-                permissions.manifest_access(table),
                 *common,
                 permissions.send_to(
                     "HandBulkToSubmitAndPostResults", [m.requests.queue_arn, m.results.queue_arn]
@@ -169,11 +179,13 @@ class ControlPlaneStack(Stack):
             ],
         )
         self.replication.grant_replication(fns.roles["BucketEvents"])
+        # reaper: find what crashed jobs left behind and remove it.
         fns.grant(
             "Reaper",
             [
-                permissions.manifest_access(table, scan=True),
+                *common,
                 permissions.send_to("PostResults", [m.results.queue_arn]),
+                permissions.kms_retire_grants(key),
                 permissions.ec2_describe(),
                 *permissions.ec2_teardown(),
                 *permissions.s3_multipart_cleanup(data_buckets, account_wide=account_wide),
@@ -182,7 +194,6 @@ class ControlPlaneStack(Stack):
         gateway = self.gateway.role
         for statement in [
             permissions.send_to("PostGatewayEvents", [m.gateway_events.queue_arn]),
-            permissions.kms_unwrap(key),
             *transfer,
         ]:
             gateway.add_to_principal_policy(statement)
@@ -197,6 +208,8 @@ class ControlPlaneStack(Stack):
             "ManifestTableName": self.storage.manifest.table_name,
             "DataKeyArn": self.storage.data_key.key_arn,
             "GatewayLaunchTemplateId": self.gateway.launch_template.launch_template_id or "",
+            "GatewayLaunchTemplateName": self.gateway.launch_template.launch_template_name or "",
+            "GatewayRoleArn": self.gateway.role.role_arn,
             "AlarmTopicArn": m.alarm_topic.topic_arn,
         }
         for name, value in values.items():

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
-
-
-@dataclass(frozen=True)
-class ManifestSchema:
-    """Key schema of the manifest table; must match ``skyhop.state.dynamodb``."""
-
-    partition_key: str = "pk"
-    sort_key: str = "sk"
-    gsi_name: str = "gsi1"
-    gsi_partition_key: str = "gsi1pk"
-    gsi_sort_key: str = "gsi1sk"
-    ttl_attribute: str = "expires_at"
-
+from skyhop.state import dynamodb as schema
 
 IDEMPOTENCY_KEY = "id"
 IDEMPOTENCY_TTL = "expiration"
 
+_PROJECTIONS = {
+    "ALL": dynamodb.ProjectionType.ALL,
+    "KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY,
+}
 
-def manifest_schema() -> ManifestSchema:
-    """The schema the DynamoDB manifest adapter uses."""
-    return ManifestSchema()
+
+def _string(name: str) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
 
 
 class Storage(Construct):
@@ -46,35 +36,34 @@ class Storage(Construct):
         *,
         retain_data: bool,
         key_alias: str,
-        schema: ManifestSchema | None = None,
     ) -> None:
         super().__init__(scope, id)
-        self.schema = schema or manifest_schema()
         removal = RemovalPolicy.RETAIN if retain_data else RemovalPolicy.DESTROY
-        s = self.schema
+        # The key schema, indexes and TTL attribute are skyhop.state.dynamodb's.
         self.manifest = dynamodb.TableV2(
             self,
             "Manifest",
-            partition_key=dynamodb.Attribute(
-                name=s.partition_key, type=dynamodb.AttributeType.STRING
-            ),
-            sort_key=dynamodb.Attribute(name=s.sort_key, type=dynamodb.AttributeType.STRING),
+            partition_key=_string(schema.PARTITION_KEY),
+            sort_key=_string(schema.SORT_KEY),
             global_secondary_indexes=[
                 dynamodb.GlobalSecondaryIndexPropsV2(
-                    index_name=s.gsi_name,
-                    partition_key=dynamodb.Attribute(
-                        name=s.gsi_partition_key, type=dynamodb.AttributeType.STRING
-                    ),
-                    sort_key=dynamodb.Attribute(
-                        name=s.gsi_sort_key, type=dynamodb.AttributeType.STRING
-                    ),
-                )
+                    index_name=schema.GSI_BY_STATE,
+                    partition_key=_string(schema.GSI_BY_STATE_PK),
+                    sort_key=_string(schema.GSI_BY_STATE_SK),
+                    projection_type=_PROJECTIONS[schema.GSI_BY_STATE_PROJECTION],
+                ),
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=schema.GSI_BY_PARENT,
+                    partition_key=_string(schema.GSI_BY_PARENT_PK),
+                    sort_key=_string(schema.GSI_BY_PARENT_SK),
+                    projection_type=_PROJECTIONS[schema.GSI_BY_PARENT_PROJECTION],
+                ),
             ],
             billing=dynamodb.Billing.on_demand(),
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
-            time_to_live_attribute=s.ttl_attribute,
+            time_to_live_attribute=schema.TTL_ATTRIBUTE,
             encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
             deletion_protection=retain_data,
             removal_policy=removal,

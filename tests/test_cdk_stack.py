@@ -20,10 +20,10 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from aws_cdk import assertions  # noqa: E402
 from skyhop.models import ReplicationConfig  # noqa: E402
+from skyhop.state import dynamodb as manifest_schema  # noqa: E402
 
 from infra_cdk.app import build_app  # noqa: E402
-from infra_cdk.permissions import EC2_MUTATIONS, UNTAGGABLE_EC2_RESOURCES  # noqa: E402
-from infra_cdk.storage import manifest_schema  # noqa: E402
+from infra_cdk.permissions import EC2_MUTATIONS, UNCONDITIONED_EC2  # noqa: E402
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "infra_cdk" / "cdk.json"
 
@@ -54,7 +54,9 @@ ENV_NAMES = {
     "SKYHOP_RESULTS_QUEUE_URL",
     "SKYHOP_KMS_KEY_ID",
     "SKYHOP_LAUNCH_TEMPLATE_ID",
+    "SKYHOP_LAUNCH_TEMPLATE_NAME",
     "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN",
+    "SKYHOP_GATEWAY_ROLE_ARN",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
 }
@@ -128,9 +130,14 @@ def statements(resources: dict[str, dict]) -> list[tuple[str, dict]]:
 
 
 def role_statements(resources: dict[str, dict], role_id: str) -> list[dict]:
+    """Every statement attached to one role (its default policy and any overflow policy)."""
     out = []
-    for res in of_type(resources, "AWS::IAM::Policy").values():
-        if {"Ref": role_id} in res["Properties"]["Roles"]:
+    policies = {
+        **of_type(resources, "AWS::IAM::Policy"),
+        **of_type(resources, "AWS::IAM::ManagedPolicy"),
+    }
+    for res in policies.values():
+        if {"Ref": role_id} in res["Properties"].get("Roles", []):
             out += res["Properties"]["PolicyDocument"]["Statement"]
     return out
 
@@ -172,6 +179,7 @@ def test_resource_counts(template: assertions.Template) -> None:
     template.resource_count_is("AWS::Events::Rule", 4)  # 3 replication rules + the reaper
     template.resource_count_is("Custom::S3BucketNotifications", 2)  # the two named buckets
     template.resource_count_is("AWS::SNS::Subscription", 1)
+    template.resource_count_is("AWS::SSM::Parameter", 0)  # public parameters are read, not made
 
 
 def test_four_functions_with_handlers_runtime_layers(resources: dict[str, dict]) -> None:
@@ -187,6 +195,19 @@ def test_four_functions_with_handlers_runtime_layers(resources: dict[str, dict])
         assert len(props["Layers"]) == 2
         assert ENV_NAMES <= set(props["Environment"]["Variables"])
         assert props["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "skyhop"
+
+
+def test_layers_are_powertools_and_the_dependencies(synth: tuple, resources: dict) -> None:
+    parameters = synth[2]["Parameters"]
+    for fn in skyhop_functions(resources).values():
+        powertools, deps = fn["Properties"]["Layers"]
+        assert (
+            parameters[powertools["Ref"]]["Default"]
+            == "/aws/service/powertools/python/arm64/python3.12/latest"
+        )
+        layer = resources[deps["Ref"]]["Properties"]
+        assert layer["CompatibleArchitectures"] == ["arm64"]
+        assert layer["CompatibleRuntimes"] == ["python3.12"]
 
 
 def test_environment_points_at_the_stack_resources(resources: dict[str, dict]) -> None:
@@ -292,22 +313,35 @@ def test_reaper_runs_on_a_schedule(template: assertions.Template, resources: dic
 
 
 def test_manifest_table_pitr_ttl_encryption(template: assertions.Template) -> None:
-    schema = manifest_schema()
+    """The table skyhop.state.dynamodb expects: its keys, both indexes, its TTL attribute."""
+    m = manifest_schema
     template.has_resource_properties(
         "AWS::DynamoDB::GlobalTable",
         {
             "BillingMode": "PAY_PER_REQUEST",
             "KeySchema": [
-                {"AttributeName": schema.partition_key, "KeyType": "HASH"},
-                {"AttributeName": schema.sort_key, "KeyType": "RANGE"},
+                {"AttributeName": m.PARTITION_KEY, "KeyType": "HASH"},
+                {"AttributeName": m.SORT_KEY, "KeyType": "RANGE"},
             ],
             "GlobalSecondaryIndexes": [
-                assertions.Match.object_like({"IndexName": schema.gsi_name})
+                {
+                    "IndexName": m.GSI_BY_STATE,
+                    "KeySchema": [
+                        {"AttributeName": m.GSI_BY_STATE_PK, "KeyType": "HASH"},
+                        {"AttributeName": m.GSI_BY_STATE_SK, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": m.GSI_BY_STATE_PROJECTION},
+                },
+                {
+                    "IndexName": m.GSI_BY_PARENT,
+                    "KeySchema": [
+                        {"AttributeName": m.GSI_BY_PARENT_PK, "KeyType": "HASH"},
+                        {"AttributeName": m.GSI_BY_PARENT_SK, "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": m.GSI_BY_PARENT_PROJECTION},
+                },
             ],
-            "TimeToLiveSpecification": {
-                "AttributeName": schema.ttl_attribute,
-                "Enabled": True,
-            },
+            "TimeToLiveSpecification": {"AttributeName": m.TTL_ATTRIBUTE, "Enabled": True},
             "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS"},
             "Replicas": [
                 assertions.Match.object_like(
@@ -376,20 +410,45 @@ def test_resource_policies_allow_no_wildcard_actions_except_key_delegation(
 def test_ec2_mutations_are_tag_conditioned(resources: dict[str, dict]) -> None:
     checked = set()
     for key, statement in statements(resources):
-        mutations = [a for a in as_list(statement["Action"]) if a in EC2_MUTATIONS]
+        actions = as_list(statement["Action"])
+        unknown = [a for a in actions if a.startswith("ec2:") and not a.startswith("ec2:Describe")]
+        assert set(unknown) <= EC2_MUTATIONS, f"{key}: {unknown} not reviewed"
+        mutations = [a for a in actions if a in EC2_MUTATIONS]
         if not mutations:
             continue
         checked.update(mutations)
+        assert statement["Resource"] != "*", key
         condition = json.dumps(statement.get("Condition", {}))
         if "aws:RequestTag/skyhop" in condition or "aws:ResourceTag/skyhop" in condition:
             continue
-        # Inputs EC2 cannot condition by tag in this call: AMIs, subnets, interfaces, the VPC.
-        for resource in as_list(statement["Resource"]):
-            text = arn_text(resource)
-            assert any(kind in text for kind in UNTAGGABLE_EC2_RESOURCES), f"{key}: {text}"
-        assert set(mutations) <= {"ec2:RunInstances", "ec2:CreateSecurityGroup"}, key
-    assert {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateTags"} <= checked
-    assert {"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"} <= checked
+        # Only the pairs EC2 cannot condition by tag (see UNCONDITIONED_EC2's comment).
+        for action in mutations:
+            allowed = UNCONDITIONED_EC2.get(action, ())
+            for resource in as_list(statement["Resource"]):
+                text = arn_text(resource)
+                assert any(f":{kind}" in text for kind in allowed), f"{key}: {action} {text}"
+    assert checked == EC2_MUTATIONS, "every reviewed mutation is granted to someone"
+
+
+def test_network_and_gateways_must_be_created_tagged(resources: dict[str, dict]) -> None:
+    submit = role_statements(resources, function_role(resources, "functions.aws.submit.handler"))
+    creates = {
+        a
+        for s in submit
+        if "aws:RequestTag/skyhop" in json.dumps(s.get("Condition", {}))
+        for a in as_list(s["Action"])
+    }
+    assert {
+        "ec2:RunInstances",
+        "ec2:CreateVpc",
+        "ec2:CreateSubnet",
+        "ec2:CreateInternetGateway",
+        "ec2:CreateSecurityGroup",
+        "ec2:CreateTags",
+        "ec2:AuthorizeSecurityGroupIngress",
+    } <= creates
+    tag_on_create = next(s for s in submit if s.get("Sid") == "Ec2TagOnCreate")
+    assert "RunInstances" in tag_on_create["Condition"]["StringEquals"]["ec2:CreateAction"]
 
 
 def test_functions_get_only_what_they_use(resources: dict[str, dict]) -> None:
@@ -401,13 +460,18 @@ def test_functions_get_only_what_they_use(resources: dict[str, dict]) -> None:
     events = actions("functions.aws.gateway_events.handler")
     bucket = actions("functions.aws.bucket_events.handler")
     reaper = actions("functions.aws.reaper.handler")
-    assert {"ec2:RunInstances", "iam:PassRole", "kms:GenerateDataKey"} <= submit
+    assert {"ec2:RunInstances", "iam:PassRole", "kms:GenerateDataKey", "kms:CreateGrant"} <= submit
     assert "ec2:RunInstances" not in events | bucket | reaper
+    assert "ec2:CreateVpc" not in events | bucket | reaper
     assert "ec2:TerminateInstances" in events & reaper
+    assert "ec2:RevokeSecurityGroupIngress" in events & reaper
     assert not any(a.startswith("ec2:") for a in bucket)
-    assert not any(a.startswith("kms:") for a in events | bucket | reaper)
-    assert "kms:Decrypt" not in submit, "only gateways unwrap data keys"
-    assert "dynamodb:Scan" in reaper and "dynamodb:Scan" not in submit | events | bucket
+    assert {"kms:ListGrants", "kms:RevokeGrant"} <= events & reaper
+    assert not any(a.startswith("kms:") for a in bucket)
+    assert "kms:GenerateDataKey" not in events | reaper
+    everyone = submit | events | bucket | reaper
+    assert "kms:Decrypt" not in everyone, "only a job's destination gateways unwrap its key"
+    assert "dynamodb:Scan" not in everyone
     assert "s3:DeleteObject" in bucket
     assert "s3:DeleteObject" not in submit | events | reaper
     assert "sqs:ReceiveMessage" not in reaper
@@ -459,12 +523,34 @@ def test_replication_grants_follow_the_rules(resources: dict[str, dict]) -> None
     }
 
 
+def test_data_key_grants_only_decrypt_to_the_gateway_role_per_job(
+    resources: dict[str, dict],
+) -> None:
+    profile = next(iter(of_type(resources, "AWS::IAM::InstanceProfile").values()))
+    gateway_role = ref_id(profile["Properties"]["Roles"][0])
+    submit = role_statements(resources, function_role(resources, "functions.aws.submit.handler"))
+    grant = next(s for s in submit if "kms:CreateGrant" in as_list(s["Action"]))
+    assert grant["Condition"] == {
+        "StringEquals": {
+            "kms:GranteePrincipal": {"Fn::GetAtt": [gateway_role, "Arn"]},
+            "kms:GrantConstraintType": "EncryptionContextEquals",
+        },
+        "ForAllValues:StringEquals": {"kms:GrantOperations": ["Decrypt"]},
+    }
+    wrap = next(s for s in submit if "kms:GenerateDataKey" in as_list(s["Action"]))
+    assert wrap["Condition"] == {"Null": {"kms:EncryptionContext:skyhop:job": "false"}}
+    key = next(iter(of_type(resources, "AWS::KMS::Key")))
+    for statement in submit:
+        if any(a.startswith("kms:") for a in as_list(statement["Action"])):
+            assert statement["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
+
+
 def test_gateway_role(resources: dict[str, dict]) -> None:
     profile = next(iter(of_type(resources, "AWS::IAM::InstanceProfile").values()))
     role = ref_id(profile["Properties"]["Roles"][0])
     actions = {a for s in role_statements(resources, role) for a in as_list(s["Action"])}
-    assert {"kms:Decrypt", "sqs:SendMessage", "s3:GetObject", "s3:PutObject"} <= actions
-    assert not any(a.startswith(("ec2:", "dynamodb:", "iam:")) for a in actions)
+    assert {"sqs:SendMessage", "s3:GetObject", "s3:PutObject"} <= actions
+    assert not any(a.startswith(("ec2:", "dynamodb:", "iam:", "kms:")) for a in actions)
     buckets = {
         arn_text(r)
         for s in role_statements(resources, role)
@@ -553,7 +639,7 @@ def test_gateway_launch_template(template: assertions.Template, resources: dict)
         {
             "LaunchTemplateData": assertions.Match.object_like(
                 {
-                    "InstanceType": "c6in.xlarge",
+                    "InstanceType": "m5.8xlarge",
                     "MetadataOptions": {"HttpPutResponseHopLimit": 1, "HttpTokens": "required"},
                     "InstanceInitiatedShutdownBehavior": "terminate",
                     "BlockDeviceMappings": [
@@ -576,5 +662,6 @@ def test_gateway_launch_template(template: assertions.Template, resources: dict)
         },
     )
     lt = next(iter(of_type(resources, "AWS::EC2::LaunchTemplate").values()))
+    assert lt["Properties"]["LaunchTemplateName"] == "Skyhop-gateway"
     profile = lt["Properties"]["LaunchTemplateData"]["IamInstanceProfile"]["Arn"]
     assert resources[ref_id(profile)]["Type"] == "AWS::IAM::InstanceProfile"
