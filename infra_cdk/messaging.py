@@ -44,7 +44,9 @@ class Messaging(Construct):
         alarm_email: str | None = None,
     ) -> None:
         super().__init__(scope, id)
-        self.alarm_topic = sns.Topic(self, "AlarmTopic", display_name="skyhop dead letters")
+        self.alarm_topic = sns.Topic(
+            self, "AlarmTopic", display_name="skyhop dead letters", enforce_ssl=True
+        )
         if alarm_email:
             self.alarm_topic.add_subscription(subs.EmailSubscription(alarm_email))
         self.queues: dict[str, sqs.Queue] = {}

@@ -81,6 +81,12 @@ def check_rules(
                 f"{label}: bucket_tag selectors need notificationMode=eventbridge "
                 "(S3 notifications to SQS are configured per named bucket)"
             )
+    cycle = _cycle(config.rules)
+    if cycle:
+        raise RulesFileError(
+            f"{where}: rules {' -> '.join(repr(n) for n in cycle)} replicate into each "
+            "other's sources; replication would loop"
+        )
 
 
 def rules_json(config: ReplicationConfig, *, where: str = "rules") -> str:
@@ -242,6 +248,42 @@ def _loops(rule: ReplicationRule) -> bool:
     if dest.scheme != "s3" or dest.bucket != rule.source_bucket:
         return False
     return dest.key.startswith(rule.prefix) or rule.prefix.startswith(dest.key)
+
+
+def _feeds(a: ReplicationRule, b: ReplicationRule) -> bool:
+    """Whether objects ``a`` writes can land under ``b``'s (named) source prefix."""
+    dest = parse_uri(a.destination)
+    if dest.scheme != "s3" or dest.bucket != b.source_bucket:
+        return False
+    return dest.key.startswith(b.prefix) or b.prefix.startswith(dest.key)
+
+
+def _cycle(rules: list[ReplicationRule]) -> list[str]:
+    """Names along a loop of rules feeding each other (first rule repeated at the end), or []."""
+    edges = {r.name: [o.name for o in rules if o is not r and _feeds(r, o)] for r in rules}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = 1
+        path.append(name)
+        for nxt in edges[name]:
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        state[name] = 2
+        path.pop()
+        return []
+
+    for rule in rules:
+        if rule.name not in state:
+            found = visit(rule.name)
+            if found:
+                return found
+    return []
 
 
 def _uncovered(prefixes: Iterable[str]) -> list[str]:

@@ -181,6 +181,39 @@ def test_a_rule_that_would_replicate_into_itself_is_refused(prefix: str, destina
         check_rules(config)
 
 
+def test_rules_that_replicate_into_each_other_are_refused() -> None:
+    config = parse_rules(
+        {
+            "rules": [
+                {"name": "ok", "source_bucket": "other", "destination": "s3://unrelated/"},
+                {"name": "east", "source_bucket": "east-b", "destination": "s3://west-b/in/"},
+                {
+                    "name": "west",
+                    "source_bucket": "west-b",
+                    "prefix": "in/",
+                    "destination": "s3://east-b/copy/",
+                },
+            ]
+        }
+    )
+    with pytest.raises(RulesFileError, match="rules 'east' -> 'west' -> 'east' replicate into"):
+        check_rules(config)
+    chain = parse_rules(
+        {
+            "rules": [
+                {"name": "one", "source_bucket": "aaa", "destination": "s3://bbb/in/"},
+                {
+                    "name": "two",
+                    "source_bucket": "bbb",
+                    "prefix": "in/",
+                    "destination": "s3://ccc/",
+                },
+            ]
+        }
+    )
+    check_rules(chain)  # a chain is fine, only a loop is not
+
+
 def test_same_bucket_with_separate_prefixes_is_fine() -> None:
     config = parse_rules(
         {
