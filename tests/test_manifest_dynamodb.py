@@ -1,5 +1,6 @@
-"""The DynamoDB manifest against moto in server mode: conditional writes, counters,
-the two GSIs, TTL, and errors that never leak botocore."""
+"""The DynamoDB manifest against moto in server mode: the shared ManifestStore suite,
+then conditional writes, counters, the two GSIs, TTL, and errors that never leak
+botocore. moto serves one request at a time here (see tests/fixtures/moto_serial.py)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,28 @@ from skyhop.state.dynamodb import (
     create_table,
 )
 
+from tests.fixtures import moto_serial as serial
+from tests.suites.manifest_suite import ManifestSuite
+
 TABLE = "skyhop-test-manifest"
+
+moto_serial_server = serial.moto_serial_server
+moto_serial = serial.moto_serial
+
+
+class TestDynamoDBManifestSuite(ManifestSuite):
+    """The shared ManifestStore suite; small pages so that paging is exercised."""
+
+    many_chunks = 120  # moto copies the table per transaction; 5 pages of 25 still page
+
+    @pytest.fixture
+    def manifest(self, moto_serial) -> DynamoDBManifest:
+        create_table(TABLE)
+        return DynamoDBManifest(TABLE, page_size=25)
 
 
 @pytest.fixture
-def manifest(moto) -> DynamoDBManifest:
+def manifest(moto_serial) -> DynamoDBManifest:
     create_table(TABLE)
     return DynamoDBManifest(TABLE)
 
@@ -236,8 +254,8 @@ def test_a_lost_race_rereads_and_decides_again(manifest: DynamoDBManifest) -> No
     """Another writer moves the chunk between our read and our conditional write:
     the write's condition fails, the store re-reads, and the transition is refused.
 
-    (Deterministic on purpose: moto runs transactions without isolation between
-    concurrent requests, so a threaded race would test moto, not this store.)"""
+    (Deterministic on purpose: the suite's threaded race may or may not hit the
+    window between read and write; this always does.)"""
     job, _, _ = _seeded(manifest, objects=1, chunks_per=1)
     rival = DynamoDBManifest(TABLE)
 
@@ -386,7 +404,7 @@ def test_delete_job_removes_every_record(manifest: DynamoDBManifest) -> None:
     assert {i["pk"]["S"] for i in _snapshot()} == {f"JOB#{other.job_id}"}
 
 
-def test_missing_table_is_one_line_not_botocore(moto) -> None:
+def test_missing_table_is_one_line_not_botocore(moto_serial) -> None:
     store = DynamoDBManifest("no-such-table")
     with pytest.raises(NotFoundError) as info:
         store.get_job("j-1")
@@ -395,7 +413,7 @@ def test_missing_table_is_one_line_not_botocore(moto) -> None:
         store.create_job(_job())
 
 
-def test_create_table_is_idempotent(moto) -> None:
+def test_create_table_is_idempotent(moto_serial) -> None:
     create_table(TABLE)
     create_table(TABLE)
     table = _raw().describe_table(TableName=TABLE)["Table"]

@@ -1,5 +1,5 @@
-"""The SQS queue adapter against moto in server mode: send/receive/ack, batches,
-receive counts, and a poison message landing in the dead-letter queue."""
+"""The SQS queue adapter against moto in server mode: the shared Queue suite, then
+batches, receive counts, and a poison message landing in the dead-letter queue."""
 
 from __future__ import annotations
 
@@ -12,9 +12,19 @@ from skyhop.errors import NotFoundError, UsageError
 from skyhop.queues.base import Queue, open_queue
 from skyhop.queues.sqs import SQSQueue, create_queue, parse_sqs, redrive_policy
 
+from tests.suites.queue_suite import QueueSuite
+
 
 def _name() -> str:
     return f"q-{uuid.uuid4().hex[:12]}"
+
+
+class TestSQSQueueSuite(QueueSuite):
+    """The shared Queue protocol suite on SQS (moto)."""
+
+    @pytest.fixture
+    def queue(self, moto) -> SQSQueue:
+        return open_queue(create_queue(_name()))
 
 
 @pytest.fixture

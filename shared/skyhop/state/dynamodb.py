@@ -76,7 +76,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -223,7 +223,12 @@ def create_table(
 
 
 class DynamoDBManifest:
-    """:class:`~skyhop.state.base.ManifestStore` on the single table described above."""
+    """:class:`~skyhop.state.base.ManifestStore` on the single table described above.
+
+    ``retention``: how long a finished job stays; ``max_age``: the safety-net TTL
+    of objects, chunks and counters; ``page_size``: items per Query page (DynamoDB's
+    1 MB page when None; tests set it small to exercise paging).
+    """
 
     def __init__(
         self,
@@ -232,11 +237,13 @@ class DynamoDBManifest:
         region: str | None = None,
         retention: timedelta = DEFAULT_RETENTION,
         max_age: timedelta = DEFAULT_MAX_AGE,
+        page_size: int | None = None,
         client: Any | None = None,
     ) -> None:
         self.table_name = table_name
         self.retention = retention
         self.max_age = max_age
+        self.page_size = page_size
         self._client = client if client is not None else _client(region)
 
     @classmethod
@@ -605,7 +612,7 @@ class DynamoDBManifest:
     # ------------------------------------------------------------ encoding
 
     def _job_item(self, job: Job, *, rev: int) -> dict[str, Any]:
-        order = f"{job.created_at.isoformat()}#{job.job_id}"
+        order = f"{job.created_at.astimezone(UTC).isoformat()}#{job.job_id}"
         return _encode(
             job,
             {
@@ -761,6 +768,8 @@ class DynamoDBManifest:
 
     def _pages(self, operation: str, what: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
         kwargs["TableName"] = self.table_name
+        if self.page_size and "Limit" not in kwargs:
+            kwargs["Limit"] = self.page_size
         while True:
             page = self._call(operation, f"{what} in {self.table_name}", **kwargs)
             yield page
