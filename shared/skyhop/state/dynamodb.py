@@ -78,7 +78,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import boto3
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -114,6 +114,21 @@ GSI_BY_PARENT_PK = "gsi2pk"
 GSI_BY_PARENT_SK = "gsi2sk"
 GSI_BY_PARENT_PROJECTION = "KEYS_ONLY"
 TTL_ATTRIBUTE = "expires_at"
+
+
+class IndexSpec(NamedTuple):
+    """One global secondary index, as ``infra_cdk`` declares it (all keys are strings)."""
+
+    name: str
+    partition_key: str
+    sort_key: str
+    projection: str  # "ALL" or "KEYS_ONLY"
+
+
+GLOBAL_SECONDARY_INDEXES: tuple[IndexSpec, ...] = (
+    IndexSpec(GSI_BY_STATE, GSI_BY_STATE_PK, GSI_BY_STATE_SK, GSI_BY_STATE_PROJECTION),
+    IndexSpec(GSI_BY_PARENT, GSI_BY_PARENT_PK, GSI_BY_PARENT_SK, GSI_BY_PARENT_PROJECTION),
+)
 COUNTER_SHARDS = 16
 DEFAULT_RETENTION = timedelta(days=14)
 DEFAULT_MAX_AGE = timedelta(days=30)
@@ -170,10 +185,7 @@ def create_table(
             for name in (
                 PARTITION_KEY,
                 SORT_KEY,
-                GSI_BY_STATE_PK,
-                GSI_BY_STATE_SK,
-                GSI_BY_PARENT_PK,
-                GSI_BY_PARENT_SK,
+                *(key for gsi in GLOBAL_SECONDARY_INDEXES for key in gsi[1:3]),
             )
         ],
         "KeySchema": [
@@ -182,21 +194,14 @@ def create_table(
         ],
         "GlobalSecondaryIndexes": [
             {
-                "IndexName": GSI_BY_STATE,
+                "IndexName": gsi.name,
                 "KeySchema": [
-                    {"AttributeName": GSI_BY_STATE_PK, "KeyType": "HASH"},
-                    {"AttributeName": GSI_BY_STATE_SK, "KeyType": "RANGE"},
+                    {"AttributeName": gsi.partition_key, "KeyType": "HASH"},
+                    {"AttributeName": gsi.sort_key, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": GSI_BY_STATE_PROJECTION},
-            },
-            {
-                "IndexName": GSI_BY_PARENT,
-                "KeySchema": [
-                    {"AttributeName": GSI_BY_PARENT_PK, "KeyType": "HASH"},
-                    {"AttributeName": GSI_BY_PARENT_SK, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": GSI_BY_PARENT_PROJECTION},
-            },
+                "Projection": {"ProjectionType": gsi.projection},
+            }
+            for gsi in GLOBAL_SECONDARY_INDEXES
         ],
         "BillingMode": "PAY_PER_REQUEST",
         "SSESpecification": {"Enabled": True},
@@ -922,6 +927,7 @@ __all__ = [
     "COUNTER_SHARDS",
     "DEFAULT_MAX_AGE",
     "DEFAULT_RETENTION",
+    "GLOBAL_SECONDARY_INDEXES",
     "GSI_BY_PARENT",
     "GSI_BY_PARENT_PK",
     "GSI_BY_PARENT_SK",
@@ -934,5 +940,6 @@ __all__ = [
     "TABLE_NAME",
     "TTL_ATTRIBUTE",
     "DynamoDBManifest",
+    "IndexSpec",
     "create_table",
 ]
