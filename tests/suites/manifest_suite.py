@@ -118,8 +118,13 @@ def nonzero(progress: JobProgress) -> dict[ChunkState, int]:
 class ManifestSuite:
     """Tests every ManifestStore must pass. Needs a ``manifest`` fixture."""
 
-    #: records written by the paging tests (more than one page of any backend)
+    #: records written by the paging tests (more than one page of any backend);
+    #: lower it, together with a small page size, for slow emulators
     many_chunks: ClassVar[int] = 1234
+    #: run the race test (threads contending for the same transitions). Set False
+    #: only for an emulator whose conditional writes are not atomic across
+    #: concurrent requests (moto's DynamoDB is not), never for a real backend.
+    race_test: ClassVar[bool] = True
 
     @pytest.fixture
     def job(self, manifest) -> Job:
@@ -338,6 +343,8 @@ class ManifestSuite:
         assert manifest.get_object(job.job_id, 0) == before
 
     def test_concurrent_transitions_apply_exactly_once(self, manifest):
+        if not self.race_test:
+            pytest.skip("the emulator does not make concurrent conditional writes atomic")
         manifest.create_job(make_job("j-race"))
         entries, chunks = layout("j-race", objects=10, chunks_per=4)
         manifest.put_objects(entries)
