@@ -360,3 +360,28 @@ def test_object_replaced_during_a_broken_stream_is_precondition_failed(flaky_get
     with pytest.raises(PreconditionFailed):
         store.read_range("stream", 0, 10_000)
     assert len(calls) == 2
+
+
+# ---------------------------------------------------------------- ETag helpers
+
+
+def test_etag_helpers():
+    from skyhop.checksums import md5_from_etag, normalize_etag, s3_multipart_etag
+
+    md5 = md5_hex(b"abc")
+    assert normalize_etag(f'"{md5}"') == md5
+    assert normalize_etag(f'W/"{md5}"') == md5
+    assert normalize_etag(None) is None
+    assert md5_from_etag(f'"{md5.upper()}"') == md5
+    assert md5_from_etag(f"{md5}-3") is None
+    assert md5_from_etag("0x8DC1234") is None  # an Azure ETag
+    assert etag_part_count(f'"{md5}-12"') == 12
+    assert etag_part_count(md5) is None
+    assert s3_etag(b"abc") == md5
+    # one part: still the multipart form
+    assert s3_etag(b"abc", 5) == s3_multipart_etag([md5]) and s3_etag(b"abc", 5).endswith("-1")
+    assert s3_etag(b"abcdef", 4) == s3_multipart_etag([md5_hex(b"abcd"), md5_hex(b"ef")])
+    with pytest.raises(ValueError):
+        s3_multipart_etag([])
+    with pytest.raises(ValueError):
+        s3_multipart_etag(["abcd"])
