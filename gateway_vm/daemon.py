@@ -43,7 +43,7 @@ from gateway_vm.worker import Shared, worker_main
 log = logging.getLogger("gateway_vm")
 
 WATCH_INTERVAL = 0.5
-WORKER_GRACE = 3.0
+WORKER_GRACE = 35.0  # covers a worker finishing a store write under way
 
 
 def resolve_data_key(cfg: GatewayConfig) -> bytes | None:

@@ -183,6 +183,18 @@ def _write(
     """Write a verified chunk. Stores that declare ``accepts_buffers = True`` get a
     memoryview of the pooled buffer (and must not keep it after returning);
     others get a copy as ``bytes``."""
+    with ctx.writing():  # the worker does not exit under a write
+        _write_verified(ctx, meta, buf, view, crc, started)
+
+
+def _write_verified(
+    ctx: WorkerContext,
+    meta: ChunkMeta,
+    buf: bytearray,
+    view: memoryview,
+    crc: str,
+    started: float,
+) -> None:
     try:
         store = ctx.store()
         data: Any = view if getattr(store, "accepts_buffers", False) else view.tobytes()

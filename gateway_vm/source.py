@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import ssl
+import time
 
 import google_crc32c
 import zstandard
@@ -104,6 +105,9 @@ def send_chunk(
     if work.offset < 0 or work.length < 0 or work.offset + work.length > work.object_size:
         raise GatewayError(f"chunk {work.chunk_id}: range outside its object")
     segment = cfg.segment_size
+    pause = cfg.test_hooks.get("sleep_per_chunk")
+    if pause:  # test hook: slow a transfer down so tests can interrupt it mid-way
+        time.sleep(float(pause))
     blocks = ctx.store().iter_range(
         work.src_key, work.offset, work.length, segment, if_match=work.src_etag
     )

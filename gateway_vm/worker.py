@@ -9,6 +9,7 @@ watch on its parent pid every 0.5 s everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue as MPQueue
 from typing import Any
@@ -87,6 +89,9 @@ class PeerTable:
             return self.peers[slot % len(self.peers)], self.generation
 
 
+WRITE_GRACE = 30.0  # seconds a stopping worker waits for a store write under way
+
+
 class WorkerContext:
     """Everything a worker's threads share."""
 
@@ -96,6 +101,8 @@ class WorkerContext:
         self.shared = shared
         self.index = index
         self.stop = threading.Event()
+        self._writes = 0
+        self._writes_cv = threading.Condition()
         self.peers = PeerTable(cfg.next_hops)
         self.aead = AESGCM(shared.data_key) if shared.data_key is not None else None
         self.digest = crypto.job_digest(cfg.job_id)
@@ -111,6 +118,23 @@ class WorkerContext:
             self.server_ctx = crypto.server_context(cfg.ca_cert_pem, cfg.cert_pem, cfg.key_pem)
 
     # ------------------------------------------------------------ helpers
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark a store write in progress: the worker does not exit under it."""
+        with self._writes_cv:
+            self._writes += 1
+        try:
+            yield
+        finally:
+            with self._writes_cv:
+                self._writes -= 1
+                self._writes_cv.notify_all()
+
+    def wait_writes(self, timeout: float) -> bool:
+        """Wait until no store write is in progress; False if one still is."""
+        with self._writes_cv:
+            return self._writes_cv.wait_for(lambda: self._writes == 0, timeout=timeout)
 
     def store(self) -> ObjectStore:
         with self._store_lock:
@@ -270,6 +294,9 @@ def worker_main(shared: Shared, index: int) -> None:
             ctx.stop.wait(0.5)
     finally:
         ctx.stop.set()
+        # a write under way finishes (or cleans up after itself) before the
+        # process goes: never leave a half-written temporary file behind
+        ctx.wait_writes(WRITE_GRACE)
         try:
             shared.evt_q.close()
             shared.evt_q.join_thread()

@@ -43,7 +43,7 @@ from skyhop.models import GatewayConfig, GatewaySpec
 
 READY_TIMEOUT = 30.0
 SHUTDOWN_GRACE = 5.0
-TERM_GRACE = 3.0
+TERM_GRACE = 40.0  # a gateway finishes the store writes under way before it exits
 
 
 @dataclass

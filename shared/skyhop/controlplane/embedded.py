@@ -49,7 +49,7 @@ class _Pump:
         self.thread.start()
 
     def _run(self) -> None:
-        client = provision.client(self.runtime, self.gateway)
+        client = provision.gateway_client(self.runtime, self.gateway)
         cursor = 0
         errors = 0
         while not self.stop.is_set():

@@ -64,9 +64,9 @@ def launch(
     path = route(job)
     counts = gateways_per_hop(job, path)
     ca = crypto.JobCA.create(job.job_id)
-    token = crypto.new_token()
+    token = crypto.new_control_token()
     data_key = crypto.generate_data_key()
-    client_cert, client_key = ca.issue("control-plane")
+    client = ca.issue_client_cert("skyhop-control")
     options = job.request.options
     configs: list[GatewayConfig] = []
     hops: list[list[str]] = []
@@ -82,9 +82,9 @@ def launch(
         for n in range(count):
             gateway_id = f"gw-{job.job_id}-a{attempt}-h{hop}-{n}"
             ids.append(gateway_id)
-            cert_pem, key_pem = ca.issue(gateway_id)
+            issued = ca.issue_gateway_cert(gateway_id)
             key_fields: dict[str, object] = {}
-            if role == GatewayRole.DESTINATION:
+            if role != GatewayRole.RELAY:  # TODO(envelope): destinations only
                 if key_wrapper is None:
                     key_fields["data_key_b64"] = base64.b64encode(data_key).decode()
                 else:
@@ -97,8 +97,8 @@ def launch(
                     role=role,
                     region=region,
                     ca_cert_pem=ca.cert_pem,
-                    cert_pem=cert_pem,
-                    key_pem=key_pem,
+                    cert_pem=issued.cert_pem,
+                    key_pem=issued.key_pem,
                     control_token=token,
                     source_uri=job.request.source if role == GatewayRole.SOURCE else None,
                     destination_uri=(
@@ -119,8 +119,8 @@ def launch(
     runtime = JobRuntime(
         gateways=specs,
         ca_cert_pem=ca.cert_pem,
-        client_cert_pem=client_cert,
-        client_key_pem=client_key,
+        client_cert_pem=client.cert_pem,
+        client_key_pem=client.key_pem,
         control_token=token,
         compute=compute.name,
         attempt=attempt,
@@ -133,7 +133,7 @@ def launch(
                 for i in hops[hop + 1]
             ]
             for gateway_id in ids:
-                client(runtime, by_id[gateway_id]).set_peers(peers)
+                gateway_client(runtime, by_id[gateway_id]).set_peers(peers)
                 by_id[gateway_id].next_hops = [p.gateway_id for p in peers]
         compute.authorize(job.job_id, specs)
     except BaseException:
@@ -143,7 +143,7 @@ def launch(
     return runtime
 
 
-def client(runtime: JobRuntime, gateway: GatewaySpec) -> GatewayClient:
+def gateway_client(runtime: JobRuntime, gateway: GatewaySpec) -> GatewayClient:
     """A control-API client for one of the job's gateways."""
     if not gateway.control_port:
         raise GatewayError(f"gateway {gateway.gateway_id} has no control port yet")
@@ -153,8 +153,8 @@ def client(runtime: JobRuntime, gateway: GatewaySpec) -> GatewayClient:
         gateway_id=gateway.gateway_id,
         ca_cert_pem=runtime.ca_cert_pem,
         token=runtime.control_token,
-        client_cert_pem=runtime.client_cert_pem,
-        client_key_pem=runtime.client_key_pem,
+        cert_pem=runtime.client_cert_pem,
+        key_pem=runtime.client_key_pem,
     )
 
 

@@ -249,7 +249,7 @@ class ControlPlane:
             gateway = sources[n % len(sources)]
             batch = ChunkBatch(job_id=job_id, chunks=work[start : start + size])
             try:
-                provision.client(job.runtime, gateway).submit(batch)
+                provision.gateway_client(job.runtime, gateway).submit(batch)
             except SkyhopError as exc:
                 # the chunks stay dispatched; a dead gateway is noticed by the
                 # runner (or the reaper) and the job resumes from the manifest

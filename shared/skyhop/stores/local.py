@@ -9,7 +9,10 @@ their UTF-8 bytes, the order S3 uses: a directory ``a`` sorts as ``a/``, so
 Writes are atomic: a temporary file in the destination directory, then
 ``os.replace``. Multipart parts are staged in a hidden directory
 ``.skyhop-mpu-<upload id>`` beside the destination file; names starting with
-``.skyhop-`` are never listed. The ETag used to pin a version is
+``.skyhop-`` are never listed. A temporary file is named
+``.skyhop-tmp-<host>-<pid>-<random>``; a writer entering a directory for the
+first time removes temporary files of this host whose writer process is gone
+(a crashed or killed gateway), so a resumed job leaves no debris. The ETag used to pin a version is
 ``<st_mtime_ns hex>-<size hex>``.
 """
 
@@ -18,7 +21,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import socket
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -30,6 +35,43 @@ HIDDEN_PREFIX = ".skyhop-"
 _MPU_PREFIX = HIDDEN_PREFIX + "mpu-"
 _TMP_PREFIX = HIDDEN_PREFIX + "tmp-"
 _MAX_PARTS = 10_000
+_HOST = socket.gethostname().replace("-", "_") or "host"
+_SWEPT: set[str] = set()
+_SWEPT_LOCK = threading.Lock()
+
+
+def _tmp_path(directory: str) -> str:
+    """A fresh temporary name in ``directory`` that records host and writer pid."""
+    return os.path.join(directory, f"{_TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale(directory: str) -> None:
+    """Remove this host's temporary files in ``directory`` whose writer is gone
+    (once per directory per process; a live writer's file is never touched)."""
+    with _SWEPT_LOCK:
+        if directory in _SWEPT:
+            return
+        _SWEPT.add(directory)
+    mine = f"{_TMP_PREFIX}{_HOST}-"
+    try:
+        with os.scandir(directory) as entries:
+            names = [e.name for e in entries if e.name.startswith(mine)]
+    except OSError:
+        return
+    for name in names:
+        pid_text = name[len(mine) :].partition("-")[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            _unlink(os.path.join(directory, name))
 
 
 def _etag(st: os.stat_result) -> str:
@@ -95,6 +137,24 @@ class LocalStore(BaseStore):
     def check_bucket(self) -> None:
         if not os.path.isdir("/"):
             raise NotFoundError("the filesystem root is not a directory")
+
+    def is_dir(self, key: str) -> bool:
+        """True when ``key`` names an existing directory (a copy into it keeps names)."""
+        return bool(key) and os.path.isdir(self.path(key))
+
+    def check_writable(self, key: str) -> None:
+        """Raise AccessError unless files can be created at ``key`` (or under it).
+
+        Walks up to the nearest existing ancestor: it must be a directory this
+        process may write to. Nothing is created."""
+        path = self.path(key).rstrip("/") or "/"
+        probe = path if key.endswith("/") or os.path.isdir(path) else os.path.dirname(path)
+        while probe != "/" and not os.path.lexists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise AccessError(f"destination not writable: {probe} is not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise AccessError(f"destination not writable: {probe} (permission denied)")
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         prefix = prefix.lstrip("/")
@@ -236,7 +296,8 @@ class LocalStore(BaseStore):
             os.makedirs(directory, exist_ok=True)
         except OSError as exc:
             self._raise(exc, directory, "create directory")
-        tmp = os.path.join(directory, f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        _sweep_stale(directory)
+        tmp = _tmp_path(directory)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -349,7 +410,8 @@ class LocalStore(BaseStore):
             if not os.path.isfile(part):
                 raise StoreError(f"part {number} of {path} is missing or its tag does not match")
             files.append(part)
-        tmp = os.path.join(os.path.dirname(path), f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+        _sweep_stale(os.path.dirname(path))
+        tmp = _tmp_path(os.path.dirname(path))
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             try:
@@ -361,6 +423,9 @@ class LocalStore(BaseStore):
         except OSError as exc:
             _unlink(tmp)
             self._raise(exc, path, "write")
+        except BaseException:
+            _unlink(tmp)
+            raise
         shutil.rmtree(staging, ignore_errors=True)
         info = self.head(key)
         if info is None:  # pragma: no cover
