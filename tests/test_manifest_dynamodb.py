@@ -151,6 +151,17 @@ def test_list_jobs_newest_first(manifest: DynamoDBManifest) -> None:
     assert manifest.list_jobs(limit=0) == []
 
 
+def test_jobs_by_state(manifest: DynamoDBManifest) -> None:
+    jobs = [_job() for _ in range(3)]
+    for job in jobs:
+        manifest.create_job(job)
+    manifest.update_job(jobs[1].job_id, state=JobState.RUNNING)
+    manifest.update_job(jobs[2].job_id, state=JobState.SUCCEEDED)
+    assert [j.job_id for j in manifest.iter_jobs({JobState.RUNNING})] == [jobs[1].job_id]
+    found = {j.job_id for j in manifest.iter_jobs({JobState.CREATED, JobState.SUCCEEDED})}
+    assert found == {jobs[0].job_id, jobs[2].job_id}
+
+
 def test_update_job_is_conditional(manifest: DynamoDBManifest) -> None:
     job = _job()
     manifest.create_job(job)

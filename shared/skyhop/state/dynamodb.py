@@ -298,6 +298,23 @@ class DynamoDBManifest:
         items = self._batch_get(keys[:limit], "listing jobs")
         return [_decode(Job, item) for item in items if item is not None]
 
+    def iter_jobs(self, states: set[JobState]) -> Iterator[Job]:
+        """Jobs in ``states``, oldest first, from the by_state index (for the reaper;
+        not part of the protocol). Eventually consistent."""
+        for state in sorted(states, key=lambda s: s.value):
+            for page in self._pages(
+                "query",
+                f"listing {state.value} jobs",
+                IndexName=GSI_BY_STATE,
+                KeyConditionExpression="#p = :p",
+                ExpressionAttributeNames={"#p": GSI_BY_STATE_PK},
+                ExpressionAttributeValues={":p": {"S": f"{_JOBS}#{state.value}"}},
+            ):
+                for item in page["Items"]:
+                    job = _decode(Job, item)
+                    if job.state in states:
+                        yield job
+
     def update_job(self, job_id: str, *, expect: set[JobState] | None = None, **fields: Any) -> Job:
         for attempt in range(_RETRIES):
             item = self._get(_pk(job_id), _JOB_SK, f"reading job {job_id}")
