@@ -74,6 +74,20 @@ class TransferRequest(_Strict):
     destination: str
     options: TransferOptions = Field(default_factory=TransferOptions)
     reply_to: str | None = Field(None, description="queue URI for result events, if any")
+    keys: list[str] | None = Field(
+        None,
+        max_length=100_000,
+        description="copy only these keys, relative to the source prefix (replication batches)",
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _relative_keys(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for key in value:
+                if not key or key.startswith("/") or key.endswith("/") or "\x00" in key:
+                    raise ValueError(f"bad key {key!r}: keys are relative object names")
+        return value
 
     @field_validator("source", "destination")
     @classmethod

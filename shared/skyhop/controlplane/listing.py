@@ -73,6 +73,27 @@ def select(
     return selection, _chain(first, listing)
 
 
+def select_keys(
+    src: ObjectStore, src_uri: StoreURI, dst_uri: StoreURI, keys: list[str]
+) -> tuple[SourceSelection, Iterator[ObjectInfo]]:
+    """An explicit list of keys relative to the source prefix (replication batches).
+    Keys that vanished since they were named are skipped; none left is NotFoundError."""
+    prefix = src_uri.key if src_uri.key.endswith("/") or not src_uri.key else src_uri.key + "/"
+    dst_prefix = dst_uri.key if dst_uri.is_dir_like() else dst_uri.key + "/"
+
+    def heads() -> Iterator[ObjectInfo]:
+        for key in sorted(set(keys)):
+            info = src.head(prefix + key)
+            if info is not None:
+                yield info
+
+    stream = heads()
+    first = _first(stream)
+    if first is None:
+        raise NotFoundError(f"source not found: none of the {len(keys)} keys exist under {src_uri}")
+    return SourceSelection(prefix, dst_prefix, False), _chain(first, stream)
+
+
 def matches(rel_key: str, include: list[str], exclude: list[str]) -> bool:
     """Filter rule: the first pattern that matches decides; excludes are checked
     first, then includes; with includes given, a key matching none is skipped."""

@@ -111,7 +111,10 @@ class ControlPlane:
         src, dst = self.preflight(request)
         src_uri, dst_uri = request.source_uri, request.destination_uri
         dst_is_dir = bool(getattr(dst, "is_dir", lambda _k: False)(dst_uri.key))
-        selection, objects = listing.select(src, src_uri, dst_uri, request.options, dst_is_dir)
+        if request.keys is not None:
+            selection, objects = listing.select_keys(src, src_uri, dst_uri, request.keys)
+        else:
+            selection, objects = listing.select(src, src_uri, dst_uri, request.options, dst_is_dir)
         job = Job(request=request)
         self.manifest.create_job(job)
         totals = {"objects": 0, "bytes": 0, "chunks": 0, "parts": 0}
@@ -379,9 +382,8 @@ class ControlPlane:
 
     def finish(self, job_id: str, *, started: float | None = None) -> JobReport:
         """List the destination, check every key and size, tear down, report."""
-        job = self.manifest.update_job(
-            job_id, expect={JobState.RUNNING, JobState.VERIFYING}, state=JobState.VERIFYING
-        )
+        # one finisher: a concurrent or repeated call loses this condition
+        job = self.manifest.update_job(job_id, expect={JobState.RUNNING}, state=JobState.VERIFYING)
         try:
             summary = verify.listing_check(
                 self.manifest, job, self.store(job.request.destination_uri)

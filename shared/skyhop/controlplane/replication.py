@@ -1,0 +1,176 @@
+"""Continuous replication: bucket events matched against replication rules.
+
+A created object under a rule's prefix is copied to the rule's destination
+(``destination`` + the key relative to the prefix). Objects up to the rule's
+``inline_max_bytes`` are copied by the function itself, read pinned to the
+version the event named and checked after writing; larger ones are batched,
+one TransferRequest per rule, for the gateways. A deleted object is deleted at
+the destination only when the rule says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from skyhop.controlplane.listing import matches
+from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError
+from skyhop.integrity import crc32c, crc_hex
+from skyhop.models import ReplicationRule, TransferOptions, TransferRequest
+from skyhop.stores.base import ObjectStore, open_store
+from skyhop.uri import StoreURI, parse_uri
+
+log = logging.getLogger("skyhop.replication")
+
+
+class ObjectEvent(BaseModel):
+    """A cloud-neutral bucket notification, parsed by each function adapter."""
+
+    kind: Literal["created", "deleted"]
+    uri: str = Field(description="the object's URI, e.g. s3://bucket/key")
+    size: int | None = None
+    etag: str | None = None
+    bucket_tags: dict[str, str] = Field(default_factory=dict)
+
+
+class ReplicationOutcome(BaseModel):
+    rule: str
+    source: str
+    destination: str
+    action: Literal["copied", "deleted", "queued", "skipped", "failed"]
+    size: int | None = None
+    checksum: str | None = None
+    reason: str | None = None
+
+
+def rule_matches(rule: ReplicationRule, uri: StoreURI, tags: dict[str, str]) -> str | None:
+    """The key relative to the rule's prefix when the rule covers ``uri``, else None."""
+    if rule.source_bucket is not None and rule.source_bucket != uri.bucket:
+        return None
+    if rule.bucket_tag is not None:
+        name, _, value = rule.bucket_tag.partition("=")
+        if tags.get(name) != value:
+            return None
+    if not uri.key.startswith(rule.prefix):
+        return None
+    rel = (
+        uri.key[len(rule.prefix) :].lstrip("/")
+        if rule.prefix.endswith("/")
+        else uri.key[len(rule.prefix) :]
+    )
+    if not rel or rel.endswith("/"):
+        return None
+    return rel if matches(rel, rule.include, rule.exclude) else None
+
+
+def _dst_key(rule: ReplicationRule, rel: str) -> StoreURI:
+    dst = parse_uri(rule.destination)
+    prefix = dst.key if dst.is_dir_like() else dst.key + "/"
+    return dst.with_key(prefix + rel)
+
+
+def replicate(
+    rules: list[ReplicationRule],
+    events: Iterable[ObjectEvent],
+    *,
+    send_request: Callable[[TransferRequest], None],
+    stores: Callable[[StoreURI], ObjectStore] = open_store,
+) -> list[ReplicationOutcome]:
+    """Apply every event to every matching rule; one outcome per (event, rule)."""
+    outcomes: list[ReplicationOutcome] = []
+    batches: dict[str, list[tuple[ObjectEvent, str]]] = {}
+    for event in events:
+        uri = parse_uri(event.uri)
+        for rule in rules:
+            rel = rule_matches(rule, uri, event.bucket_tags)
+            if rel is None:
+                continue
+            dst = _dst_key(rule, rel)
+            base = ReplicationOutcome(
+                rule=rule.name, source=event.uri, destination=str(dst), action="skipped"
+            )
+            try:
+                if event.kind == "deleted":
+                    outcomes.append(_delete(rule, dst, base, stores))
+                elif event.size is not None and event.size > rule.inline_max_bytes:
+                    batches.setdefault(rule.name, []).append((event, rel))
+                else:
+                    outcomes.append(_copy_inline(uri, event, dst, base, stores))
+            except SkyhopError as exc:
+                outcomes.append(base.model_copy(update={"action": "failed", "reason": str(exc)}))
+    by_name = {r.name: r for r in rules}
+    for name, items in batches.items():
+        rule = by_name[name]
+        src = parse_uri(items[0][0].uri)
+        prefix = src.with_key(rule.prefix)
+        request = TransferRequest(
+            source=str(prefix) if prefix.key else f"{src.store_id}/",
+            destination=rule.destination,
+            options=TransferOptions(recursive=True),
+            keys=[rel for _, rel in items],
+        )
+        send_request(request)
+        for event, rel in items:
+            outcomes.append(
+                ReplicationOutcome(
+                    rule=name,
+                    source=event.uri,
+                    destination=str(_dst_key(rule, rel)),
+                    action="queued",
+                    size=event.size,
+                    reason=f"request {request.request_id}",
+                )
+            )
+    return outcomes
+
+
+def _delete(
+    rule: ReplicationRule,
+    dst: StoreURI,
+    base: ReplicationOutcome,
+    stores: Callable[[StoreURI], ObjectStore],
+) -> ReplicationOutcome:
+    if not rule.propagate_deletes:
+        return base.model_copy(update={"reason": "rule does not propagate deletes"})
+    stores(dst).delete(dst.key)
+    return base.model_copy(update={"action": "deleted"})
+
+
+def _copy_inline(
+    src: StoreURI,
+    event: ObjectEvent,
+    dst: StoreURI,
+    base: ReplicationOutcome,
+    stores: Callable[[StoreURI], ObjectStore],
+) -> ReplicationOutcome:
+    """Copy a small object in this function: read pinned, write, read back the size."""
+    source = stores(src)
+    info = source.head(src.key)
+    if info is None:
+        return base.model_copy(update={"reason": "object is gone (deleted after the event)"})
+    if event.etag and info.etag and _norm(event.etag) != _norm(info.etag):
+        return base.model_copy(
+            update={"reason": "object was overwritten after the event; its own event copies it"}
+        )
+    try:
+        data = source.read_range(src.key, 0, info.size, if_match=info.etag) if info.size else b""
+    except (PreconditionFailed, NotFoundError) as exc:
+        return base.model_copy(update={"reason": f"object changed while reading: {exc}"})
+    crc = crc_hex(crc32c(data))
+    target = stores(dst)
+    written = target.put(dst.key, data, meta=info.meta)
+    if written.size != len(data):
+        return base.model_copy(
+            update={"action": "failed", "reason": f"wrote {written.size} of {len(data)} bytes"}
+        )
+    src_md5, dst_md5 = info.checksums.get("md5"), written.checksums.get("md5")
+    if src_md5 and dst_md5 and src_md5 != dst_md5:
+        return base.model_copy(update={"action": "failed", "reason": "md5 differs after writing"})
+    return base.model_copy(update={"action": "copied", "size": len(data), "checksum": crc})
+
+
+def _norm(etag: str) -> str:
+    return etag.strip().strip('"').lower()
