@@ -50,7 +50,8 @@ SPECS: dict[str, FunctionSpec] = {
         "submit",
         "skyhop: validate a transfer request, plan it, start its gateways",
         memory_mb=1024,
-        timeout=Duration.minutes(5),
+        # launching waits for the gateways to boot and accept connections
+        timeout=Duration.minutes(15),
         batch_size=1,
     ),
     "GatewayEvents": FunctionSpec(
@@ -58,7 +59,8 @@ SPECS: dict[str, FunctionSpec] = {
         "gateway_events",
         "skyhop: record gateway events, complete objects, finish jobs",
         memory_mb=512,
-        timeout=Duration.minutes(1),
+        # finishing a job lists the destination and waits for its gateways to terminate
+        timeout=Duration.minutes(5),
         batch_size=25,
         batching_window=Duration.seconds(1),
     ),
@@ -73,9 +75,9 @@ SPECS: dict[str, FunctionSpec] = {
     "Reaper": FunctionSpec(
         "Reaper",
         "reaper",
-        "skyhop: clean up gateways, firewalls and uploads that crashed jobs left behind",
-        memory_mb=256,
-        timeout=Duration.minutes(2),
+        "skyhop: redispatch stuck work, finish or fail jobs, remove what crashes left behind",
+        memory_mb=512,
+        timeout=Duration.minutes(15),
     ),
 }
 

@@ -352,8 +352,6 @@ S3_OBJECT_WRITE = [
     "s3:AbortMultipartUpload",
     "s3:ListMultipartUploadParts",
 ]
-S3_MULTIPART_CLEANUP_BUCKET = ["s3:ListBucketMultipartUploads"]
-S3_MULTIPART_CLEANUP_OBJECT = ["s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
 
 
 def _own_account() -> dict[str, dict[str, str]]:
@@ -400,39 +398,6 @@ def s3_transfer_access(
                 sid=f"{sid}AccountObjects",
                 actions=sorted(set(S3_OBJECT_READ + S3_OBJECT_WRITE)),
                 resources=[_s3("*/*")],
-                conditions=_own_account(),
-            )
-        )
-    return statements
-
-
-def s3_multipart_cleanup(
-    buckets: Iterable[str], *, account_wide: bool = False
-) -> list[iam.PolicyStatement]:
-    """Abort multipart uploads a crashed job left behind (the reaper)."""
-    names = sorted(set(buckets))
-    statements: list[iam.PolicyStatement] = []
-    if names:
-        statements.append(
-            iam.PolicyStatement(
-                sid="AbortLeftoverUploadsBuckets",
-                actions=S3_MULTIPART_CLEANUP_BUCKET,
-                resources=[_s3(b) for b in names],
-            )
-        )
-        statements.append(
-            iam.PolicyStatement(
-                sid="AbortLeftoverUploadsObjects",
-                actions=S3_MULTIPART_CLEANUP_OBJECT,
-                resources=[_s3(f"{b}/*") for b in names],
-            )
-        )
-    if account_wide:
-        statements.append(
-            iam.PolicyStatement(
-                sid="AbortLeftoverUploadsAccount",
-                actions=S3_MULTIPART_CLEANUP_BUCKET + S3_MULTIPART_CLEANUP_OBJECT,
-                resources=[_s3("*"), _s3("*/*")],
                 conditions=_own_account(),
             )
         )

@@ -20,6 +20,7 @@ from skyhop.errors import UsageError
 
 _OUR_KEY = re.compile(r"^[a-z][A-Za-z0-9]+$")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _LAYER_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+$")
 # The retention periods CloudWatch Logs accepts.
 RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
@@ -49,6 +50,10 @@ class AppSettings(BaseModel):
         pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$",
         description="the planner's default profile prices the compute provider's default",
     )
+    gateway_regions: list[str] = Field(
+        default_factory=list,
+        description="regions gateways may run in, for teardown and the reaper (and the stack's)",
+    )
     gateway_ami_id: str | None = Field(None, pattern=r"^ami-[0-9a-f]{8,17}$")
     gateway_volume_gib: int = Field(16, ge=8, le=1024)
     lambda_architecture: Literal["arm64", "x86_64"] = "arm64"
@@ -60,7 +65,7 @@ class AppSettings(BaseModel):
     retain_data: bool = True
     log_retention_days: int = 30
 
-    @field_validator("transfer_buckets", mode="before")
+    @field_validator("transfer_buckets", "gateway_regions", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -73,6 +78,14 @@ class AppSettings(BaseModel):
         for name in value:
             if not _S3_BUCKET.match(name):
                 raise ValueError(f"{name!r} is not an S3 bucket name")
+        return value
+
+    @field_validator("gateway_regions")
+    @classmethod
+    def _region_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _REGION.match(name.removeprefix("aws:")):
+                raise ValueError(f"{name!r} is not an AWS region name")
         return value
 
     @field_validator("log_retention_days")

@@ -29,6 +29,9 @@ ENV_LAUNCH_TEMPLATE = "SKYHOP_LAUNCH_TEMPLATE_ID"
 ENV_LAUNCH_TEMPLATE_NAME = "SKYHOP_LAUNCH_TEMPLATE_NAME"  # what EC2ComputeProvider takes
 ENV_INSTANCE_PROFILE = "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"
 ENV_GATEWAY_ROLE = "SKYHOP_GATEWAY_ROLE_ARN"  # EC2ComputeProvider's grantee_roles
+ENV_REGIONS = "SKYHOP_REGIONS"  # where the reaper and teardown look for gateways
+ENV_HOME = "SKYHOP_HOME"  # reports and job files: only /tmp is writable in Lambda
+LAMBDA_HOME = "/tmp/skyhop"
 
 
 class ControlPlaneStack(Stack):
@@ -99,6 +102,8 @@ class ControlPlaneStack(Stack):
             ENV_LAUNCH_TEMPLATE_NAME: self.gateway.launch_template.launch_template_name or "",
             ENV_INSTANCE_PROFILE: self.gateway.instance_profile.instance_profile_arn,
             ENV_GATEWAY_ROLE: self.gateway.role.role_arn,
+            ENV_REGIONS: ",".join(settings.gateway_regions),
+            ENV_HOME: LAMBDA_HOME,
             "POWERTOOLS_SERVICE_NAME": "skyhop",
             "POWERTOOLS_METRICS_NAMESPACE": "skyhop",
         }
@@ -179,7 +184,8 @@ class ControlPlaneStack(Stack):
             ],
         )
         self.replication.grant_replication(fns.roles["BucketEvents"])
-        # reaper: find what crashed jobs left behind and remove it.
+        # reaper: redispatch stuck chunks, finish done jobs (verify, tear down), fail jobs
+        # past their budget, and remove gateways and rules that no live job owns.
         fns.grant(
             "Reaper",
             [
@@ -188,7 +194,7 @@ class ControlPlaneStack(Stack):
                 permissions.kms_retire_grants(key),
                 permissions.ec2_describe(),
                 *permissions.ec2_teardown(),
-                *permissions.s3_multipart_cleanup(data_buckets, account_wide=account_wide),
+                *transfer,
             ],
         )
         gateway = self.gateway.role

@@ -353,6 +353,7 @@ def test_settings_defaults_and_string_context() -> None:
         ({"notificationMode": "sns"}, "context value notificationMode: Input should be"),
         ({"transferBuckets": "Bad_Bucket"}, "transferBuckets: 'Bad_Bucket' is not an S3 bucket"),
         ({"logRetentionDays": 31}, "logRetentionDays: must be one of 1, 3, 5"),
+        ({"gatewayRegions": "us-east-1,mars-1"}, "gatewayRegions: 'mars-1' is not an AWS region"),
         ({"gatewayAmiId": "image-1"}, "gatewayAmiId: String should match pattern"),
         ({"powertoolsLayerArn": "arn:nope"}, "powertoolsLayerArn: String should match pattern"),
     ],

@@ -57,6 +57,8 @@ ENV_NAMES = {
     "SKYHOP_LAUNCH_TEMPLATE_NAME",
     "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN",
     "SKYHOP_GATEWAY_ROLE_ARN",
+    "SKYHOP_REGIONS",
+    "SKYHOP_HOME",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
 }
@@ -78,6 +80,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, assertions.Tem
         {
             "rulesFile": str(rules),
             "transferBuckets": "adhoc-in,adhoc-out",
+            "gatewayRegions": ["us-west-2", "eu-west-1"],
             "alarmEmail": "ops@example.com",
             "aws:cdk:bundling-stacks": [],
         }
@@ -194,7 +197,10 @@ def test_four_functions_with_handlers_runtime_layers(resources: dict[str, dict])
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert len(props["Layers"]) == 2
         assert ENV_NAMES <= set(props["Environment"]["Variables"])
-        assert props["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "skyhop"
+        env = props["Environment"]["Variables"]
+        assert env["POWERTOOLS_SERVICE_NAME"] == "skyhop"
+        assert env["SKYHOP_REGIONS"] == "us-west-2,eu-west-1"
+        assert env["SKYHOP_HOME"].startswith("/tmp/"), "only /tmp is writable in Lambda"
 
 
 def test_layers_are_powertools_and_the_dependencies(synth: tuple, resources: dict) -> None:
