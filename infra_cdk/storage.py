@@ -47,17 +47,12 @@ class Storage(Construct):
             sort_key=_string(schema.SORT_KEY),
             global_secondary_indexes=[
                 dynamodb.GlobalSecondaryIndexPropsV2(
-                    index_name=schema.GSI_BY_STATE,
-                    partition_key=_string(schema.GSI_BY_STATE_PK),
-                    sort_key=_string(schema.GSI_BY_STATE_SK),
-                    projection_type=_PROJECTIONS[schema.GSI_BY_STATE_PROJECTION],
-                ),
-                dynamodb.GlobalSecondaryIndexPropsV2(
-                    index_name=schema.GSI_BY_PARENT,
-                    partition_key=_string(schema.GSI_BY_PARENT_PK),
-                    sort_key=_string(schema.GSI_BY_PARENT_SK),
-                    projection_type=_PROJECTIONS[schema.GSI_BY_PARENT_PROJECTION],
-                ),
+                    index_name=gsi.name,
+                    partition_key=_string(gsi.partition_key),
+                    sort_key=_string(gsi.sort_key),
+                    projection_type=_PROJECTIONS[gsi.projection],
+                )
+                for gsi in schema.GLOBAL_SECONDARY_INDEXES
             ],
             billing=dynamodb.Billing.on_demand(),
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(

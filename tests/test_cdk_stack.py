@@ -319,8 +319,9 @@ def test_reaper_runs_on_a_schedule(template: assertions.Template, resources: dic
 
 
 def test_manifest_table_pitr_ttl_encryption(template: assertions.Template) -> None:
-    """The table skyhop.state.dynamodb expects: its keys, both indexes, its TTL attribute."""
+    """The table skyhop.state.dynamodb expects: its keys, indexes and TTL attribute."""
     m = manifest_schema
+    assert {g.name for g in m.GLOBAL_SECONDARY_INDEXES} == {m.GSI_BY_STATE, m.GSI_BY_PARENT}
     template.has_resource_properties(
         "AWS::DynamoDB::GlobalTable",
         {
@@ -331,21 +332,14 @@ def test_manifest_table_pitr_ttl_encryption(template: assertions.Template) -> No
             ],
             "GlobalSecondaryIndexes": [
                 {
-                    "IndexName": m.GSI_BY_STATE,
+                    "IndexName": gsi.name,
                     "KeySchema": [
-                        {"AttributeName": m.GSI_BY_STATE_PK, "KeyType": "HASH"},
-                        {"AttributeName": m.GSI_BY_STATE_SK, "KeyType": "RANGE"},
+                        {"AttributeName": gsi.partition_key, "KeyType": "HASH"},
+                        {"AttributeName": gsi.sort_key, "KeyType": "RANGE"},
                     ],
-                    "Projection": {"ProjectionType": m.GSI_BY_STATE_PROJECTION},
-                },
-                {
-                    "IndexName": m.GSI_BY_PARENT,
-                    "KeySchema": [
-                        {"AttributeName": m.GSI_BY_PARENT_PK, "KeyType": "HASH"},
-                        {"AttributeName": m.GSI_BY_PARENT_SK, "KeyType": "RANGE"},
-                    ],
-                    "Projection": {"ProjectionType": m.GSI_BY_PARENT_PROJECTION},
-                },
+                    "Projection": {"ProjectionType": gsi.projection},
+                }
+                for gsi in m.GLOBAL_SECONDARY_INDEXES
             ],
             "TimeToLiveSpecification": {"AttributeName": m.TTL_ATTRIBUTE, "Enabled": True},
             "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS"},
