@@ -64,8 +64,7 @@ class Limits:
     """Every limit of the control plane in one place."""
 
     max_attempts: int = 5
-    window_chunks: int = 4096
-    window_bytes: int = 8 * 1024**3
+    window_chunks: int = 4096  # chunks handed to gateways and not yet verified
     dispatch_batch: int = 256
     stuck_after: timedelta = timedelta(minutes=10)
 
@@ -79,6 +78,7 @@ class ControlPlane:
     limits: Limits = field(default_factory=Limits)
     stores: Callable[[StoreURI], ObjectStore] = open_store
     _store_cache: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+    _destinations: dict[str, StoreURI] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ stores
 
@@ -200,19 +200,17 @@ class ControlPlane:
         sources = [g for g in job.runtime.gateways if g.role == GatewayRole.SOURCE]
         if not sources:
             return 0
-        in_flight = list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED}))
-        room_chunks = self.limits.window_chunks - len(in_flight)
-        room_bytes = self.limits.window_bytes - sum(c.length for c in in_flight)
-        if room_chunks <= 0 or room_bytes <= 0:
+        counts = self.manifest.progress(job_id).chunks
+        if not counts.get(ChunkState.PENDING):
+            return 0
+        room = self.limits.window_chunks - counts.get(ChunkState.DISPATCHED, 0)
+        if room <= 0:
             return 0
         picked: list[Chunk] = []
         for chunk in self.manifest.iter_chunks(job_id, {ChunkState.PENDING}):
-            if len(picked) >= room_chunks or room_bytes <= 0:
+            if len(picked) >= room:
                 break
             picked.append(chunk)
-            room_bytes -= chunk.length
-        if not picked:
-            return 0
         objects: dict[int, ObjectEntry] = {}
         work: list[ChunkWork] = []
         now = utcnow()
@@ -291,7 +289,14 @@ class ControlPlane:
             error=None,
         )
         if applied:
-            self.complete_object(event.job_id, chunk.object_id)
+            verified = chunk.model_copy(
+                update={
+                    "state": ChunkState.VERIFIED,
+                    "crc32c": event.crc32c,
+                    "part_etag": event.part_etag,
+                }
+            )
+            self.complete_object(event.job_id, chunk.object_id, last=verified)
 
     def _chunk_failed(self, event: ChunkFailed) -> None:
         chunk = self.manifest.get_chunk(event.job_id, event.chunk_id)
@@ -316,19 +321,22 @@ class ControlPlane:
             error=event.reason,
         )
 
-    def complete_object(self, job_id: str, object_id: int) -> bool:
+    def complete_object(self, job_id: str, object_id: int, *, last: Chunk | None = None) -> bool:
         """When every chunk of an object is verified: complete its multipart
-        upload, record its CRC32C and compare it with the source's checksum."""
+        upload, record its CRC32C and compare it with the source's checksum.
+        ``last`` is the chunk just verified (saves a read for one-chunk objects)."""
         entry = self.manifest.get_object(job_id, object_id)
         if entry is None or entry.state != ObjectState.PENDING:
             return False
-        chunks = list(self.manifest.iter_chunks(job_id, object_id=object_id))
+        if entry.n_chunks == 1 and last is not None and last.object_id == object_id:
+            chunks = [last]
+        else:
+            chunks = list(self.manifest.iter_chunks(job_id, object_id=object_id))
         if len(chunks) != entry.n_chunks or any(c.state != ChunkState.VERIFIED for c in chunks):
             return False
         chunks.sort(key=lambda c: c.index)
         crc = combine_chunks([(c.crc32c or "00000000", c.length) for c in chunks])
-        job = self.require(job_id)
-        dst = self.store(job.request.destination_uri)
+        dst = self.store(self._destination(job_id))
         if entry.multipart and entry.upload_id:
             parts = [(c.index + 1, c.part_etag or "") for c in chunks]
             try:
@@ -435,6 +443,14 @@ class ControlPlane:
                     log.warning("abort of %s failed: %s", entry.dst_key, exc)
 
     # ------------------------------------------------------------ helpers
+
+    def _destination(self, job_id: str) -> StoreURI:
+        """A job's destination (immutable, so cached)."""
+        found = self._destinations.get(job_id)
+        if found is None:
+            found = self.require(job_id).request.destination_uri
+            self._destinations[job_id] = found
+        return found
 
     def require(self, job_id: str) -> Job:
         job = self.manifest.get_job(job_id)

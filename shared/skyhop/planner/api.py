@@ -10,9 +10,16 @@ from skyhop.models import CostEstimate, Edge, Gateway, RoutePlan
 from skyhop.planner.base import Mode, PlanRequest, Route, to_route_plan
 from skyhop.planner.costs import request_counts, request_usd, transfer_seconds, workload
 from skyhop.planner.direct import plan_direct
-from skyhop.planner.milp import plan_milp
 from skyhop.planner.overlay import plan_overlay
 from skyhop.planner.profile import LOCAL, Profile, cloud_of, load_profile
+
+
+def plan_milp(req: PlanRequest) -> Route:
+    """The MILP planner, imported on first use: scipy costs about a second at start-up,
+    which every `skyhop cp` would otherwise pay."""
+    from skyhop.planner.milp import plan_milp as solve
+
+    return solve(req)
 
 PLANNERS: dict[str, Callable[[PlanRequest], Route]] = {
     "direct": plan_direct,
