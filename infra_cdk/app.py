@@ -17,11 +17,11 @@ if __package__ in (None, ""):  # run as a script: make `infra_cdk` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aws_cdk as cdk  # noqa: E402
-from skyhop.errors import SkyhopError  # noqa: E402
 
 from infra_cdk.rules import load_rules  # noqa: E402
 from infra_cdk.settings import settings_from_context  # noqa: E402
 from infra_cdk.stack import ControlPlaneStack  # noqa: E402
+from skyhop.errors import SkyhopError  # noqa: E402
 
 
 def build_app(

@@ -11,7 +11,6 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
-from skyhop.models import ReplicationConfig
 
 from infra_cdk import permissions
 from infra_cdk.rules import (
@@ -24,6 +23,7 @@ from infra_cdk.rules import (
     rules_json,
     subscriptions,
 )
+from skyhop.models import ReplicationConfig
 
 _S3_EVENTS = {
     "created": s3.EventType.OBJECT_CREATED,

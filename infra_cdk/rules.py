@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import ValidationError
+
 from skyhop.errors import UsageError
 from skyhop.models import ReplicationConfig, ReplicationRule
 from skyhop.uri import parse_uri

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+
 from skyhop.compute.ec2 import DEFAULT_INSTANCE_TYPE
 from skyhop.errors import UsageError
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
-from skyhop.models import ReplicationConfig
 
 from infra_cdk import permissions
 from infra_cdk.functions import SPECS, ControlFunctions
@@ -15,6 +14,7 @@ from infra_cdk.messaging import Messaging
 from infra_cdk.replication import ReplicationRules
 from infra_cdk.settings import AppSettings
 from infra_cdk.storage import Storage
+from skyhop.models import ReplicationConfig
 
 # The names the handlers read (functions/aws/*).
 ENV_TABLE = "SKYHOP_TABLE"
@@ -184,15 +184,18 @@ class ControlPlaneStack(Stack):
             ],
         )
         self.replication.grant_replication(fns.roles["BucketEvents"])
-        # reaper: redispatch stuck chunks, finish done jobs (verify, tear down), fail jobs
-        # past their budget, and remove gateways and rules that no live job owns.
+        # reaper: tear down gateways no live job needs, finish done jobs, redispatch stuck
+        # chunks, and resume interrupted jobs on fresh gateways (so it launches, too).
         fns.grant(
             "Reaper",
             [
                 *common,
                 permissions.send_to("PostResults", [m.results.queue_arn]),
-                permissions.kms_retire_grants(key),
+                *permissions.kms_wrap(key, gateway_role),
                 permissions.ec2_describe(),
+                *permissions.ec2_network_setup(),
+                *permissions.ec2_launch(gateway_role),
+                *permissions.ec2_open_firewall(),
                 *permissions.ec2_teardown(),
                 *transfer,
             ],

@@ -18,8 +18,6 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from skyhop.errors import UsageError  # noqa: E402
-
 from infra_cdk.rules import (  # noqa: E402
     RULES_ENV_BUDGET,
     RulesFileError,
@@ -32,6 +30,7 @@ from infra_cdk.rules import (  # noqa: E402
     subscriptions,
 )
 from infra_cdk.settings import SettingsError, settings_from_context  # noqa: E402
+from skyhop.errors import UsageError  # noqa: E402
 
 INFRA = Path(__file__).resolve().parents[1] / "infra_cdk"
 
