@@ -1,0 +1,513 @@
+"""What the GCP and Azure function apps share: settings from the environment,
+the :class:`~skyhop.controlplane.ControlPlane` built from them, parsing of
+message bodies into pydantic models, and the rule that decides, for every
+message, between *done*, *dropped* and *retry*.
+
+No cloud SDK is imported here; each cloud's entry-point file turns its
+trigger's payload (a CloudEvent, a queue message, an Event Grid event) into
+text or :class:`~skyhop.controlplane.replication.ObjectEvent` and calls one of
+
+    handle_request         a TransferRequest body  -> a running job
+    handle_gateway_event   an EventEnvelope body   -> the manifest, more dispatch, the report
+    handle_object_events   bucket events           -> replication (inline copy or a request)
+    run_reaper             a timer / scheduler tick -> stuck chunks, budgets, orphans
+
+**Ack semantics.** A handler *returns* when the message is settled, either
+done or dropped: a body that does not validate, or an error that retrying
+cannot fix, is logged as one error line and dropped, so a poison message is
+never delivered forever. It *raises* on a transient error (a retryable store
+error, gateways that did not come up, a connection failure, anything
+unexpected), so the runtime delivers the message again (Pub/Sub push: a 500
+nacks; Azure queue trigger: the message becomes visible again), until the
+message's delivery count reaches ``SKYHOP_MAX_DELIVERIES``; then it is dropped
+with an error line too.
+
+Environment (``skyhop deploy`` sets it):
+
+==========================  ===================================================
+``SKYHOP_MANIFEST``         ``sqlite:///ABS/PATH`` (default: the SQLite manifest
+                            under ``SKYHOP_HOME``) or ``dynamodb://TABLE[?region=R]``
+``SKYHOP_COMPUTE``          ``local`` (default), ``gcp``, ``azure`` or ``aws``
+``SKYHOP_COMPUTE_OPTIONS``  JSON object of keyword arguments for the provider
+                            (e.g. ``{"project": "p", "machine_type": "n2-standard-8"}``)
+``SKYHOP_REGIONS``          comma-separated regions (the ``aws`` provider)
+``SKYHOP_EVENTS_QUEUE``     queue URI gateways post their events to (default ``pull``)
+``SKYHOP_REQUESTS_QUEUE``   queue URI replication sends TransferRequests to
+``SKYHOP_RESULTS_QUEUE``    queue URI for job reports and rejections (optional;
+                            a request's ``reply_to`` wins)
+``SKYHOP_RULES``            the :class:`~skyhop.models.ReplicationConfig` as JSON
+``SKYHOP_MAX_DELIVERIES``   deliveries of one message before it is dropped (default 5)
+``SKYHOP_JOB_BUDGET_HOURS`` the reaper fails running jobs older than this (default 24)
+==========================  ===================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import IO, Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from skyhop.compute.base import ComputeProvider, open_provider
+from skyhop.controlplane import ControlPlane, default_planner
+from skyhop.controlplane.embedded import parse_event
+from skyhop.controlplane.replication import ObjectEvent, ReplicationOutcome, replicate
+from skyhop.controlplane.serverless import ReapReport, on_gateway_event, reap, submit_request
+from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError
+from skyhop.models import Job, JobReport, JobState, ReplicationConfig, TransferRequest
+from skyhop.queues.base import open_queue
+from skyhop.state.base import ManifestStore
+from skyhop.stores.base import open_store
+from skyhop.uri import parse_uri
+
+LOGGER_NAME = "skyhop.functions"
+logger = logging.getLogger(LOGGER_NAME)
+
+ENV = {
+    "manifest": "SKYHOP_MANIFEST",
+    "compute": "SKYHOP_COMPUTE",
+    "compute_options": "SKYHOP_COMPUTE_OPTIONS",
+    "regions": "SKYHOP_REGIONS",
+    "events_queue": "SKYHOP_EVENTS_QUEUE",
+    "requests_queue": "SKYHOP_REQUESTS_QUEUE",
+    "results_queue": "SKYHOP_RESULTS_QUEUE",
+    "rules": "SKYHOP_RULES",
+    "max_deliveries": "SKYHOP_MAX_DELIVERIES",
+    "job_budget_hours": "SKYHOP_JOB_BUDGET_HOURS",
+}
+
+
+# ---------------------------------------------------------------- errors
+
+
+class BadMessage(SkyhopError):
+    """A message body that will never be valid: dropped, never retried."""
+
+
+class ConfigError(UsageError):
+    """The function's environment is wrong (fix the deployment; messages are retried)."""
+
+
+class ReplicationFailed(SkyhopError):
+    """Some rule could not replicate an object; the event is delivered again."""
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether delivering the same message again may succeed."""
+    if isinstance(exc, BadMessage | ValidationError):
+        return False
+    if isinstance(exc, StoreError):
+        return exc.retryable
+    if isinstance(exc, GatewayError | ConfigError | ReplicationFailed):
+        return True
+    if isinstance(exc, SkyhopError):
+        return False  # usage, not found, access, plan, integrity: the same again fails again
+    return True  # connection failures and the unexpected: retried, up to the delivery cap
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__
+
+
+def validation_message(exc: ValidationError, what: str) -> str:
+    """The first problem of a ValidationError as one line naming the field."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or what
+    return f"invalid {what}: {where}: {first['msg']}"
+
+
+# ---------------------------------------------------------------- logging
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with ``severity`` and ``message`` (the fields
+    Cloud Logging and Application Insights read) and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "severity": record.levelname,
+            "message": record.getMessage(),
+            "logger": record.name,
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(stream: IO[str] | None = None) -> logging.Logger:
+    """Log INFO and up from the functions as JSON lines on ``stream`` (default
+    stdout), once per process. Azure's worker forwards records itself, so its
+    app passes nothing and only the level is set."""
+    logger.setLevel(logging.INFO)
+    if stream is not None and not any(
+        isinstance(h.formatter, JsonFormatter) for h in logger.handlers
+    ):
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger
+
+
+def log(level: int, message: str, **fields: Any) -> None:
+    """One structured log line: ``message`` plus ``fields``."""
+    logger.log(level, message, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+
+
+# ---------------------------------------------------------------- settings
+
+
+class Settings(BaseModel):
+    """The functions' configuration, read once from the environment."""
+
+    manifest: str | None = None
+    compute: Literal["local", "gcp", "azure", "aws"] = "local"
+    compute_options: dict[str, Any] = Field(default_factory=dict)
+    regions: list[str] = Field(default_factory=list)
+    events_queue: str = "pull"
+    requests_queue: str | None = None
+    results_queue: str | None = None
+    rules: ReplicationConfig | None = None
+    max_deliveries: int = Field(5, ge=1)
+    job_budget_hours: float = Field(24.0, gt=0)
+
+    @field_validator("compute_options", "rules", mode="before")
+    @classmethod
+    def _json(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+        return value
+
+    @field_validator("regions", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [r.strip() for r in value.split(",") if r.strip()]
+        return value
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        values = {
+            field: raw
+            for field, name in ENV.items()
+            if (raw := os.environ.get(name)) not in (None, "")
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = ENV.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "?"
+            raise ConfigError(f"environment variable {name}: {first['msg']}") from None
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def open_manifest(uri: str | None) -> ManifestStore:
+    """``sqlite:///ABS/PATH`` (or None: the default SQLite file) or ``dynamodb://TABLE[?region=R]``."""
+    if not uri:
+        from skyhop.config import manifest_path
+        from skyhop.state.sqlite import SQLiteManifest
+
+        return SQLiteManifest(manifest_path())
+    split = urlsplit(uri)
+    if split.scheme == "sqlite":
+        from skyhop.state.sqlite import SQLiteManifest
+
+        if split.netloc or not split.path.startswith("/"):
+            raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: expected sqlite:///ABSOLUTE/PATH")
+        return SQLiteManifest(Path(split.path))
+    if split.scheme == "dynamodb":
+        from skyhop.state.dynamodb import DynamoDBManifest
+
+        if not split.netloc:
+            raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: expected dynamodb://TABLE[?region=R]")
+        region = parse_qs(split.query).get("region", [None])[-1]
+        return DynamoDBManifest(split.netloc, region=region)
+    raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: use sqlite:///PATH or dynamodb://TABLE")
+
+
+def open_compute(s: Settings) -> ComputeProvider:
+    options = dict(s.compute_options)
+    if s.compute == "aws" and s.regions:
+        options.setdefault("regions", s.regions)
+    try:
+        return open_provider(s.compute, **options)
+    except TypeError as exc:
+        raise ConfigError(f"SKYHOP_COMPUTE_OPTIONS for {s.compute}: {exc}") from None
+
+
+@cache
+def control_plane() -> ControlPlane:
+    """The control plane of this process (built on first use, then kept)."""
+    s = settings()
+    return ControlPlane(
+        manifest=open_manifest(s.manifest),
+        compute=open_compute(s),
+        event_sink=s.events_queue,
+        planner=default_planner,
+    )
+
+
+def reset() -> None:
+    """Forget settings and clients (tests change the environment between cases)."""
+    settings.cache_clear()
+    control_plane.cache_clear()
+
+
+# ---------------------------------------------------------------- results
+
+
+class Handled(BaseModel):
+    """How a message was settled (the runtime acks it either way)."""
+
+    action: Literal["done", "dropped"]
+    detail: str = ""
+    job_id: str | None = None
+    report: JobReport | None = None
+    outcomes: list[ReplicationOutcome] = Field(default_factory=list)
+
+
+class RequestRejected(BaseModel):
+    """Sent when a request will never run (fix it and send a new one)."""
+
+    type: Literal["request_rejected"] = "request_rejected"
+    request_id: str | None = None
+    error: str
+
+
+class JobStarted(BaseModel):
+    type: Literal["job_started"] = "job_started"
+    request_id: str
+    job_id: str
+
+
+def publish(uri: str | None, body: str) -> bool:
+    """Send ``body`` to queue ``uri`` if there is one; a failure is logged, not
+    raised: a result that cannot be delivered must not redo the work."""
+    if not uri:
+        return False
+    try:
+        open_queue(uri).send(body)
+    except SkyhopError as exc:
+        log(logging.WARNING, f"could not publish to {uri}: {one_line(exc)}", queue=uri)
+        return False
+    return True
+
+
+def settle(kind: str, delivery: int | None, fn: Callable[[], Handled], **fields: Any) -> Handled:
+    """Run ``fn``; drop bad and hopeless messages with one error line, re-raise
+    transient errors (so the message comes again) until the delivery cap."""
+    try:
+        return fn()
+    except Exception as exc:
+        reason = one_line(exc)
+        cap = _max_deliveries()
+        if transient(exc) and (delivery is None or delivery < cap):
+            log(logging.WARNING, f"{kind}: will retry: {reason}", delivery=delivery, **fields)
+            raise
+        if transient(exc):
+            reason = f"gave up after {delivery} deliveries: {reason}"
+        return drop(kind, reason, delivery, **fields)
+
+
+def drop(kind: str, reason: str, delivery: int | None = None, **fields: Any) -> Handled:
+    """Settle a message without doing its work: one error line, and an ack."""
+    log(logging.ERROR, f"{kind}: dropped: {reason}", delivery=delivery, **fields)
+    return Handled(action="dropped", detail=reason)
+
+
+def _max_deliveries() -> int:
+    try:
+        return settings().max_deliveries
+    except ConfigError:
+        return 5
+
+
+# ---------------------------------------------------------------- requests
+
+
+def parse_request(body: str | bytes) -> TransferRequest:
+    try:
+        return TransferRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise BadMessage(validation_message(exc, "request")) from None
+
+
+def find_job(cp: ControlPlane, request_id: str, scan: int = 1000) -> Job | None:
+    """The job already made for ``request_id`` among the most recent ``scan`` jobs
+    (a redelivered request resumes its job instead of starting a second one)."""
+    for job in cp.manifest.list_jobs(limit=scan):
+        if job.request.request_id == request_id:
+            return job
+    return None
+
+
+def handle_request(body: str | bytes, *, delivery: int | None = None) -> Handled:
+    """A TransferRequest message: create and start its job, once."""
+    loose = _loose(body)
+    try:
+        request = parse_request(body)
+    except BadMessage as exc:
+        _reject(loose.get("request_id"), loose.get("reply_to"), str(exc))
+        return drop("request", str(exc), delivery, request_id=loose.get("request_id"))
+
+    def run() -> Handled:
+        cp = control_plane()
+        job = find_job(cp, request.request_id)
+        try:
+            if job is None:
+                job = submit_request(cp, request)
+            elif job.state in (JobState.PLANNED, JobState.INTERRUPTED):
+                job = cp.start(job.job_id)
+            else:
+                log(logging.INFO, f"job already {job.state.value}", job_id=job.job_id)
+                return Handled(
+                    action="done", detail=f"job already {job.state.value}", job_id=job.job_id
+                )
+        except SkyhopError as exc:
+            if not transient(exc):
+                _reject(request.request_id, request.reply_to, one_line(exc))
+            raise
+        log(logging.INFO, "job started", job_id=job.job_id, request_id=request.request_id)
+        publish(
+            request.reply_to or _results_queue(),
+            JobStarted(request_id=request.request_id, job_id=job.job_id).model_dump_json(),
+        )
+        return Handled(action="done", detail="job started", job_id=job.job_id)
+
+    return settle("request", delivery, run, request_id=request.request_id)
+
+
+def _reject(request_id: str | None, reply_to: str | None, error: str) -> None:
+    body = RequestRejected(request_id=request_id, error=error).model_dump_json()
+    publish(reply_to or _results_queue(), body)
+
+
+def _results_queue() -> str | None:
+    try:
+        return settings().results_queue
+    except ConfigError:
+        return None
+
+
+def _loose(body: str | bytes) -> dict[str, str]:
+    """Best-effort ``request_id`` and ``reply_to`` of a body that did not validate."""
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: raw[k] for k in ("request_id", "reply_to") if isinstance(raw.get(k), str)}
+
+
+# ---------------------------------------------------------------- gateway events
+
+
+def handle_gateway_event(body: str | bytes, *, delivery: int | None = None) -> Handled:
+    """One gateway event: conditional update, more dispatch, and the report when
+    it finished the job (sent to the request's ``reply_to`` or the results queue)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        event = parse_event(text)
+    except ValueError as exc:
+        return drop("gateway event", f"invalid gateway event: {one_line(exc)}", delivery)
+
+    def run() -> Handled:
+        cp = control_plane()
+        report = on_gateway_event(cp, event)
+        if report is None:
+            return Handled(action="done", detail=event.type, job_id=event.job_id)
+        log(
+            logging.INFO,
+            f"job {report.state.value}",
+            job_id=event.job_id,
+            objects=report.objects,
+            objects_failed=report.objects_failed,
+            bytes=report.bytes,
+        )
+        job = cp.manifest.get_job(event.job_id)
+        reply_to = job.request.reply_to if job is not None else None
+        publish(reply_to or _results_queue(), report.model_dump_json())
+        return Handled(
+            action="done", detail=f"job {report.state.value}", job_id=event.job_id, report=report
+        )
+
+    return settle("gateway event", delivery, run, job_id=event.job_id, gateway_id=event.gateway_id)
+
+
+# ---------------------------------------------------------------- bucket events
+
+
+def still_there(event: ObjectEvent) -> bool:
+    """Whether a deleted event's key holds an object again (an overwrite: GCS
+    sends ``deleted`` for the replaced generation; a re-created object)."""
+    uri = parse_uri(event.uri)
+    return open_store(uri).head(uri.key) is not None
+
+
+def send_request(request: TransferRequest) -> None:
+    """Replication's bulk path: the request goes to ``SKYHOP_REQUESTS_QUEUE``."""
+    queue = settings().requests_queue
+    if not queue:
+        raise ConfigError("SKYHOP_REQUESTS_QUEUE is not set: replication cannot queue bulk copies")
+    open_queue(queue).send(request.model_dump_json())
+    log(logging.INFO, "transfer request queued", request_id=request.request_id, queue=queue)
+
+
+def handle_object_events(
+    events: Iterable[ObjectEvent], *, delivery: int | None = None, message_id: str | None = None
+) -> Handled:
+    """Bucket events through the replication rules in ``SKYHOP_RULES``."""
+    items = list(events)
+
+    def run() -> Handled:
+        config = settings().rules
+        if config is None:
+            raise ConfigError("SKYHOP_RULES is not set: no replication rules")
+        live = []
+        for event in items:
+            if event.kind == "deleted" and still_there(event):
+                log(logging.INFO, "delete skipped: the key holds an object again", uri=event.uri)
+                continue
+            live.append(event)
+        outcomes = replicate(config.rules, live, send_request=send_request)
+        for o in outcomes:
+            level = logging.ERROR if o.action == "failed" else logging.INFO
+            log(level, f"object {o.action}", **o.model_dump(exclude_none=True))
+        failed = [o for o in outcomes if o.action == "failed"]
+        if failed and not any(o.action == "queued" for o in outcomes):
+            # copies are idempotent: the whole event may come again
+            raise ReplicationFailed(
+                f"{failed[0].source} -> {failed[0].destination}: {failed[0].reason}"
+            )
+        return Handled(action="done", detail=f"{len(outcomes)} outcome(s)", outcomes=outcomes)
+
+    return settle("bucket event", delivery, run, message_id=message_id)
+
+
+# ---------------------------------------------------------------- reaper
+
+
+def run_reaper() -> ReapReport:
+    """Re-dispatch stuck chunks, fail jobs past their budget, tear down orphans."""
+    budget = timedelta(hours=settings().job_budget_hours)
+    report = reap(control_plane(), budget=budget)
+    log(logging.INFO, "reaper sweep", **report.model_dump())
+    return report
