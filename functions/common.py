@@ -426,8 +426,8 @@ def handle_gateway_event(body: str | bytes, *, delivery: int | None = None) -> H
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         event = parse_event(text)
-    except ValueError as exc:
-        return drop("gateway event", f"invalid gateway event: {one_line(exc)}", delivery)
+    except ValidationError as exc:
+        return drop("gateway event", validation_message(exc, "gateway event"), delivery)
 
     def run() -> Handled:
         cp = control_plane()

@@ -114,7 +114,7 @@ class AzureQueue:
                 try:
                     self._call(self._client.create_queue, "create")
                 except StoreError as exc:
-                    if "QueueAlreadyExists" not in str(exc):
+                    if not _exists(exc, "QueueAlreadyExists"):
                         raise
                 self._ready = True
         return self._client
@@ -130,7 +130,7 @@ class AzureQueue:
                 try:
                     self._call(container.create_container, "create payload container")
                 except StoreError as exc:
-                    if "ContainerAlreadyExists" not in str(exc):
+                    if not _exists(exc, "ContainerAlreadyExists"):
                         raise
                 self._payloads = container
         return self._payloads
@@ -251,6 +251,13 @@ class AzureQueue:
             )
         except NotFoundError:
             pass
+
+
+def _exists(exc: StoreError, code: str) -> bool:
+    """Whether ``exc`` says the queue or container exists already (the SDK spells the
+    code ``QueueAlreadyExists`` or, as an enum, ``StorageErrorCode.QUEUE_ALREADY_EXISTS``)."""
+    text = str(exc).replace("_", "").lower()
+    return code.lower() in text
 
 
 def _encoded_size(body: str) -> int:
