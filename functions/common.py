@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -144,18 +145,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure_logging(stream: IO[str] | None = None) -> logging.Logger:
-    """Log INFO and up from the functions as JSON lines on ``stream`` (default
-    stdout), once per process. Azure's worker forwards records itself, so its
-    app passes nothing and only the level is set."""
+class _Stream(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to whatever ``sys.stdout`` is at the time."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
+def configure_logging(stdout: bool = False) -> logging.Logger:
+    """Log INFO and up from the functions; with ``stdout``, also as JSON lines on
+    standard output, once per process (what Cloud Run and Cloud Functions read as
+    structured logs). Azure's worker forwards records itself: its app passes nothing."""
     logger.setLevel(logging.INFO)
-    if stream is not None and not any(
-        isinstance(h.formatter, JsonFormatter) for h in logger.handlers
-    ):
-        handler = logging.StreamHandler(stream)
+    if stdout and not any(isinstance(h, _Stream) for h in logger.handlers):
+        handler = _Stream()
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
-        logger.propagate = False
     return logger
 
 

@@ -23,7 +23,6 @@ import base64
 import binascii
 import json
 import logging
-import sys
 from typing import Any
 
 import flask
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from functions import common
 from skyhop.controlplane.replication import ObjectEvent
 
-common.configure_logging(sys.stdout)
+common.configure_logging(stdout=True)
 
 GCS_EVENTS = {
     "google.cloud.storage.object.v1.finalized": "created",
