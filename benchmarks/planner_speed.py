@@ -19,6 +19,7 @@ import time
 
 from rich.console import Console
 from rich.table import Table
+
 from skyhop.planner import load_profile, plan
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from skyhop.planner import load_profile, plan
 from skyhop.planner.build_profile import build, load_pricing, main
 

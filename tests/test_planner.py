@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pytest
 from scipy.optimize import linprog
+
 from skyhop.errors import PlanError, UsageError
 from skyhop.models import RoutePlan
 from skyhop.planner import load_profile, plan, plan_json, render_plan, workload
@@ -339,6 +340,8 @@ def test_region_names_are_resolved_leniently():
     assert p.resolve("AWS:US-EAST-1") == "aws:us-east-1"
     assert p.resolve("azure:East US") == "azure:eastus"
     assert p.resolve("eu-west-1") == "aws:eu-west-1"
+    assert p.resolve("gcp:us") == "gcp:us-central1-a"  # a GCS multi-region bucket
+    assert p.resolve("gcp:EUR4") == "gcp:europe-west4-a"
 
 
 def test_local_plans_are_trivial_and_free_of_egress():

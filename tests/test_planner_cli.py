@@ -6,6 +6,7 @@ import json
 
 import boto3
 import pytest
+
 from skyhop.models import RoutePlan
 from skyhop.planner.cli import main as plan_main
 

@@ -21,6 +21,7 @@ def plan_milp(req: PlanRequest) -> Route:
 
     return solve(req)
 
+
 PLANNERS: dict[str, Callable[[PlanRequest], Route]] = {
     "direct": plan_direct,
     "overlay": plan_overlay,

@@ -34,6 +34,16 @@ from skyhop.errors import PlanError
 LOCAL = "local"
 DEFAULT_PROFILE = "default_profile.json"
 
+# GCS multi- and dual-region bucket locations, planned from one member region
+GCP_MULTI_REGIONS = {
+    "us": "us-central1",
+    "eu": "europe-west1",
+    "asia": "asia-east1",
+    "nam4": "us-central1",
+    "eur4": "europe-west4",
+    "asia1": "asia-northeast1",
+}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -179,6 +189,8 @@ class Profile(BaseModel):
             return name
         cloud, _, bare = name.rpartition(":")
         bare = bare.replace(" ", "")
+        if cloud == "gcp":
+            bare = GCP_MULTI_REGIONS.get(bare, bare)
         clouds = [cloud] if cloud else list(self.clouds)
         for c in clouds:
             candidate = f"{c}:{bare}"
