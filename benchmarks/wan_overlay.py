@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -89,6 +90,8 @@ def main() -> int:
     parser.add_argument("--src")
     parser.add_argument("--dst")
     args = parser.parse_args()
+    # a SIGTERM unwinds like Ctrl-C, so the namespaces are removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     reason = why_not()
     if reason:
         print(f"wan_overlay: cannot run: {reason}", file=sys.stderr)
