@@ -1,0 +1,116 @@
+"""What the AWS Lambda functions share: the Powertools logger, metrics and tracer,
+the idempotency store, and the translation of ``infra_cdk``'s environment into the
+settings of :mod:`functions.common` (which builds the control plane and settles
+messages the same way for every cloud).
+
+``infra_cdk`` sets (see ``infra_cdk/stack.py``)::
+
+    SKYHOP_TABLE                          manifest table   -> SKYHOP_MANIFEST=dynamodb://TABLE
+    SKYHOP_IDEMPOTENCY_TABLE              Powertools idempotency records (key ``id``)
+    SKYHOP_REQUESTS_QUEUE_URL             -> SKYHOP_REQUESTS_QUEUE
+    SKYHOP_EVENTS_QUEUE_URL               -> SKYHOP_EVENTS_QUEUE (gateways post events there)
+    SKYHOP_RESULTS_QUEUE_URL              -> SKYHOP_RESULTS_QUEUE
+    SKYHOP_REGIONS                        regions gateways may run in
+    SKYHOP_KMS_KEY_ID, SKYHOP_LAUNCH_TEMPLATE_NAME, SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN,
+    SKYHOP_GATEWAY_ROLE_ARN               -> SKYHOP_COMPUTE=aws, SKYHOP_COMPUTE_OPTIONS
+                                             (EC2ComputeProvider's keyword arguments)
+    SKYHOP_RULES                          replication rules (bucket_events)
+
+A variable of :mod:`functions.common` that is already set wins, so a deployment
+(or a test) can name ``SKYHOP_COMPUTE=local`` or another manifest directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+)
+
+from functions import common as shared
+from functions.common import ConfigError
+
+SERVICE = "skyhop"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", SERVICE))
+tracer = Tracer(service=SERVICE)
+
+IDEMPOTENCY_TABLE = "SKYHOP_IDEMPOTENCY_TABLE"
+ROLES = ("source", "relay", "destination")
+
+
+def translated_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The :mod:`functions.common` variables ``infra_cdk``'s variables imply."""
+    out: dict[str, str] = {}
+    if env.get("SKYHOP_TABLE"):
+        out["SKYHOP_MANIFEST"] = f"dynamodb://{env['SKYHOP_TABLE']}"
+    for cdk, name in (
+        ("SKYHOP_EVENTS_QUEUE_URL", "SKYHOP_EVENTS_QUEUE"),
+        ("SKYHOP_REQUESTS_QUEUE_URL", "SKYHOP_REQUESTS_QUEUE"),
+        ("SKYHOP_RESULTS_QUEUE_URL", "SKYHOP_RESULTS_QUEUE"),
+    ):
+        if env.get(cdk):
+            out[name] = env[cdk]
+    compute = env.get("SKYHOP_COMPUTE") or "aws"
+    out["SKYHOP_COMPUTE"] = compute
+    if compute == "aws":
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        options: dict[str, Any] = {}
+        if env.get("SKYHOP_LAUNCH_TEMPLATE_NAME") and region:
+            options["launch_templates"] = {region: env["SKYHOP_LAUNCH_TEMPLATE_NAME"]}
+        if env.get("SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"):
+            options["instance_profiles"] = dict.fromkeys(
+                ROLES, env["SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"]
+            )
+        if env.get("SKYHOP_GATEWAY_ROLE_ARN"):
+            # a KMS grant is made only for roles whose configs carry a wrapped key
+            options["grantee_roles"] = dict.fromkeys(ROLES, env["SKYHOP_GATEWAY_ROLE_ARN"])
+        if env.get("SKYHOP_KMS_KEY_ID"):
+            options["kms_keys"] = [env["SKYHOP_KMS_KEY_ID"]]
+        if env.get("SKYHOP_WAIT_READY", "").lower() in ("0", "false", "no"):
+            options["wait_ready"] = False
+        out["SKYHOP_COMPUTE_OPTIONS"] = json.dumps(options, sort_keys=True)
+    return out
+
+
+def configure() -> None:
+    """Fill in :mod:`functions.common`'s variables that are not set yet (once per
+    execution environment; the settings are read on first use after this)."""
+    for name, value in translated_env(os.environ).items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+
+
+@cache
+def idempotency() -> tuple[DynamoDBPersistenceLayer, IdempotencyConfig]:
+    """Powertools idempotency on the table ``infra_cdk`` creates (key ``id``,
+    TTL ``expiration``), keyed by a request's ``request_id``."""
+    table = os.environ.get(IDEMPOTENCY_TABLE)
+    if not table:
+        raise ConfigError(f"{IDEMPOTENCY_TABLE} is not set")
+    return (
+        DynamoDBPersistenceLayer(table_name=table),
+        IdempotencyConfig(event_key_jmespath="request_id", expires_after_seconds=24 * 3600),
+    )
+
+
+def receive_count(record: Any) -> int | None:
+    """SQS's ``ApproximateReceiveCount`` of a record, if it has one."""
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def reset() -> None:
+    """Forget settings and clients (tests change the environment between cases)."""
+    shared.reset()
+    idempotency.cache_clear()
