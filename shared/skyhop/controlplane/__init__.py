@@ -7,7 +7,10 @@ process; cloud functions call the same service methods one message at a time.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from skyhop.controlplane.service import ControlPlane, Limits
+from skyhop.errors import SkyhopError
 from skyhop.models import Job, RoutePlan
 
 
@@ -18,18 +21,24 @@ def default_planner(job: Job) -> RoutePlan | None:
     except ImportError:  # pragma: no cover - the planner ships with the package
         return None
     options = job.request.options
-    src = options.src_region or "local"
-    dst = options.dst_region or "local"
-    plan_fn = getattr(planner, "plan", None)
-    if plan_fn is None:
-        return None
-    return plan_fn(
+    src = _region(planner, job.request.source, options.src_region)
+    dst = _region(planner, job.request.destination, options.dst_region)
+    return planner.plan(
         src,
         dst,
         bytes=job.bytes_total,
         objects=job.objects_total,
         parts=job.chunks_total,
     )
+
+
+def _region(planner: ModuleType, uri: str, override: str | None) -> str:
+    """The region from the option, else the bucket's location, else local: a store
+    that cannot tell its region still copies, with a nominal estimate."""
+    try:
+        return str(planner.region_of(uri, override))
+    except SkyhopError:
+        return str(planner.LOCAL)
 
 
 def embedded() -> ControlPlane:
