@@ -1,0 +1,228 @@
+"""``skyhop deploy gcp`` against a local fake of the Cloud Functions v2 REST API.
+
+No emulator exists for the Cloud Functions API, so these tests run the real
+google-cloud-functions client (REST transport, anonymous credentials,
+``api_endpoint`` pointed at tests/fakes/gcf_api.py on 127.0.0.1) and assert the
+requests it sends (function ids, entry points, the staged source, Eventarc
+triggers with their retry policy and bucket filters, environment) and the life
+cycle: created, then updated in place, then deleted. The source archive is
+staged in the GCS emulator; topics are created in the Pub/Sub emulator (that
+test skips where the emulator is not installed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import zipfile
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import functions_v2, storage
+
+from skyhop.deploy.gcp import GCPDeployConfig, GCPDeployer, plan_functions
+from skyhop.deploy.package import build_source, requirements
+from skyhop.errors import AccessError, UsageError
+from skyhop.models import ReplicationConfig, ReplicationRule
+from tests.fakes.gcf_api import FakeCloudFunctions
+from tests.fakes.http import Reply
+
+PROJECT = "skyhop-test"
+# the REST transport sends enums as their numbers
+RETRY = functions_v2.EventTrigger.RetryPolicy.RETRY_POLICY_RETRY.value
+INTERNAL_ONLY = functions_v2.ServiceConfig.IngressSettings.ALLOW_INTERNAL_ONLY.value
+
+
+@pytest.fixture
+def fake():
+    server = FakeCloudFunctions()
+    server.endpoint = server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def staging(gcs_bucket):
+    return gcs_bucket.removeprefix("gs://").rstrip("/")
+
+
+def config(staging: str, **kw) -> GCPDeployConfig:
+    rules = ReplicationConfig(
+        rules=[
+            ReplicationRule(name="logs", source_bucket="src-logs", destination="s3://dst-logs/"),
+            ReplicationRule(name="tagged", bucket_tag="replicate=yes", destination="gs://dst-b/"),
+        ]
+    )
+    values = dict(
+        project=PROJECT,
+        region="europe-west1",
+        staging_bucket=staging,
+        manifest="dynamodb://skyhop-manifest?region=eu-west-1",
+        rules=rules,
+        buckets=["src-extra"],
+    )
+    values.update(kw)
+    return GCPDeployConfig(**values)
+
+
+def deployer(fake, cfg: GCPDeployConfig, **kw) -> GCPDeployer:
+    return GCPDeployer(
+        cfg,
+        credentials=AnonymousCredentials(),
+        api_endpoint=fake.endpoint,
+        ensure_topics=False,
+        **kw,
+    )
+
+
+def test_source_archive_holds_the_app_the_core_and_requirements():
+    archive = build_source("gcp")
+    names = set(zipfile.ZipFile(io.BytesIO(archive.data)).namelist())
+    assert {"main.py", "functions/__init__.py", "functions/common.py", "requirements.txt"} <= names
+    assert {"skyhop/__init__.py", "skyhop/controlplane/serverless.py", "skyhop/py.typed"} <= names
+    assert not any("__pycache__" in n or n.startswith("functions/aws") for n in names)
+    reqs = zipfile.ZipFile(io.BytesIO(archive.data)).read("requirements.txt").decode().split()
+    assert "functions-framework>=3.5" in reqs and "pydantic>=2.6" in reqs
+    assert not any(r.startswith(("azure-", "moto", "pytest", "skyhop")) for r in reqs)
+    # the same inputs give the same bytes (the archive is named by its hash)
+    assert build_source("gcp").sha256 == archive.sha256
+    azure = build_source("azure")
+    assert {"function_app.py", "host.json"} <= set(
+        zipfile.ZipFile(io.BytesIO(azure.data)).namelist()
+    )
+    assert "azure-mgmt-web>=7" not in requirements("gcp")
+
+
+def test_missing_functions_dir_is_one_line(tmp_path):
+    with pytest.raises(UsageError, match="no skyhop functions/ directory at"):
+        build_source("gcp", functions_dir=tmp_path)
+
+
+def test_plan_names_one_function_pair_per_bucket(staging):
+    plans = plan_functions(config(staging))
+    ids = [p.function_id for p in plans]
+    assert ids[:2] == ["skyhop-requests", "skyhop-gateway-events"] and ids[-1] == "skyhop-reaper"
+    gcs = [p for p in plans if p.trigger == "gcs"]
+    assert sorted({p.bucket for p in gcs}) == ["src-extra", "src-logs"]  # tag rules need --bucket
+    assert all(len(p.function_id) <= 63 for p in plans)
+
+
+def test_deploy_creates_then_updates_then_deletes(fake, staging):
+    cfg = config(staging)
+    d = deployer(fake, cfg)
+    archive = build_source("gcp")
+    report = d.deploy(archive)
+
+    # staged in the bucket, named by hash, and referenced by generation
+    blob = (
+        storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+        .bucket(staging)
+        .get_blob(f"skyhop-deploy/{archive.name}")
+    )
+    assert blob.download_as_bytes() == archive.data
+    assert report.source == f"gs://{staging}/skyhop-deploy/{archive.name}#{blob.generation}"
+
+    plans = plan_functions(cfg)
+    assert [(r.function_id, r.action) for r in report.functions] == [
+        (p.function_id, "created") for p in plans
+    ]
+    creates = fake.calls("POST", "/functions")
+    assert [c.query["functionId"][0] for c in creates] == [p.function_id for p in plans]
+    by_id = {c.query["functionId"][0]: c.body for c in creates}
+
+    req = by_id["skyhop-requests"]
+    assert req["buildConfig"]["entryPoint"] == "on_request"
+    assert req["buildConfig"]["runtime"] == "python311"
+    assert req["buildConfig"]["source"]["storageSource"] == {
+        "bucket": staging,
+        "object": f"skyhop-deploy/{archive.name}",
+        "generation": str(blob.generation),
+    }
+    assert req["eventTrigger"]["eventType"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert req["eventTrigger"]["pubsubTopic"] == f"projects/{PROJECT}/topics/skyhop-requests"
+    assert req["eventTrigger"]["retryPolicy"] == RETRY
+    env = req["serviceConfig"]["environmentVariables"]
+    assert env["SKYHOP_MANIFEST"] == "dynamodb://skyhop-manifest?region=eu-west-1"
+    assert env["SKYHOP_COMPUTE"] == "gcp"
+    assert json.loads(env["SKYHOP_COMPUTE_OPTIONS"]) == {"project": PROJECT}
+    assert env["SKYHOP_EVENTS_QUEUE"] == f"pubsub://{PROJECT}/skyhop-events"
+    assert env["SKYHOP_REQUESTS_QUEUE"] == f"pubsub://{PROJECT}/skyhop-requests"
+    assert ReplicationConfig.model_validate_json(env["SKYHOP_RULES"]) == cfg.rules
+    assert req["serviceConfig"]["ingressSettings"] == INTERNAL_ONLY
+
+    events = by_id["skyhop-gateway-events"]
+    assert events["buildConfig"]["entryPoint"] == "on_gateway_event"
+    assert events["eventTrigger"]["pubsubTopic"].endswith("/topics/skyhop-events")
+    objs = {k: v for k, v in by_id.items() if "-obj-" in k}
+    assert len(objs) == 4
+    for body in objs.values():
+        trigger = body["eventTrigger"]
+        assert body["buildConfig"]["entryPoint"] == "on_gcs_object"
+        assert trigger["eventType"] in (
+            "google.cloud.storage.object.v1.finalized",
+            "google.cloud.storage.object.v1.deleted",
+        )
+        assert trigger["retryPolicy"] == RETRY
+        ((flt),) = trigger["eventFilters"]
+        assert flt["attribute"] == "bucket" and flt["value"] in ("src-logs", "src-extra")
+    reaper = by_id["skyhop-reaper"]
+    assert "eventTrigger" not in reaper and reaper["buildConfig"]["entryPoint"] == "reaper"
+    assert any("Cloud Scheduler" in n and "skyhop-reaper" in n for n in report.notes)
+
+    # a second deploy updates in place, with an update mask
+    again = d.deploy(archive)
+    assert {r.action for r in again.functions} == {"updated"}
+    patches = fake.calls("PATCH")
+    assert len(patches) == len(plans)
+    masks = {p.path.rsplit("/", 1)[-1]: p.query["updateMask"][0].split(",") for p in patches}
+    assert (
+        "eventTrigger" in masks["skyhop-requests"] and "eventTrigger" not in masks["skyhop-reaper"]
+    )
+    assert "buildConfig" in masks["skyhop-reaper"]
+    assert len(fake.functions) == len(plans)
+
+    gone = d.destroy()
+    assert {r.action for r in gone.functions} == {"deleted"} and fake.functions == {}
+    assert {r.action for r in d.destroy().functions} == {"absent"}
+
+
+def test_sqlite_manifest_gets_a_warning_and_wrong_archive_is_refused(fake, staging):
+    d = deployer(
+        fake, config(staging, manifest="sqlite:///tmp/skyhop/manifest.db", buckets=[], rules=None)
+    )
+    report = d.deploy(build_source("gcp"))
+    assert any("private to each function instance" in n for n in report.notes)
+    assert [r.function_id for r in report.functions] == [
+        "skyhop-requests",
+        "skyhop-gateway-events",
+        "skyhop-reaper",
+    ]
+    with pytest.raises(UsageError, match="azure archive cannot be deployed"):
+        d.deploy(build_source("azure"))
+
+
+def test_api_errors_are_one_line(fake, staging):
+    d = deployer(fake, config(staging, prefix="skyhop"))
+    denied = Reply(
+        403, {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "no access"}}
+    )
+    fake.routes.insert(
+        0, ("GET", re.compile(r"^/v2/.*/functions/skyhop-requests$"), lambda r, m: denied)
+    )
+    with pytest.raises(AccessError, match=r"^Cloud Functions: skyhop-requests: access denied"):
+        d.deploy(build_source("gcp"))
+    assert fake.calls("POST") == []
+
+
+def test_topics_are_created_once(fake, staging, pubsub_server):
+    cfg = config(staging, requests_topic="req-t1", events_topic="evt-t1", results_topic="res-t1")
+    d = GCPDeployer(cfg, credentials=AnonymousCredentials(), api_endpoint=fake.endpoint)
+    first = d.deploy(build_source("gcp"))
+    assert [n for n in first.notes if n.startswith("created topic")] == [
+        "created topic req-t1",
+        "created topic evt-t1",
+        "created topic res-t1",
+    ]
+    second = d.deploy(build_source("gcp"))
+    assert not [n for n in second.notes if n.startswith("created topic")]
