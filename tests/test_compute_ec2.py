@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from skyhop.compute.base import ComputeProvider, open_provider
 from skyhop.compute.ec2 import (
     CONFIG_PATH,

@@ -28,8 +28,9 @@ from typing import Any
 
 import boto3
 import pytest
+
 from skyhop.compute.ec2 import KMSKeyWrapper
-from skyhop.crypto import KeyWrapper
+from skyhop.crypto import KeyWrapper, open_key_wrapper
 from skyhop.errors import AccessError, IntegrityError, UsageError
 
 ACCOUNT = "123456789012"
@@ -56,6 +57,14 @@ def test_wrap_and_unwrap_with_only_the_token(key_arn: str) -> None:
 
     plain, wrapped2 = KMSKeyWrapper(key_arn, job_id="j-1").generate()
     assert len(plain) == 32 and KMSKeyWrapper(None).unwrap(wrapped2) == plain
+
+
+def test_a_gateway_unwraps_through_the_crypto_registry(key_arn: str) -> None:
+    """What gateway_vm does with a config whose key_wrap is 'kms'."""
+    key = bytes(range(32, 64))
+    wrapped = KMSKeyWrapper(key_arn, job_id="j-9").wrap(key)
+    assert open_key_wrapper("kms", None).unwrap(wrapped) == key
+    assert open_key_wrapper("kms", key_arn).unwrap(wrapped) == key
 
 
 def test_another_jobs_context_does_not_open_the_key(key_arn: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+
 from skyhop.errors import ConflictError, NotFoundError, SkyhopError, UsageError
 from skyhop.models import (
     Chunk,
@@ -30,7 +31,6 @@ from skyhop.state.dynamodb import (
     DynamoDBManifest,
     create_table,
 )
-
 from tests.fixtures import moto_serial as serial
 from tests.suites.manifest_suite import ManifestSuite
 

@@ -8,10 +8,10 @@ import uuid
 
 import boto3
 import pytest
+
 from skyhop.errors import NotFoundError, UsageError
 from skyhop.queues.base import Queue, open_queue
 from skyhop.queues.sqs import SQSQueue, create_queue, parse_sqs, redrive_policy
-
 from tests.suites.queue_suite import QueueSuite
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+
 from skyhop import schemas
 from skyhop.models import (
     ChunkFailed,
