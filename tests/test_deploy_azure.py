@@ -1,0 +1,189 @@
+"""``skyhop deploy azure`` against a local fake of Resource Manager and Kudu.
+
+No emulator exists for Resource Manager or an app's Kudu (deployment)
+endpoint, so these tests run the real azure-mgmt-resource and azure-mgmt-web
+clients (a fake token credential, ``base_url`` pointed at tests/fakes/azure_web.py
+over TLS on 127.0.0.1) and assert the requests they send (plan SKU, site kind,
+runtime and app settings, the zip pushed to Kudu with a bearer token, the Event
+Grid subscription's destination and filter) and the life cycle: created, then
+updated, then deleted. The queues are created in Azurite.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+import zipfile
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.storage.queue import QueueServiceClient
+
+from skyhop.deploy.azure import AzureDeployConfig, AzureDeployer
+from skyhop.deploy.package import build_source
+from skyhop.errors import AccessError, SkyhopError, UsageError
+from skyhop.models import ReplicationConfig, ReplicationRule
+from tests.fakes.azure_web import FakeWeb
+
+SUB = "00000000-0000-0000-0000-000000000001"
+ACCOUNT_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/data/providers/Microsoft.Storage/storageAccounts/srcacct1"
+)
+
+
+class FakeCredential:
+    def get_token(self, *scopes, **kwargs):
+        return AccessToken("fake-token", int(time.time()) + 3600)
+
+
+@pytest.fixture
+def fake(tmp_path):
+    server = FakeWeb()
+    server.start_tls(tmp_path / "tls")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def cfg(azurite_server):
+    tag = uuid.uuid4().hex[:8]
+    return AzureDeployConfig(
+        subscription_id=SUB,
+        resource_group="skyhop-rg",
+        location="westeurope",
+        app_name=f"skyhop-{tag}",
+        storage_connection_string=azurite_server.connection_string,
+        manifest="dynamodb://skyhop-manifest?region=eu-west-1",
+        rules=ReplicationConfig(
+            rules=[ReplicationRule(name="r1", source_bucket="in", destination="gs://bkt-out/")]
+        ),
+        requests_queue=f"req-{tag}",
+        events_queue=f"evt-{tag}",
+        results_queue=f"res-{tag}",
+        event_sources=[ACCOUNT_ID],
+    )
+
+
+def deployer(fake, cfg, **kw):
+    return AzureDeployer(
+        cfg,
+        credential=FakeCredential(),
+        base_url=fake.endpoint,
+        scm_url=fake.endpoint,
+        client_kwargs={"connection_verify": fake.ca_bundle},
+        poll_interval=0.01,
+        **kw,
+    )
+
+
+def _queues(azurite_server) -> set[str]:
+    service = QueueServiceClient.from_connection_string(azurite_server.connection_string)
+    return {q.name for q in service.list_queues()}
+
+
+def test_deploy_creates_updates_and_deletes_the_function_app(fake, cfg, azurite_server):
+    d = deployer(fake, cfg)
+    archive = build_source("azure")
+    report = d.deploy(archive)
+
+    assert {cfg.requests_queue, cfg.events_queue, cfg.results_queue} <= _queues(azurite_server)
+    assert {r.action for r in report.functions} == {"created"}
+    assert sorted(r.function_id.split("/")[1] for r in report.functions) == [
+        "on_blob_event",
+        "on_gateway_event",
+        "on_request",
+        "reaper",
+    ]
+
+    plan = fake.of_type("serverfarms")[f"{cfg.app_name}-plan"]
+    assert plan["sku"] == {"name": "Y1", "tier": "Dynamic"} and plan["properties"]["reserved"]
+    site = fake.of_type("sites")[cfg.app_name]
+    assert site["kind"] == "functionapp,linux"
+    props = site["properties"]
+    assert props["serverFarmId"].lower().endswith(f"/serverfarms/{cfg.app_name}-plan")
+    assert props["httpsOnly"] is True
+    config = props["siteConfig"]
+    assert config["linuxFxVersion"] == "Python|3.11" and config["ftpsState"] == "Disabled"
+    settings = {s["name"]: s["value"] for s in config["appSettings"]}
+    assert settings["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert settings["FUNCTIONS_EXTENSION_VERSION"] == "~4"
+    assert settings["AzureWebJobsStorage"] == azurite_server.connection_string
+    assert settings["SCM_DO_BUILD_DURING_DEPLOYMENT"] == "true"
+    assert settings["SKYHOP_REQUESTS_QUEUE_NAME"] == cfg.requests_queue
+    assert settings["SKYHOP_EVENTS_QUEUE_NAME"] == cfg.events_queue
+    assert settings["SKYHOP_EVENTS_QUEUE"] == f"azq://devstoreaccount1/{cfg.events_queue}"
+    assert settings["SKYHOP_COMPUTE"] == "azure"
+    assert json.loads(settings["SKYHOP_COMPUTE_OPTIONS"]) == {"subscription_id": SUB}
+    assert ReplicationConfig.model_validate_json(settings["SKYHOP_RULES"]) == cfg.rules
+
+    # the archive went to Kudu, with a bearer token, and was polled to completion
+    (pushed,) = fake.deployments
+    assert pushed == archive.data
+    names = zipfile.ZipFile(io.BytesIO(pushed)).namelist()
+    assert {"function_app.py", "host.json", "functions/common.py", "requirements.txt"} <= set(names)
+    (push,) = fake.calls("POST", "/api/zipdeploy")
+    assert (
+        push.query == {"isAsync": ["true"]} and push.headers["authorization"] == "Bearer fake-token"
+    )
+    assert len(fake.calls("GET", "/api/deployments/latest")) == 2
+
+    (sub,) = fake.of_type("eventSubscriptions").values()
+    assert sub["id"].lower().startswith(ACCOUNT_ID.lower())
+    dest = sub["properties"]["destination"]
+    assert dest["endpointType"] == "AzureFunction"
+    assert (
+        dest["properties"]["resourceId"].lower() == f"{site['id']}/functions/on_blob_event".lower()
+    )
+    assert sub["properties"]["filter"]["includedEventTypes"] == [
+        "Microsoft.Storage.BlobCreated",
+        "Microsoft.Storage.BlobDeleted",
+    ]
+
+    again = d.deploy(archive)
+    assert {r.action for r in again.functions} == {"updated"}
+    assert not [n for n in again.notes if n.startswith("created queue")]
+    assert len(fake.deployments) == 2
+
+    gone = d.destroy()
+    assert {r.action for r in gone.functions} == {"deleted"}
+    assert fake.of_type("sites") == {} and fake.of_type("serverfarms") == {}
+    assert fake.of_type("eventSubscriptions") == {}
+    assert {r.action for r in d.destroy().functions} == {"absent"}
+
+
+def test_failed_build_is_one_line(fake, cfg):
+    fake.fail_next_deployment = True
+    with pytest.raises(SkyhopError, match=r"^zip deploy to skyhop-\w+ failed: Oryx build failed$"):
+        deployer(fake, cfg).deploy(build_source("azure"))
+
+
+def test_bad_inputs(fake, cfg):
+    with pytest.raises(UsageError, match="not a storage account resource id"):
+        deployer(fake, cfg.model_copy(update={"event_sources": ["srcacct1"]}))
+    with pytest.raises(UsageError, match="gcp archive cannot be deployed"):
+        deployer(fake, cfg).deploy(build_source("gcp"))
+    broken = AzureDeployConfig.model_validate(
+        {**cfg.model_dump(), "storage_connection_string": "UseDevelopmentStorage=true"}
+    )
+    with pytest.raises(UsageError, match="names no AccountName"):
+        broken.app_settings()
+    # the connection string is a secret: never in a repr or a dump
+    assert azure_key_hidden(cfg)
+
+
+def azure_key_hidden(cfg: AzureDeployConfig) -> bool:
+    secret = cfg.storage_connection_string.get_secret_value()
+    return secret not in repr(cfg) and secret not in cfg.model_dump_json()
+
+
+def test_access_denied_is_one_line(fake, cfg, azurite_server):
+    class NoToken(FakeCredential):
+        def get_token(self, *scopes, **kwargs):
+            return AccessToken("", int(time.time()) + 3600)
+
+    d = deployer(fake, cfg)
+    d._credential = NoToken()
+    with pytest.raises(AccessError, match=r"^zip deploy to .*: access denied \(401"):
+        d.deploy(build_source("azure"))
