@@ -207,7 +207,7 @@ def _write_verified(
                 raise StoreError(
                     f"chunk {meta.chunk_id}: a single-chunk object must be one whole chunk"
                 )
-            store.put(meta.dst_key, data)
+            store.put(meta.dst_key, data, meta=meta.meta)
             etag = None
         del data
         ctx.count("done")

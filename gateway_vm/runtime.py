@@ -47,6 +47,43 @@ class HookBudget:
             return True
 
 
+class TokenBucket:
+    """``--bwlimit``: at most ``rate`` bytes per second on average, shared by the
+    sender threads of one process. ``take(n)`` books ``n`` bytes and sleeps off
+    any debt, so concurrent senders queue behind each other; up to one second's
+    worth may go out at once after an idle spell. Clock and sleep are injectable."""
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Any = None,
+        sleep: Any = None,
+    ) -> None:
+        import time
+
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(rate)
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or time.sleep
+        self._tokens = self.rate
+        self._stamp = self._clock()
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> float:
+        """Account for ``n`` bytes; returns the seconds slept."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
 class ByteBudget:
     """A byte semaphore: ``acquire(n)`` waits until ``n`` bytes fit. A request
     larger than the whole budget waits until nothing else is held, then runs

@@ -128,6 +128,7 @@ def send_chunk(
         upload_id=work.upload_id,
         compression=str(cfg.compression),
         segment_size=segment,
+        meta=work.meta,
     )
     wire = 0
     frame = sealer.seal(meta.model_dump_json().encode(), ftype=FrameType.META)
@@ -150,6 +151,8 @@ def send_chunk(
             n = sealer.seal_into(payload, out, flags=flags, plain_len=len(block))
             if ctx.hook("flip_wire"):
                 out[HEADER_SIZE + (n - HEADER_SIZE) // 2] ^= 0x01
+            if ctx.bwlimit is not None:
+                ctx.bwlimit.take(n)
             sock.sendall(memoryview(out)[:n])
             wire += n
             segments += 1

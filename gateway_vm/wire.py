@@ -15,6 +15,7 @@ import ssl
 from pydantic import BaseModel, ConfigDict
 from skyhop.crypto import HEADER_SIZE, MAX_PAYLOAD, FrameHeader, FrameType, parse_header
 from skyhop.errors import IntegrityError
+from skyhop.stores.base import ObjectMeta
 
 #: Sealed META / END frames are small; anything bigger is an attack or a bug.
 MAX_META = 64 * 1024
@@ -36,6 +37,7 @@ class ChunkMeta(BaseModel):
     upload_id: str | None = None
     compression: str
     segment_size: int
+    meta: ObjectMeta | None = None  # written with a single-chunk object
 
 
 class ChunkTrailer(BaseModel):

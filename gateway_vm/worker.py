@@ -36,7 +36,7 @@ from skyhop.stores.base import ObjectStore, open_store
 from skyhop.uri import parse_uri
 
 from gateway_vm.lifetime import set_parent_death_signal
-from gateway_vm.runtime import BufferPool, Counters, HookBudget
+from gateway_vm.runtime import BufferPool, Counters, HookBudget, TokenBucket
 
 log = logging.getLogger("gateway_vm")
 
@@ -108,6 +108,8 @@ class WorkerContext:
         self.digest = crypto.job_digest(cfg.job_id)
         self.per_worker_connections = max(1, -(-cfg.connections // cfg.workers))
         self.pool = BufferPool(max(cfg.buffer_budget_bytes // cfg.workers, cfg.segment_size * 2))
+        # --bwlimit: this gateway's share, split evenly over its worker processes
+        self.bwlimit = TokenBucket(cfg.bwlimit / cfg.workers) if cfg.bwlimit else None
         self._store: ObjectStore | None = None
         self._store_lock = threading.Lock()
         self.client_ctx: ssl.SSLContext | None = None

@@ -35,6 +35,16 @@ def parse_size(text: str) -> int:
     return int(float(number) * base**power)
 
 
+def parse_duration_arg(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``7d``, ``1h30m`` -> seconds (for argparse)."""
+    from skyhop.controlplane.filters import parse_duration
+
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         raise UsageError(f"{self.prog}: {message}")
@@ -52,6 +62,51 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--resume", metavar="JOB_ID", help="continue an interrupted job")
     _transfer_options(cp)
     cp.set_defaults(func=cmd_cp)
+
+    sync = sub.add_parser(
+        "sync",
+        help="make DST like SRC: copy what is missing or changed, optionally delete the rest",
+        description=(
+            "Copy objects missing at the destination or differing from the source "
+            "(by size, then by checksum with --checksum or modification time), skip the "
+            "rest without reading them, and with --delete remove destination objects "
+            "absent at the source once every copy is verified."
+        ),
+    )
+    sync.add_argument("source", help="a prefix or directory: path, file://, s3://, gs:// or az://")
+    sync.add_argument("destination")
+    how = sync.add_mutually_exclusive_group()
+    how.add_argument(
+        "--checksum",
+        dest="compare",
+        action="store_const",
+        const="checksum",
+        help="compare checksums where both sides have a comparable one (else size and time)",
+    )
+    how.add_argument(
+        "--update",
+        dest="compare",
+        action="store_const",
+        const="update",
+        help="copy only when the source is newer; keep newer destination objects",
+    )
+    how.add_argument(
+        "--size-only", dest="compare", action="store_const", const="size", help="compare sizes only"
+    )
+    sync.add_argument(
+        "--delete",
+        action="store_true",
+        help="delete destination objects absent at the source, after every copy is verified",
+    )
+    sync.add_argument(
+        "--max-delete",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse the whole sync (nothing copied or deleted) when more than N would be deleted",
+    )
+    _transfer_options(sync)
+    sync.set_defaults(func=cmd_sync, recursive=True)
 
     status = sub.add_parser("status", help="list jobs, or show one job")
     status.add_argument("job_id", nargs="?")
@@ -82,8 +137,43 @@ def _transfer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connections", type=int, default=None, metavar="N")
     p.add_argument("--gateways", type=int, default=None, metavar="N", help="gateways per region")
     p.add_argument("--compression", choices=[c.value for c in Compression], default=None)
-    p.add_argument("--include", action="append", default=[], metavar="GLOB")
-    p.add_argument("--exclude", action="append", default=[], metavar="GLOB")
+    p.add_argument(
+        "--include",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="copy only matching keys (repeatable; excludes first, then includes: first match wins)",
+    )
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB", help="skip matching keys"
+    )
+    p.add_argument("--min-size", type=parse_size, default=None, metavar="SIZE")
+    p.add_argument("--max-size", type=parse_size, default=None, metavar="SIZE")
+    p.add_argument(
+        "--min-age", type=parse_duration_arg, default=None, metavar="AGE", help="e.g. 7d, 12h"
+    )
+    p.add_argument("--max-age", type=parse_duration_arg, default=None, metavar="AGE")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be copied, skipped and deleted, with the cost estimate; move nothing",
+    )
+    p.add_argument(
+        "--show",
+        type=int,
+        default=20,
+        metavar="N",
+        help="with --dry-run, print the first N actions (all are in the report CSV)",
+    )
+    p.add_argument(
+        "--bwlimit", type=parse_size, default=None, metavar="SIZE", help="bytes/s per job"
+    )
+    p.add_argument(
+        "--storage-class",
+        default=None,
+        metavar="CLASS",
+        help="storage class / access tier to write",
+    )
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -97,15 +187,27 @@ def _options(args: argparse.Namespace) -> TransferOptions:
         "dst_region": args.dst_region,
         "include": args.include,
         "exclude": args.exclude,
+        "dry_run": args.dry_run,
+        "delete": getattr(args, "delete", False),
     }
+    if getattr(args, "max_delete", None) is not None and not args.delete:
+        raise UsageError("--max-delete only makes sense with --delete")
     for name, attr in [
         ("chunk_size", "chunk_size"),
         ("multipart_threshold", "multipart_threshold"),
         ("connections", "connections"),
         ("gateways_per_region", "gateways"),
         ("compression", "compression"),
+        ("min_size", "min_size"),
+        ("max_size", "max_size"),
+        ("min_age", "min_age"),
+        ("max_age", "max_age"),
+        ("bwlimit", "bwlimit"),
+        ("storage_class", "storage_class"),
+        ("compare", "compare"),
+        ("max_delete", "max_delete"),
     ]:
-        value = getattr(args, attr)
+        value = getattr(args, attr, None)
         if value is not None:
             fields[name] = value
     return TransferOptions.model_validate(fields)
@@ -132,6 +234,12 @@ def cmd_cp(args: argparse.Namespace) -> int:
         request = TransferRequest(
             source=args.source, destination=args.destination, options=_options(args)
         )
+        if args.dry_run:
+            from skyhop.controlplane.sync import cp_dry_run
+
+            report = cp_dry_run(cp, request, None if args.json else sys.stdout, first=args.show)
+            _print_dry_run(args, report)
+            return 0
         job = cp.create_job(request)
         _show_plan(args, job)
         if not args.yes and sys.stdin.isatty() and not args.json:
@@ -149,6 +257,35 @@ def cmd_cp(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(
             f"skyhop: interrupted; resume with: skyhop cp --resume {job.job_id}",
+            file=sys.stderr,
+        )
+        return 130
+    _print_report(args, report)
+    return 0 if report.state.value == "succeeded" else 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from skyhop.controlplane import embedded
+    from skyhop.controlplane.sync import SyncJob
+
+    cp = embedded()
+    request = TransferRequest(
+        source=args.source, destination=args.destination, options=_options(args)
+    )
+    sync = SyncJob(cp, request)
+    if args.dry_run:
+        report = sync.dry_run(None if args.json else sys.stdout, first=args.show)
+        _print_dry_run(args, report)
+        return 0
+    job = sync.begin()
+    _show_plan(args, job)
+    progress = _Progress(args, job)
+    try:
+        with progress:
+            report = sync.run(on_progress=progress.update)
+    except KeyboardInterrupt:
+        print(
+            f"skyhop: interrupted; run the same `skyhop sync` again to continue ({job.job_id})",
             file=sys.stderr,
         )
         return 130
@@ -296,7 +433,12 @@ class _Progress:
             return
         objects = f"{progress.objects_verified}/{progress.objects_total} objects"
         if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=progress.bytes_verified, objects=objects)
+            self._bar.update(
+                self._task,
+                completed=progress.bytes_verified,
+                total=max(progress.bytes_total, 1),  # grows while a sync is still listing
+                objects=objects,
+            )
             return
         now = time.monotonic()
         if now - self._last_line < 2.0:
@@ -331,11 +473,51 @@ def _print_report(args: argparse.Namespace, report: JobReport) -> None:
             f"({len(v.missing)} missing, {len(v.size_mismatches)} size, "
             f"{len(v.checksum_mismatches)} checksum); checksums by {methods}"
         )
+    s = report.sync
+    if s is not None:
+        lines.append(f"  skipped  {s.skipped} unchanged objects, {_human(s.bytes_skipped)}")
+        if s.to_delete or s.deleted:
+            lines.append(
+                f"  deleted  {s.deleted} of {s.to_delete} objects absent at the source"
+                + (f" ({s.delete_failures} failed)" if s.delete_failures else "")
+            )
+        if s.excluded:
+            lines.append(f"  excluded {s.excluded} objects by the filters")
     for failure in report.failures[:20]:
         lines.append(f"  FAILED   {failure}")
     from skyhop.controlplane.report import report_paths
 
-    lines.append(f"  report   {report_paths(report.job_id)[0]}")
+    json_path, csv_path = report_paths(report.job_id)
+    lines.append(f"  report   {json_path}")
+    lines.append(f"           {csv_path}")
+    print("\n".join(lines))
+
+
+def _print_dry_run(args: argparse.Namespace, report: JobReport) -> None:
+    """Totals and the cost estimate of a dry run (the first actions are printed already)."""
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+        return
+    s = report.sync
+    assert s is not None
+    lines = [
+        f"dry run {report.job_id}: nothing was copied or deleted",
+        f"  would copy   {s.to_copy} objects, {_human(s.bytes_to_copy)}",
+        f"  would skip   {s.skipped} unchanged objects, {_human(s.bytes_skipped)}",
+        f"  would delete {s.to_delete} objects, {_human(s.bytes_to_delete)}",
+    ]
+    if s.excluded:
+        lines.append(f"  excluded     {s.excluded} objects by the filters")
+    cost = report.plan.cost if report.plan is not None else None
+    if cost is not None:
+        lines.append(
+            f"  estimated cost ${cost.total_usd:.4f} (egress ${cost.egress_usd:.4f}, "
+            f"gateways ${cost.vm_usd:.4f}, requests ${cost.requests_usd:.4f}); "
+            f"route {' -> '.join(report.plan.path)}"  # type: ignore[union-attr]
+        )
+    else:
+        lines.append("  estimated cost $0.0000 (nothing to copy)")
+    lines.append(f"  report       {report.csv}")
     print("\n".join(lines))
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from skyhop.config import DEFAULT_CHUNK_SIZE, DEFAULT_MULTIPART_THRESHOLD
 from skyhop.errors import UsageError
+from skyhop.stores.base import ObjectMeta
 from skyhop.uri import StoreURI, parse_uri
 
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -46,6 +47,39 @@ class Compression(StrEnum):
     AUTO = "auto"  # zstd when a sample of the segment shrinks, else none
 
 
+class CompareMode(StrEnum):
+    """How ``sync`` decides that an object present on both sides needs copying
+    (a missing object is always copied)."""
+
+    SIZE_MTIME = "size-mtime"  # sizes differ, or the source is newer (the default)
+    CHECKSUM = "checksum"  # sizes differ, or comparable checksums differ (else size-mtime)
+    UPDATE = "update"  # the source is newer; a newer destination object is kept
+    SIZE = "size"  # sizes differ
+
+
+def _check_globs(patterns: list[str], what: str) -> list[str]:
+    from skyhop.controlplane.filters import check_patterns  # stdlib-only module
+
+    try:
+        return check_patterns(patterns, what)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_limits(obj: object) -> None:
+    from skyhop.controlplane.filters import check_limits
+
+    try:
+        check_limits(
+            getattr(obj, "min_size", None),
+            getattr(obj, "max_size", None),
+            getattr(obj, "min_age", None),
+            getattr(obj, "max_age", None),
+        )
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class TransferOptions(_Strict):
     """How to move the data; every field has a sensible default."""
 
@@ -63,6 +97,38 @@ class TransferOptions(_Strict):
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
     verify_listing: bool = True
+    min_size: int | None = Field(None, ge=0, description="skip objects smaller than this (bytes)")
+    max_size: int | None = Field(None, ge=0, description="skip objects larger than this (bytes)")
+    min_age: float | None = Field(None, ge=0, description="skip objects modified more recently (s)")
+    max_age: float | None = Field(None, ge=0, description="skip objects modified longer ago (s)")
+    compare: CompareMode = CompareMode.SIZE_MTIME
+    modify_window: float = Field(
+        1.0, ge=0, description="modification times closer than this (s) count as equal"
+    )
+    delete: bool = Field(False, description="sync: delete destination objects absent at the source")
+    max_delete: int | None = Field(
+        None, ge=0, description="sync: refuse (and delete nothing) when more would be deleted"
+    )
+    dry_run: bool = False
+    bwlimit: int | None = Field(None, ge=1, description="bytes per second for the whole job")
+    storage_class: str | None = Field(
+        None, description="storage class / access tier of every written object"
+    )
+
+    @field_validator("include")
+    @classmethod
+    def _valid_include(cls, value: list[str]) -> list[str]:
+        return _check_globs(value, "--include")
+
+    @field_validator("exclude")
+    @classmethod
+    def _valid_exclude(cls, value: list[str]) -> list[str]:
+        return _check_globs(value, "--exclude")
+
+    @model_validator(mode="after")
+    def _valid_limits(self) -> TransferOptions:
+        _check_limits(self)
+        return self
 
 
 class TransferRequest(_Strict):
@@ -149,6 +215,10 @@ class Job(_Strict):
     plan: RoutePlan | None = None
     runtime: JobRuntime | None = None
     error: str | None = None
+    listing_complete: bool = Field(
+        True, description="False while objects are still being added (listing overlaps copying)"
+    )
+    sync: SyncSummary | None = None
 
 
 class JobRuntime(_Strict):
@@ -188,6 +258,8 @@ class ObjectEntry(_Strict):
     crc32c: str | None = Field(None, description="full-object CRC32C (hex), combined from chunks")
     checksum_method: str | None = None
     error: str | None = None
+    meta: ObjectMeta | None = Field(None, description="metadata written at the destination")
+    seconds: float | None = Field(None, description="first dispatch to verification")
 
 
 class Chunk(_Strict):
@@ -322,6 +394,9 @@ class GatewayConfig(_Strict):
         600.0, gt=0, description="exit when no control call for this long"
     )
     parent_pid: int | None = Field(None, description="local mode: exit when this process is gone")
+    bwlimit: int | None = Field(
+        None, ge=1, description="source: bytes per second this gateway may send"
+    )
     test_hooks: dict[str, str] = Field(default_factory=dict)
 
 
@@ -339,6 +414,7 @@ class ChunkWork(_Strict):
     multipart: bool = False
     upload_id: str | None = None
     src_etag: str | None = Field(None, description="pin the version read (If-Match)")
+    meta: ObjectMeta | None = Field(None, description="metadata of a single-chunk object's write")
 
 
 class ChunkBatch(_Strict):
@@ -414,13 +490,35 @@ class EventEnvelope(BaseModel):
 
 
 class ObjectReport(_Strict):
+    """One row of a job's CSV report. A dry run's rows say what *would* happen:
+    ``copy``, ``skip``, ``delete``."""
+
     key: str
     size: int
-    action: Literal["copied", "skipped", "deleted", "failed"]
+    action: Literal["copied", "skipped", "deleted", "failed", "copy", "skip", "delete"]
     checksum: str | None = None
     checksum_method: str | None = None
     seconds: float | None = None
     error: str | None = None
+    reason: str | None = None
+
+
+class SyncSummary(_Strict):
+    """What a sync (or a dry run) decided and did, beyond the copies."""
+
+    dry_run: bool = False
+    to_copy: int = 0
+    bytes_to_copy: int = 0
+    skipped: int = 0
+    bytes_skipped: int = 0
+    excluded: int = Field(0, description="objects the filters left out, on either side")
+    to_delete: int = 0
+    bytes_to_delete: int = 0
+    deleted: int = 0
+    delete_failures: int = 0
+    deletes_skipped: str | None = Field(
+        None, description="why planned deletes did not run (e.g. a copy failed)"
+    )
 
 
 class JobReport(_Strict):
@@ -437,6 +535,8 @@ class JobReport(_Strict):
     verification: VerificationSummary | None = None
     plan: RoutePlan | None = None
     failures: list[str] = Field(default_factory=list)
+    sync: SyncSummary | None = None
+    csv: str | None = Field(None, description="path of the per-object CSV report")
 
 
 class VerificationSummary(_Strict):
@@ -499,6 +599,19 @@ class ReplicationRule(_Strict):
     inline_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
     include: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(default_factory=list)
+    min_size: int | None = Field(None, ge=0)
+    max_size: int | None = Field(None, ge=0)
+    storage_class: str | None = None
+
+    @field_validator("include")
+    @classmethod
+    def _valid_include(cls, value: list[str]) -> list[str]:
+        return _check_globs(value, "include")
+
+    @field_validator("exclude")
+    @classmethod
+    def _valid_exclude(cls, value: list[str]) -> list[str]:
+        return _check_globs(value, "exclude")
 
     @field_validator("destination")
     @classmethod
@@ -513,6 +626,7 @@ class ReplicationRule(_Strict):
     def _one_source(self) -> ReplicationRule:
         if (self.source_bucket is None) == (self.bucket_tag is None):
             raise ValueError("give exactly one of source_bucket or bucket_tag")
+        _check_limits(self)
         return self
 
 

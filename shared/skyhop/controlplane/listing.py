@@ -9,15 +9,25 @@ are never all held in memory.
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from skyhop.controlplane.filters import Filter, matches
 from skyhop.errors import NotFoundError, UsageError
 from skyhop.models import Chunk, ObjectEntry, TransferOptions, plan_parts
-from skyhop.stores.base import ObjectInfo, ObjectStore
+from skyhop.stores.base import ObjectInfo, ObjectMeta, ObjectStore
 from skyhop.uri import StoreURI
+
+__all__ = [
+    "SourceSelection",
+    "carried_meta",
+    "entries",
+    "make_entry",
+    "matches",
+    "select",
+    "select_keys",
+]
 
 
 @dataclass(frozen=True)
@@ -94,26 +104,18 @@ def select_keys(
     return SourceSelection(prefix, dst_prefix, False), _chain(first, stream)
 
 
-def matches(rel_key: str, include: list[str], exclude: list[str]) -> bool:
-    """Filter rule: the first pattern that matches decides; excludes are checked
-    first, then includes; with includes given, a key matching none is skipped."""
-    for pattern in exclude:
-        if fnmatch.fnmatchcase(rel_key, pattern):
-            return False
-    if not include:
-        return True
-    return any(fnmatch.fnmatchcase(rel_key, pattern) for pattern in include)
-
-
 def entries(
     job_id: str,
     selection: SourceSelection,
     listing: Iterator[ObjectInfo],
     options: TransferOptions,
+    *,
+    selected: Filter | None = None,
 ) -> Iterator[tuple[ObjectEntry, list[Chunk]]]:
     """Objects with their chunks, numbered densely in listing order."""
     object_id = 0
     chunk_id = 0
+    selected = selected or Filter.of(options)
     for info in listing:
         if selection.single:
             dst_key = selection.single_dst_key or ""
@@ -121,42 +123,64 @@ def entries(
             rel = info.key[len(selection.src_prefix) :]
             if not rel or rel.endswith("/"):
                 continue  # directory markers
-            if not matches(rel, options.include, options.exclude):
+            if not selected.accepts(rel, info):
                 continue
             dst_key = selection.dst_prefix + rel
-        part, n_chunks, multipart = plan_parts(
-            info.size, options.chunk_size, options.multipart_threshold
-        )
-        entry = ObjectEntry(
-            job_id=job_id,
-            object_id=object_id,
-            src_key=info.key,
-            dst_key=dst_key,
-            size=info.size,
-            src_etag=info.etag,
-            src_version=info.version,
-            mtime=info.mtime,
-            chunk_size=part,
-            n_chunks=n_chunks,
-            multipart=multipart,
-            src_checksums=dict(info.checksums),
-        )
-        chunks = []
-        for index in range(n_chunks):
-            offset = index * part
-            chunks.append(
-                Chunk(
-                    job_id=job_id,
-                    chunk_id=chunk_id,
-                    object_id=object_id,
-                    index=index,
-                    offset=offset,
-                    length=max(0, min(part, info.size - offset)),
-                )
-            )
-            chunk_id += 1
+        entry, chunks = make_entry(job_id, object_id, chunk_id, info, dst_key, options)
         yield entry, chunks
         object_id += 1
+        chunk_id += len(chunks)
+
+
+def make_entry(
+    job_id: str,
+    object_id: int,
+    first_chunk_id: int,
+    info: ObjectInfo,
+    dst_key: str,
+    options: TransferOptions,
+) -> tuple[ObjectEntry, list[Chunk]]:
+    """One object of a job and its chunks, numbered from ``first_chunk_id``."""
+    part, n_chunks, multipart = plan_parts(
+        info.size, options.chunk_size, options.multipart_threshold
+    )
+    entry = ObjectEntry(
+        job_id=job_id,
+        object_id=object_id,
+        src_key=info.key,
+        dst_key=dst_key,
+        size=info.size,
+        src_etag=info.etag,
+        src_version=info.version,
+        mtime=info.mtime,
+        chunk_size=part,
+        n_chunks=n_chunks,
+        multipart=multipart,
+        src_checksums=dict(info.checksums),
+        meta=carried_meta(info.meta, options),
+    )
+    chunks = [
+        Chunk(
+            job_id=job_id,
+            chunk_id=first_chunk_id + index,
+            object_id=object_id,
+            index=index,
+            offset=index * part,
+            length=max(0, min(part, info.size - index * part)),
+        )
+        for index in range(n_chunks)
+    ]
+    return entry, chunks
+
+
+def carried_meta(meta: ObjectMeta | None, options: TransferOptions) -> ObjectMeta | None:
+    """The metadata written at the destination: content type and encoding, cache
+    control and user metadata as the source has them; the storage class only
+    when the request sets one (a class of one cloud means nothing in another)."""
+    storage_class = options.storage_class
+    if meta is None:
+        return ObjectMeta(storage_class=storage_class) if storage_class else None
+    return meta.model_copy(update={"storage_class": storage_class})
 
 
 def _join(prefix: str, name: str) -> str:

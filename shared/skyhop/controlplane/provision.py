@@ -110,6 +110,11 @@ def launch(
                     compression=options.compression,
                     parent_pid=os.getpid(),
                     test_hooks=_test_hooks(role),
+                    bwlimit=(
+                        max(1, options.bwlimit // count)
+                        if options.bwlimit and role == GatewayRole.SOURCE
+                        else None
+                    ),
                     **key_fields,  # type: ignore[arg-type]
                 )
             )

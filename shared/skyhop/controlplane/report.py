@@ -1,10 +1,50 @@
-"""Job reports: a JSON summary and a per-object CSV, written under the state directory."""
+"""Job reports: a JSON summary and a per-object CSV, written under the state directory.
+
+Every job writes ``$SKYHOP_HOME/reports/JOB_ID.json`` and ``JOB_ID.csv``.
+
+The JSON file is a :class:`~skyhop.models.JobReport` (its JSON Schema is
+``schemas/job_report.v1.schema.json``): state, objects and bytes copied and
+verified, seconds, Gbit/s, chunks re-sent, the destination listing check, the
+route plan with its cost estimate, one line per failure naming the object and
+the reason, and for a sync the ``sync`` block (planned and done copies, skips,
+deletes, and why planned deletes did not run if they did not).
+
+The CSV file has one row per object, with the header::
+
+    key,size,action,checksum,checksum_method,seconds,error,reason
+
+``key``
+    the destination key (for a skipped object, the key it already has there).
+``action``
+    ``copied``, ``skipped``, ``deleted`` or ``failed``; a dry run writes what
+    would happen: ``copy``, ``skip``, ``delete``.
+``checksum``, ``checksum_method``
+    for a copy, the object's CRC32C (hex, combined from its chunks) and how it
+    was checked against the source (``crc32c`` against the source's own,
+    ``crc32c-transfer`` end to end through the gateways); for a skip, how the
+    two sides were compared (``md5``, ``crc32c``, ``size+mtime``, ``mtime``,
+    ``size``) and the source's checksum, if one was compared.
+``seconds``
+    from the object's first dispatch to its verification.
+``error``
+    for ``failed`` rows, what went wrong, e.g. that the source changed during the copy.
+``reason``
+    why the object was (or would be) copied, skipped or deleted: ``missing at
+    the destination``, ``size differs``, ``newer at the source``, ``md5 differs``,
+    ``unchanged``, ``absent at the source``.
+
+Rows are written as each phase runs (skips while the listings are merged,
+copies when the job is verified, deletes last), so the file is streamed, never
+held in memory.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
 
 from skyhop.config import reports_dir
 from skyhop.models import (
@@ -45,6 +85,8 @@ def build_report(
         max(0, c.attempts - 1)
         for c in manifest.iter_chunks(job.job_id, {ChunkState.VERIFIED, ChunkState.FAILED})
     )
+    if job.sync is not None and job.sync.deletes_skipped:
+        failures.append(f"deletes not run: {job.sync.deletes_skipped}")
     return JobReport(
         job_id=job.job_id,
         state=job.state,
@@ -59,24 +101,93 @@ def build_report(
         verification=summary,
         plan=job.plan,
         failures=failures,
+        sync=job.sync,
+        csv=str(report_paths(job.job_id)[1]),
     )
+
+
+def iter_object_reports(manifest: ManifestStore, job: Job) -> Iterator[ObjectReport]:
+    """One row per object of the manifest, streamed."""
+    for entry in manifest.iter_objects(job.job_id):
+        verified = entry.state == ObjectState.VERIFIED
+        yield ObjectReport(
+            key=entry.dst_key,
+            size=entry.size,
+            action="copied" if verified else "failed",
+            checksum=entry.crc32c,
+            checksum_method=entry.checksum_method,
+            seconds=round(entry.seconds, 3) if entry.seconds is not None else None,
+            error=None if verified else (entry.error or "not verified"),
+        )
 
 
 def object_reports(manifest: ManifestStore, job: Job) -> list[ObjectReport]:
     """One row per object."""
-    rows = []
-    for entry in manifest.iter_objects(job.job_id):
-        rows.append(
-            ObjectReport(
-                key=entry.dst_key,
-                size=entry.size,
-                action="copied" if entry.state == ObjectState.VERIFIED else "failed",
-                checksum=entry.crc32c,
-                checksum_method=entry.checksum_method,
-                error=entry.error,
-            )
+    return list(iter_object_reports(manifest, job))
+
+
+CSV_COLUMNS = (
+    "key",
+    "size",
+    "action",
+    "checksum",
+    "checksum_method",
+    "seconds",
+    "error",
+    "reason",
+)
+
+
+class CsvReport:
+    """Appends rows to a job's CSV report (writing the header into a new file)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.path = report_paths(job_id)[1]
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._writer = csv.writer(self._fh)
+        self.rows = 0
+        if new:
+            self._writer.writerow(CSV_COLUMNS)
+
+    def write(self, row: ObjectReport) -> None:
+        self._writer.writerow(
+            [
+                row.key,
+                row.size,
+                row.action,
+                row.checksum or "",
+                row.checksum_method or "",
+                row.seconds if row.seconds is not None else "",
+                row.error or "",
+                row.reason or "",
+            ]
         )
-    return rows
+        self.rows += 1
+
+    def write_all(self, rows: Iterable[ObjectReport]) -> int:
+        n = 0
+        for row in rows:
+            self.write(row)
+            n += 1
+        return n
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> CsvReport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def report_paths(job_id: str) -> tuple[Path, Path]:
@@ -91,21 +202,7 @@ def write_report(report: JobReport, rows: list[ObjectReport] | None = None) -> P
     tmp.write_text(json.dumps(report.model_dump(mode="json"), indent=2))
     tmp.replace(json_path)
     if rows is not None:
-        with open(csv_path, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(
-                ["key", "size", "action", "checksum", "checksum_method", "seconds", "error"]
-            )
-            for row in rows:
-                writer.writerow(
-                    [
-                        row.key,
-                        row.size,
-                        row.action,
-                        row.checksum or "",
-                        row.checksum_method or "",
-                        row.seconds if row.seconds is not None else "",
-                        row.error or "",
-                    ]
-                )
+        csv_path.unlink(missing_ok=True)
+        with CsvReport(report.job_id) as out:
+            out.write_all(rows)
     return json_path

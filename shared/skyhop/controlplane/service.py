@@ -11,7 +11,8 @@ died continues from the chunks not yet verified.
     dispatch     hand pending chunks to source gateways, within a window
     handle_event chunk_verified / chunk_failed / gateway_error -> conditional updates,
                  completes objects as their last chunk verifies
-    finish       list the destination and check every key and size, tear down, report
+    finish       list the destination and check every key and size, tear down, then (a
+                 sync with --delete, every copy verified) delete, report
     interrupt    tear down, leave the job resumable
 """
 
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from skyhop.compute.base import ComputeProvider
-from skyhop.controlplane import listing, provision, verify
-from skyhop.controlplane.report import build_report, write_report
+from skyhop.controlplane import fanout, listing, provision, verify
+from skyhop.controlplane.report import CsvReport, build_report, iter_object_reports, write_report
 from skyhop.errors import NotFoundError, SkyhopError, StoreError, UsageError
 from skyhop.integrity import combine_chunks
 from skyhop.models import (
@@ -115,6 +116,7 @@ class ControlPlane:
             selection, objects = listing.select_keys(src, src_uri, dst_uri, request.keys)
         else:
             selection, objects = listing.select(src, src_uri, dst_uri, request.options, dst_is_dir)
+        objects = fanout.with_meta(src, objects)
         job = Job(request=request)
         self.manifest.create_job(job)
         totals = {"objects": 0, "bytes": 0, "chunks": 0, "parts": 0}
@@ -123,7 +125,9 @@ class ControlPlane:
         try:
             for entry, chunks in listing.entries(job.job_id, selection, objects, request.options):
                 if entry.multipart:
-                    entry.upload_id = self._multipart(dst).create_multipart(entry.dst_key)
+                    entry.upload_id = self._multipart(dst).create_multipart(
+                        entry.dst_key, meta=entry.meta
+                    )
                     totals["parts"] += entry.n_chunks
                 pending_objects.append(entry)
                 pending_chunks.extend(chunks)
@@ -173,6 +177,13 @@ class ControlPlane:
         job = self.require(job_id)
         if job.state.finished:
             raise UsageError(f"job {job_id} already {job.state.value}; nothing to resume")
+        if not job.listing_complete and job.state != JobState.PLANNED:
+            self.abort_uploads(job_id)
+            self.manifest.update_job(job_id, state=JobState.FAILED, error="listing interrupted")
+            raise UsageError(
+                f"job {job_id} was interrupted before its listing finished; run the same "
+                "`skyhop sync` again (it skips what was already copied)"
+            )
         for chunk in list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED})):
             self.manifest.transition_chunk(
                 job_id, chunk.chunk_id, expect={ChunkState.DISPATCHED}, to=ChunkState.PENDING
@@ -243,6 +254,7 @@ class ControlPlane:
                     multipart=entry.multipart,
                     upload_id=entry.upload_id,
                     src_etag=entry.src_etag,
+                    meta=None if entry.multipart else entry.meta,
                 )
             )
         size = self.limits.dispatch_batch
@@ -351,6 +363,8 @@ class ControlPlane:
         if not ok:
             self._object_failed(job_id, object_id, f"{method} differs from the source's")
             return False
+        started = [c.dispatched_at for c in chunks if c.dispatched_at is not None]
+        seconds = (utcnow() - min(started)).total_seconds() if started else None
         return self.manifest.update_object(
             job_id,
             object_id,
@@ -358,6 +372,7 @@ class ControlPlane:
             state=ObjectState.VERIFIED,
             crc32c=crc,
             checksum_method=method,
+            seconds=seconds,
         )
 
     def _object_failed(self, job_id: str, object_id: int, reason: str) -> None:
@@ -366,8 +381,10 @@ class ControlPlane:
         )
 
     def transfer_done(self, job_id: str) -> bool:
-        """True when every object is verified or failed."""
+        """True when the listing is complete and every object is verified or failed."""
         job = self.require(job_id)
+        if not job.listing_complete:
+            return False
         progress = self.manifest.progress(job_id)
         return progress.objects_verified + progress.objects_failed >= job.objects_total
 
@@ -405,6 +422,15 @@ class ControlPlane:
         error = None
         if state == JobState.FAILED:
             error = f"{len(failed)} object(s) failed, {summary.mismatches} listing mismatch(es)"
+        with CsvReport(job_id) as rows:
+            rows.write_all(iter_object_reports(self.manifest, job))
+            if job.request.options.delete:
+                from skyhop.controlplane.sync import delete_phase  # sync builds on this module
+
+                job = delete_phase(self, job, rows, copies_ok=state == JobState.SUCCEEDED)
+                if job.sync is not None and job.sync.delete_failures:
+                    state = JobState.FAILED
+                    error = f"{job.sync.delete_failures} delete(s) failed"
         job = self.manifest.update_job(job_id, state=state, error=error)
         report = build_report(self.manifest, job, summary, started=started)
         write_report(report)
@@ -426,6 +452,19 @@ class ControlPlane:
             if job is not None and not job.state.finished:
                 job = self.manifest.update_job(job_id, state=JobState.INTERRUPTED, error=reason)
         return self.require(job_id)
+
+    def start_uploads(self, job_id: str) -> int:
+        """Start the multipart uploads of objects added without one (a sync that
+        planned everything before writing anything); returns how many."""
+        job = self.require(job_id)
+        dst = self.store(job.request.destination_uri)
+        started = 0
+        for entry in self.manifest.iter_objects(job_id, {ObjectState.PENDING}):
+            if entry.multipart and not entry.upload_id:
+                upload_id = self._multipart(dst).create_multipart(entry.dst_key, meta=entry.meta)
+                self.manifest.update_object(job_id, entry.object_id, upload_id=upload_id)
+                started += 1
+        return started
 
     def abort_uploads(self, job_id: str) -> None:
         """Abort multipart uploads of objects that will not complete."""

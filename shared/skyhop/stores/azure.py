@@ -169,6 +169,36 @@ class AzureStore(BaseStore):
             for props in items:
                 yield _info(props)
 
+    def list_delimited(self, prefix: str) -> Iterator[ObjectInfo | str]:
+        """One level under ``prefix`` (``delimiter='/'``): blobs and BlobPrefixes
+        merged in key order, page by page."""
+        from azure.storage.blob import BlobPrefix
+
+        what = f"list {self._where(prefix)}"
+        pages = self._call(
+            lambda: self.container.walk_blobs(
+                name_starts_with=prefix or None,
+                include=["metadata"],
+                delimiter="/",
+                results_per_page=LIST_PAGE_SIZE,
+            ).by_page(),
+            what,
+        )
+        while True:
+            page = self._call(lambda: next(pages, None), what)
+            if page is None:
+                return
+            items = self._call(lambda page=page: list(page), what)
+            found: list[tuple[str, ObjectInfo | str]] = []
+            for item in items:
+                if isinstance(item, BlobPrefix):
+                    found.append((item.name, item.name))
+                else:
+                    found.append((item.name, _info(item)))
+            found.sort(key=lambda pair: pair[0])
+            for _, entry in found:
+                yield entry
+
     def head(self, key: str) -> ObjectInfo | None:
         try:
             props = self._call(

@@ -50,6 +50,9 @@ class Capabilities(BaseModel):
     conditional_read: bool = False
     max_parts: int = 10_000
     min_part_size: int = 5 * 1024 * 1024
+    #: False when ``list`` leaves out metadata that ``head`` has (S3's ListObjectsV2
+    #: has no content type or user metadata): copying metadata then costs a HEAD.
+    listing_metadata: bool = True
 
 
 @runtime_checkable
@@ -115,6 +118,17 @@ class MultipartWriter(Protocol):
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         """Discard an upload and its parts."""
+        ...
+
+
+@runtime_checkable
+class DelimitedLister(Protocol):
+    """Optional: one level of a listing, for listing many prefixes in parallel."""
+
+    def list_delimited(self, prefix: str) -> Iterator[ObjectInfo | str]:
+        """Objects directly under ``prefix`` and, as strings ending in ``/``, the
+        prefixes one level deeper (S3 ``Delimiter='/'`` common prefixes, GCS
+        ``prefixes``, Azure ``BlobPrefix``, local directories), all in key order."""
         ...
 
 

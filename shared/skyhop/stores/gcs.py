@@ -161,6 +161,34 @@ class GCSStore(BaseStore):
             for blob in blobs:
                 yield self._info(blob)
 
+    def list_delimited(self, prefix: str) -> Iterator[ObjectInfo | str]:
+        """One level under ``prefix`` (``delimiter='/'``): blobs and prefixes merged
+        in key order, page by page."""
+        what = f"list {self._where(prefix)}"
+        pages = self._call(
+            lambda: (
+                self.client.list_blobs(
+                    self.uri.bucket,
+                    prefix=prefix or None,
+                    delimiter="/",
+                    page_size=LIST_PAGE_SIZE,
+                ).pages
+            ),
+            what,
+        )
+        while True:
+            page = self._call(lambda: next(pages, None), what)
+            if page is None:
+                return
+            blobs = self._call(lambda page=page: list(page), what)
+            found: list[tuple[str, ObjectInfo | str]] = [
+                (p, p) for p in getattr(page, "prefixes", ()) or ()
+            ]
+            found += [(blob.name, self._info(blob)) for blob in blobs]
+            found.sort(key=lambda pair: pair[0])
+            for _, entry in found:
+                yield entry
+
     def head(self, key: str) -> ObjectInfo | None:
         blob = self._call(lambda: self.bucket.get_blob(key), f"head {self._where(key)}")
         return None if blob is None else self._info(blob)

@@ -161,13 +161,29 @@ class LocalStore(BaseStore):
         base = prefix[: prefix.rfind("/") + 1]  # the deepest directory the prefix names
         yield from self._walk(base, prefix)
 
-    def _walk(self, dir_key: str, prefix: str) -> Iterator[ObjectInfo]:
+    def list_delimited(self, prefix: str) -> Iterator[ObjectInfo | str]:
+        """Files directly under ``prefix``'s directory that start with it, and its
+        subdirectories as ``key/`` strings, in key order."""
+        prefix = prefix.lstrip("/")
+        dir_key = prefix[: prefix.rfind("/") + 1]
+        for key, is_dir in self._scan(dir_key, prefix):
+            if is_dir:
+                if key.startswith(prefix):
+                    yield key
+                continue
+            info = self._stat_info(key)
+            if info is not None:
+                yield info
+
+    def _scan(self, dir_key: str, prefix: str) -> list[tuple[str, bool]]:
+        """One directory's files starting with ``prefix`` and the subdirectories
+        (``key/``) that may hold such files, sorted in key order."""
         path = self.path(dir_key) if dir_key else "/"
         try:
             with os.scandir(path) as it:
                 entries = [(e.name, e) for e in it if not e.name.startswith(HIDDEN_PREFIX)]
         except (FileNotFoundError, NotADirectoryError):
-            return
+            return []
         except PermissionError:
             raise AccessError(f"cannot list {path}: permission denied") from None
         except OSError as exc:
@@ -188,18 +204,25 @@ class LocalStore(BaseStore):
                 keyed.append((_sort_key(key), key, False))
         del entries
         keyed.sort()
-        for _, key, is_dir in keyed:
+        return [(key, is_dir) for _, key, is_dir in keyed]
+
+    def _stat_info(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self.path(key))
+        except FileNotFoundError:
+            return None  # vanished while listing
+        except PermissionError:
+            raise AccessError(f"cannot stat {self.path(key)}: permission denied") from None
+        return self._info(key, st) if stat.S_ISREG(st.st_mode) else None
+
+    def _walk(self, dir_key: str, prefix: str) -> Iterator[ObjectInfo]:
+        for key, is_dir in self._scan(dir_key, prefix):
             if is_dir:
                 yield from self._walk(key, prefix)
                 continue
-            try:
-                st = os.stat(self.path(key))
-            except FileNotFoundError:
-                continue  # vanished while listing
-            except PermissionError:
-                raise AccessError(f"cannot stat {self.path(key)}: permission denied") from None
-            if stat.S_ISREG(st.st_mode):
-                yield self._info(key, st)
+            info = self._stat_info(key)
+            if info is not None:
+                yield info
 
     def head(self, key: str) -> ObjectInfo | None:
         path = self.path(key)

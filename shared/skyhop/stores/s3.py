@@ -191,6 +191,19 @@ def _checksums(etag: str | None) -> dict[str, str]:
     return out
 
 
+def _listed(item: dict[str, Any]) -> ObjectInfo:
+    """An entry of ListObjectsV2's ``Contents``."""
+    etag = normalize_etag(item.get("ETag"))
+    modified = item.get("LastModified")
+    return ObjectInfo(
+        key=item["Key"],
+        size=int(item["Size"]),
+        etag=etag,
+        mtime=modified.timestamp() if modified is not None else None,
+        checksums=_checksums(etag),
+    )
+
+
 def _quoted(etag: str) -> str:
     return '"' + (normalize_etag(etag) or "") + '"'
 
@@ -212,14 +225,16 @@ class S3Store(BaseStore):
     a broken streamed read) and the socket timeouts.
     """
 
-    capabilities = Capabilities(multipart=True, server_side_copy=False, conditional_read=True)
+    capabilities = Capabilities(
+        multipart=True, server_side_copy=False, conditional_read=True, listing_metadata=False
+    )
 
     def __init__(
         self,
         uri: StoreURI,
         *,
         max_pool_connections: int = 64,
-        max_attempts: int = 5,
+        max_attempts: int = 10,
         stream_attempts: int = 4,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
@@ -265,7 +280,10 @@ class S3Store(BaseStore):
 
         config = Config(
             max_pool_connections=self._pool,
-            retries={"mode": "standard", "max_attempts": self._max_attempts},
+            # adaptive: standard retries (jittered exponential back-off of throttling,
+            # 5xx and transport errors) plus a client-side rate limiter that slows
+            # this client's requests down while S3 answers 503 SlowDown
+            retries={"mode": "adaptive", "max_attempts": self._max_attempts},
             connect_timeout=self._connect_timeout,
             read_timeout=self._read_timeout,
             tcp_keepalive=True,
@@ -319,15 +337,27 @@ class S3Store(BaseStore):
             )
             for page in pages:
                 for item in page.get("Contents", ()):
-                    etag = normalize_etag(item.get("ETag"))
-                    modified = item.get("LastModified")
-                    yield ObjectInfo(
-                        key=item["Key"],
-                        size=int(item["Size"]),
-                        etag=etag,
-                        mtime=modified.timestamp() if modified is not None else None,
-                        checksums=_checksums(etag),
-                    )
+                    yield _listed(item)
+
+    def list_delimited(self, prefix: str) -> Iterator[ObjectInfo | str]:
+        """One level under ``prefix`` (``Delimiter='/'``): objects and common
+        prefixes merged in key order, page by page."""
+        with self._errors("ListObjectsV2"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=self.bucket,
+                Prefix=prefix,
+                Delimiter="/",
+                PaginationConfig={"PageSize": self._page_size},
+            )
+            for page in pages:
+                found: list[tuple[str, ObjectInfo | str]] = [
+                    (p["Prefix"], p["Prefix"]) for p in page.get("CommonPrefixes", ())
+                ]
+                found += [(item["Key"], _listed(item)) for item in page.get("Contents", ())]
+                found.sort(key=lambda pair: pair[0])
+                for _, entry in found:
+                    yield entry
 
     def head(self, key: str) -> ObjectInfo | None:
         with self._errors("HeadObject", key):

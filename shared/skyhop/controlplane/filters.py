@@ -1,0 +1,312 @@
+"""Which objects a transfer, a sync or a replication rule covers.
+
+Patterns (``--include`` / ``--exclude``, and a rule's ``include`` / ``exclude``)
+match the key *relative to the source prefix* (at the destination of a sync,
+relative to the destination prefix), with ``/`` separating path segments:
+
+==========  ==============================================================
+``*``       any run of characters except ``/``
+``**``      any run of characters, ``/`` included; ``**/`` also matches
+            no directory at all (``**/x`` matches ``x`` and ``a/b/x``)
+``?``       one character except ``/``
+``[abc]``   one character of the set (ranges ``[a-z]``, negation ``[!abc]``)
+``{a,b}``   either alternative (alternatives may hold other patterns)
+``\\x``      the character ``x`` itself
+==========  ==============================================================
+
+A pattern without ``/`` matches an object's *name* at any depth (``*.tmp``
+matches ``a.tmp`` and ``logs/b.tmp``). A pattern with a ``/`` matches the whole
+relative key, from its start (a leading ``/`` is allowed and means the same).
+A pattern ending in ``/`` matches everything below that directory
+(``cache/`` is ``cache/**``).
+
+**First match wins.** The rules are tried in this order: every exclude, in the
+order given, then every include, in the order given. The first pattern that
+matches decides: an exclude skips the object, an include selects it. A key no
+pattern matched is selected when no include was given, and skipped otherwise.
+A malformed pattern (unbalanced ``[`` or ``{``, an empty pattern, a trailing
+``\\``) is a one-line :class:`~skyhop.errors.UsageError` before anything runs.
+
+Size and age limits are inclusive: ``--min-size 1K`` keeps objects of 1024
+bytes and more, ``--max-size`` those of at most that many; ``--min-age 1d``
+keeps objects last modified at least a day ago, ``--max-age 1d`` those modified
+within the last day. Ages are measured from one instant, taken when the filter
+is built, so one job sees one consistent cut. An object whose store reports no
+modification time passes the age limits.
+
+This module depends on nothing but the standard library and
+:mod:`skyhop.errors`, so the request models can validate patterns with it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+from skyhop.errors import UsageError
+
+__all__ = [
+    "Filter",
+    "check_limits",
+    "check_patterns",
+    "compile_glob",
+    "matches",
+    "parse_duration",
+]
+
+
+class _Sized(Protocol):
+    size: int
+    mtime: float | None
+
+
+# ---------------------------------------------------------------- globs
+
+
+@lru_cache(maxsize=1024)
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """The regular expression of one pattern (see the module docstring)."""
+    if not pattern:
+        raise UsageError("invalid pattern '': a pattern must not be empty")
+    if "\x00" in pattern:
+        raise UsageError(f"invalid pattern {pattern!r}: contains a NUL byte")
+    body = pattern.lstrip("/") if "/" in pattern else pattern
+    anchored = "/" in pattern
+    if body.endswith("/"):
+        body += "**"
+    regex, pos = _translate(pattern, body, 0, in_braces=False)
+    if pos != len(body):  # pragma: no cover - _translate consumes everything or raises
+        raise UsageError(f"invalid pattern {pattern!r}")
+    if anchored:
+        return re.compile(r"\A" + regex + r"\Z", re.DOTALL)
+    return re.compile(r"(?:\A|/)" + regex + r"\Z", re.DOTALL)
+
+
+def _translate(pattern: str, s: str, i: int, *, in_braces: bool) -> tuple[str, int]:
+    """Translate ``s[i:]`` up to the end (or, inside braces, up to ``,`` / ``}``)."""
+    out: list[str] = []
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c == "*":
+            if s.startswith("**", i):
+                j = i + 2
+                while j < n and s[j] == "*":
+                    j += 1
+                if j < n and s[j] == "/" and (i == 0 or s[i - 1] == "/"):
+                    out.append("(?:.*/)?")  # **/ : zero or more directories
+                    j += 1
+                else:
+                    out.append(".*")
+                i = j
+            else:
+                out.append("[^/]*")
+                i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            cls, i = _char_class(pattern, s, i)
+            out.append(cls)
+        elif c == "{":
+            alts: list[str] = []
+            i += 1
+            while True:
+                alt, i = _translate(pattern, s, i, in_braces=True)
+                alts.append(alt)
+                if i >= n:
+                    raise UsageError(f"invalid pattern {pattern!r}: '{{' is never closed")
+                if s[i] == "}":
+                    i += 1
+                    break
+                i += 1  # a ','
+            out.append("(?:" + "|".join(alts) + ")")
+        elif c in ",}" and in_braces:
+            return "".join(out), i
+        elif c == "}":
+            raise UsageError(f"invalid pattern {pattern!r}: '}}' without a '{{'")
+        elif c == "\\":
+            if i + 1 >= n:
+                raise UsageError(f"invalid pattern {pattern!r}: ends with a lone '\\'")
+            out.append(re.escape(s[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out), i
+
+
+def _char_class(pattern: str, s: str, i: int) -> tuple[str, int]:
+    """``[...]`` starting at ``s[i]``; returns its regex and the index after it."""
+    j = i + 1
+    negate = j < len(s) and s[j] in "!^"
+    if negate:
+        j += 1
+    start = j
+    if j < len(s) and s[j] == "]":  # a ']' first is a member
+        j += 1
+    while j < len(s) and s[j] != "]":
+        j += 2 if s[j] == "\\" else 1
+    if j >= len(s):
+        raise UsageError(f"invalid pattern {pattern!r}: '[' is never closed")
+    members = s[start:j]
+    if not members:
+        raise UsageError(f"invalid pattern {pattern!r}: empty character class '[]'")
+    escaped = "".join("\\" + ch if ch in "\\^[]" else ch for ch in members.replace("\\", ""))
+    regex = ("[^/" if negate else "[") + escaped + "]"
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise UsageError(f"invalid pattern {pattern!r}: bad character class ({exc})") from None
+    return regex, j + 1
+
+
+def check_patterns(patterns: Iterable[str], what: str = "pattern") -> list[str]:
+    """Compile every pattern once; a malformed one raises UsageError naming it."""
+    out = list(patterns)
+    for pattern in out:
+        try:
+            compile_glob(pattern)
+        except UsageError as exc:
+            raise UsageError(f"{what}: {exc}") from None
+    return out
+
+
+def matches(rel_key: str, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Whether ``rel_key`` is selected: excludes, then includes, first match wins."""
+    for pattern in exclude:
+        if compile_glob(pattern).search(rel_key):
+            return False
+    for pattern in include:
+        if compile_glob(pattern).search(rel_key):
+            return True
+    return not include
+
+
+# ---------------------------------------------------------------- sizes, ages
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w|M|y)?")
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "M": 30 * 86400.0,
+    "y": 365 * 86400.0,
+}
+
+
+def parse_duration(text: str) -> float:
+    """``90`` (seconds), ``90s``, ``15m``, ``2h``, ``7d``, ``2w``, ``1M``, ``1y``,
+    ``1h30m``, ``1.5d`` -> seconds."""
+    raw = text.strip()
+    pos = 0
+    total = 0.0
+    matched = False
+    while pos < len(raw):
+        m = _DURATION.match(raw, pos)
+        if m is None:
+            break
+        number, unit = m.groups()
+        if unit is None and m.end() != len(raw):
+            break
+        total += float(number) * _UNIT_SECONDS[unit or "s"]
+        pos = m.end()
+        matched = True
+    if not matched or pos != len(raw):
+        raise UsageError(f"not a duration: {text!r} (e.g. 90s, 15m, 2h, 7d, 1h30m)")
+    return total
+
+
+def check_limits(
+    min_size: int | None,
+    max_size: int | None,
+    min_age: float | None,
+    max_age: float | None,
+) -> None:
+    """Refuse limits that select nothing, naming the options."""
+    if min_size is not None and max_size is not None and min_size > max_size:
+        raise UsageError(
+            f"--min-size ({min_size} bytes) is larger than --max-size ({max_size} bytes)"
+        )
+    if min_age is not None and max_age is not None and min_age > max_age:
+        raise UsageError(
+            f"--min-age ({min_age:g} s) is longer than --max-age ({max_age:g} s): "
+            "no object can be both"
+        )
+
+
+# ---------------------------------------------------------------- the filter
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Patterns plus size and age limits, checked once at construction."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_size: int | None = None
+    max_size: int | None = None
+    min_age: float | None = None
+    max_age: float | None = None
+    now: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        check_patterns(self.include, "--include")
+        check_patterns(self.exclude, "--exclude")
+        check_limits(self.min_size, self.max_size, self.min_age, self.max_age)
+
+    @classmethod
+    def of(cls, options: object, *, now: float | None = None) -> Filter:
+        """The filter of anything with include/exclude (and optionally the limits):
+        TransferOptions, ReplicationRule."""
+        return cls(
+            include=tuple(getattr(options, "include", ()) or ()),
+            exclude=tuple(getattr(options, "exclude", ()) or ()),
+            min_size=getattr(options, "min_size", None),
+            max_size=getattr(options, "max_size", None),
+            min_age=getattr(options, "min_age", None),
+            max_age=getattr(options, "max_age", None),
+            now=time.time() if now is None else now,
+        )
+
+    @property
+    def empty(self) -> bool:
+        """True when the filter selects every object."""
+        return not (
+            self.include
+            or self.exclude
+            or self.min_size is not None
+            or self.max_size is not None
+            or self.min_age is not None
+            or self.max_age is not None
+        )
+
+    def key_ok(self, rel_key: str) -> bool:
+        """Whether the patterns select ``rel_key``."""
+        return matches(rel_key, self.include, self.exclude)
+
+    def size_ok(self, size: int | None) -> bool:
+        if size is None:
+            return True
+        if self.min_size is not None and size < self.min_size:
+            return False
+        return self.max_size is None or size <= self.max_size
+
+    def age_ok(self, mtime: float | None) -> bool:
+        if mtime is None or (self.min_age is None and self.max_age is None):
+            return True
+        age = self.now - mtime
+        if self.min_age is not None and age < self.min_age:
+            return False
+        return self.max_age is None or age <= self.max_age
+
+    def accepts(self, rel_key: str, info: _Sized) -> bool:
+        """Whether the object ``info`` at ``rel_key`` is selected."""
+        return self.key_ok(rel_key) and self.size_ok(info.size) and self.age_ok(info.mtime)
