@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
         planner_cli = None  # type: ignore[assignment]
     if planner_cli is not None and hasattr(planner_cli, "add_parser"):
         planner_cli.add_parser(sub)
+    from skyhop.deploy import cli as deploy_cli
+
+    deploy_cli.add_parser(sub)
     return parser
 
 
