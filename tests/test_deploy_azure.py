@@ -187,3 +187,47 @@ def test_access_denied_is_one_line(fake, cfg, azurite_server):
     d._credential = NoToken()
     with pytest.raises(AccessError, match=r"^zip deploy to .*: access denied \(401"):
         d.deploy(build_source("azure"))
+
+
+def test_cli_deploys_to_azure(fake, cfg, monkeypatch, capsys, azurite_server):
+    from skyhop import cli
+    from skyhop.deploy import cli as deploy_cli
+
+    monkeypatch.setattr(deploy_cli, "azure_deployer", lambda config: deployer(fake, config))
+    args = ["deploy", "azure", "--subscription", SUB, "--location", "westeurope"]
+    args += ["--app", cfg.app_name, "--manifest", "dynamodb://t1", "--events-from", ACCOUNT_ID]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{cfg.app_name}/on_request" in out and "created" in out
+    assert azurite_server.connection_string not in out
+    assert list(fake.of_type("sites")) == [cfg.app_name]
+
+
+def test_cli_azure_bad_input(fake, monkeypatch):
+    from tests.fixtures.cli import run_cli
+
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    base = ["deploy", "azure", "--subscription", SUB, "--location", "westeurope", "--app", "a1b"]
+    result = run_cli(*base, "--manifest", "dynamodb://t")
+    assert result.code == 2 and "--storage-connection-string is required" in result.stderr
+    conn = "AccountName=acct1;AccountKey=eA==;EndpointSuffix=core.windows.net"
+    result = run_cli(
+        *base,
+        "--manifest",
+        "dynamodb://t",
+        "--storage-connection-string",
+        conn,
+        "--events-from",
+        "acct1",
+    )
+    assert result.code == 2 and result.stderr.count("\n") == 1
+    assert "not a storage account resource id" in result.stderr
+    result = run_cli(
+        *[a if a != "a1b" else "Bad_App" for a in base],
+        "--manifest",
+        "dynamodb://t",
+        "--storage-connection-string",
+        conn,
+    )
+    assert result.code == 2 and "--app: String should match" in result.stderr
+    assert fake.requests == []

@@ -226,3 +226,75 @@ def test_topics_are_created_once(fake, staging, pubsub_server):
     ]
     second = d.deploy(build_source("gcp"))
     assert not [n for n in second.notes if n.startswith("created topic")]
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_cli_deploys_and_deletes(fake, staging, tmp_path, monkeypatch, capsys):
+    from skyhop import cli
+    from skyhop.deploy import cli as deploy_cli
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: r1\n    source_bucket: src-a\n    destination: gs://bkt-b/\n"
+    )
+    made = []
+
+    def factory(config):
+        made.append(config)
+        return deployer(fake, config)
+
+    monkeypatch.setattr(deploy_cli, "gcp_deployer", factory)
+    args = ["deploy", "gcp", "--project", PROJECT, "--region", "us-east1"]
+    args += ["--staging-bucket", staging, "--manifest", "dynamodb://t1", "--rules", str(rules)]
+    args += ["--compute-option", "machine_type=n2-standard-4", "--json"]
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [f["action"] for f in report["functions"]] == ["created"] * 5
+    assert made[0].compute_options == {"machine_type": "n2-standard-4"}
+    assert made[0].replicated_buckets() == ["src-a"]
+    assert cli.main([*args[:-1], "--delete"]) == 0
+    out = capsys.readouterr().out
+    assert "skyhop-requests" in out and "deleted" in out and fake.functions == {}
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "--manifest is required"),
+        (["--manifest", "dynamodb://t", "--rules", "/nonexistent/r.yaml"], "cannot read rules"),
+        (["--manifest", "dynamodb://t", "--compute-option", "novalue"], "expected KEY=VALUE"),
+        (["--manifest", "dynamodb://t", "--prefix", "Bad_Prefix"], "--prefix: String should match"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_sends_nothing(fake, extra, message):
+    from tests.fixtures.cli import run_cli
+
+    result = run_cli("deploy", "gcp", "--project", PROJECT, "--staging-bucket", "bkt-1", *extra)
+    assert result.code == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert fake.requests == []
+
+
+def test_cli_bad_rules_file_names_the_field(tmp_path):
+    from tests.fixtures.cli import run_cli
+
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": [{"name": "r1", "destination": "gs://bkt-b/"}]}))
+    result = run_cli(
+        "deploy",
+        "gcp",
+        "--project",
+        PROJECT,
+        "--staging-bucket",
+        "bkt-1",
+        "--manifest",
+        "dynamodb://t",
+        "--rules",
+        str(rules),
+    )
+    assert result.code == 2
+    assert result.stderr.strip() == (
+        f"skyhop: error: rules {rules}: rules.0: give exactly one of source_bucket or bucket_tag"
+    )

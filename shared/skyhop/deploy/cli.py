@@ -124,12 +124,23 @@ def _manifest(args: argparse.Namespace) -> str:
     raise UsageError("--manifest is required: the functions' shared manifest (dynamodb://TABLE)")
 
 
+FLAGS = {
+    "app_name": "--app",
+    "plan_name": "--plan",
+    "subscription_id": "--subscription",
+    "event_sources": "--events-from",
+    "buckets": "--bucket",
+    "compute_options": "--compute-option",
+}
+
+
 def _config(cls: type, values: dict[str, Any]) -> Any:
     try:
         return cls.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "deploy"
+        field = str(first["loc"][0]) if first["loc"] else "deploy"
+        where = FLAGS.get(field, "--" + field.replace("_", "-"))
         raise UsageError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
