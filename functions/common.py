@@ -63,7 +63,7 @@ from skyhop.controlplane.replication import ObjectEvent, ReplicationOutcome, rep
 from skyhop.controlplane.serverless import ReapReport, on_gateway_event, reap, submit_request
 from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError
 from skyhop.models import Job, JobReport, JobState, ReplicationConfig, TransferRequest
-from skyhop.queues.base import open_queue
+from skyhop.queues.base import Queue, open_queue
 from skyhop.state.base import ManifestStore
 from skyhop.stores.base import open_store
 from skyhop.uri import parse_uri
@@ -277,10 +277,17 @@ def control_plane() -> ControlPlane:
     )
 
 
+@cache
+def queue(uri: str) -> Queue:
+    """The queue behind ``uri``, opened once per process (clients are reused)."""
+    return open_queue(uri)
+
+
 def reset() -> None:
     """Forget settings and clients (tests change the environment between cases)."""
     settings.cache_clear()
     control_plane.cache_clear()
+    queue.cache_clear()
 
 
 # ---------------------------------------------------------------- results
@@ -316,7 +323,7 @@ def publish(uri: str | None, body: str) -> bool:
     if not uri:
         return False
     try:
-        open_queue(uri).send(body)
+        queue(uri).send(body)
     except SkyhopError as exc:
         log(logging.WARNING, f"could not publish to {uri}: {one_line(exc)}", queue=uri)
         return False
@@ -477,11 +484,11 @@ def still_there(event: ObjectEvent) -> bool:
 
 def send_request(request: TransferRequest) -> None:
     """Replication's bulk path: the request goes to ``SKYHOP_REQUESTS_QUEUE``."""
-    queue = settings().requests_queue
-    if not queue:
+    uri = settings().requests_queue
+    if not uri:
         raise ConfigError("SKYHOP_REQUESTS_QUEUE is not set: replication cannot queue bulk copies")
-    open_queue(queue).send(request.model_dump_json())
-    log(logging.INFO, "transfer request queued", request_id=request.request_id, queue=queue)
+    queue(uri).send(request.model_dump_json())
+    log(logging.INFO, "transfer request queued", request_id=request.request_id, queue=uri)
 
 
 def handle_object_events(

@@ -323,6 +323,27 @@ def test_bad_messages_are_acked_with_one_error_line(fns, env, capsys):
     )
 
 
+def test_plain_pubsub_push_envelope_is_understood(fns, env, tmp_path, capsys):
+    """A push subscription posting straight to the function (no CloudEvent headers):
+    functions-framework converts the envelope, the body is decoded and validated."""
+    missing = tmp_path / "no-such-dir"
+    body = json.dumps({"source": f"{missing}/", "destination": f"{tmp_path}/out/"})
+    envelope = {
+        "message": {
+            "data": base64.b64encode(body.encode()).decode(),
+            "messageId": "1234567890",
+            "publishTime": "2026-11-01T10:00:00.123Z",
+            "attributes": {},
+        },
+        "subscription": f"projects/{PROJECT}/subscriptions/push-sub",
+    }
+    capsys.readouterr()
+    response = fns.clients["on_request"].post("/", json=envelope)
+    assert response.status_code == 200
+    (error,) = _error_lines(capsys)
+    assert error["message"].startswith("request: dropped:") and str(missing) in error["message"]
+
+
 def test_missing_bucket_field_is_dropped(fns, env, capsys):
     _rules(env, source_bucket="bkt1", destination="gs://bkt2/")
     capsys.readouterr()
