@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
+
 from skyhop.crypto import token_matches
 from skyhop.errors import SkyhopError
 from skyhop.models import ChunkBatch, PeerSpec

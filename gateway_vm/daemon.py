@@ -22,6 +22,11 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gateway_vm.control_api import ApiError, ControlServer
+from gateway_vm.events import EventRouter
+from gateway_vm.lifetime import pid_alive, set_parent_death_signal
+from gateway_vm.runtime import Counters, HookBudget
+from gateway_vm.worker import Shared, worker_main
 from skyhop import crypto
 from skyhop.errors import SkyhopError, UsageError
 from skyhop.models import (
@@ -33,12 +38,6 @@ from skyhop.models import (
     GatewayStatus,
     PeerSpec,
 )
-
-from gateway_vm.control_api import ApiError, ControlServer
-from gateway_vm.events import EventRouter
-from gateway_vm.lifetime import pid_alive, set_parent_death_signal
-from gateway_vm.runtime import Counters, HookBudget
-from gateway_vm.worker import Shared, worker_main
 
 log = logging.getLogger("gateway_vm")
 

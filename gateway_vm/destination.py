@@ -16,14 +16,14 @@ from typing import Any
 
 import zstandard
 from pydantic import ValidationError
-from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
-from skyhop.errors import IntegrityError, SkyhopError, StoreError
-from skyhop.models import ChunkVerified
-from skyhop.stores.base import MultipartWriter
 
 from gateway_vm.checksum import crc32c_extend
 from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
 from gateway_vm.worker import WorkerContext
+from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
+from skyhop.errors import IntegrityError, SkyhopError, StoreError
+from skyhop.models import ChunkVerified
+from skyhop.stores.base import MultipartWriter
 
 _writers: dict[int, ThreadPoolExecutor] = {}
 

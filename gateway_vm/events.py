@@ -10,6 +10,7 @@ from collections import deque
 from itertools import islice
 
 from pydantic import TypeAdapter
+
 from skyhop.errors import SkyhopError
 from skyhop.models import EventEnvelope, GatewayEvent
 from skyhop.queues.base import Queue, open_queue

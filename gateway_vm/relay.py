@@ -8,11 +8,10 @@ from __future__ import annotations
 import queue
 import ssl
 
-from skyhop.crypto import FrameType
-from skyhop.errors import GatewayError, IntegrityError
-
 from gateway_vm.wire import Frame, FrameReader, StreamClosed
 from gateway_vm.worker import PeerLink, WorkerContext
+from skyhop.crypto import FrameType
+from skyhop.errors import GatewayError, IntegrityError
 
 
 class RelayPool:

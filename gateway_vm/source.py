@@ -13,12 +13,12 @@ import time
 
 import google_crc32c
 import zstandard
-from skyhop.crypto import FLAG_ZSTD, HEADER_SIZE, TAG_BYTES, FrameType, SegmentSealer
-from skyhop.errors import GatewayError, SkyhopError, StoreError
-from skyhop.models import ChunkWork, Compression
 
 from gateway_vm.wire import ChunkMeta, ChunkTrailer
 from gateway_vm.worker import PeerLink, WorkerContext
+from skyhop.crypto import FLAG_ZSTD, HEADER_SIZE, TAG_BYTES, FrameType, SegmentSealer
+from skyhop.errors import GatewayError, SkyhopError, StoreError
+from skyhop.models import ChunkWork, Compression
 
 SAMPLE_BYTES = 64 * 1024
 #: compress a segment only when the sample shrinks to this fraction or less

@@ -13,6 +13,7 @@ import socket
 import ssl
 
 from pydantic import BaseModel, ConfigDict
+
 from skyhop.crypto import HEADER_SIZE, MAX_PAYLOAD, FrameHeader, FrameType, parse_header
 from skyhop.errors import IntegrityError
 from skyhop.stores.base import ObjectMeta

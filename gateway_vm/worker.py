@@ -23,6 +23,9 @@ from multiprocessing.queues import Queue as MPQueue
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from gateway_vm.lifetime import set_parent_death_signal
+from gateway_vm.runtime import BufferPool, Counters, HookBudget, TokenBucket
 from skyhop import crypto
 from skyhop.errors import GatewayError
 from skyhop.models import (
@@ -34,9 +37,6 @@ from skyhop.models import (
 )
 from skyhop.stores.base import ObjectStore, open_store
 from skyhop.uri import parse_uri
-
-from gateway_vm.lifetime import set_parent_death_signal
-from gateway_vm.runtime import BufferPool, Counters, HookBudget, TokenBucket
 
 log = logging.getLogger("gateway_vm")
 

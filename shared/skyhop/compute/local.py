@@ -246,7 +246,7 @@ class LocalComputeProvider:
 
     def _await_ready(self, r: _Running, deadline: float) -> GatewaySpec:
         assert r.proc.stdout is not None
-        line = _read_line(r.proc.stdout, deadline)
+        line, timed_out = _read_line(r.proc.stdout, deadline)
         r.proc.stdout.close()
         gid = r.spec.gateway_id
         try:
@@ -258,12 +258,15 @@ class LocalComputeProvider:
             or ready.get("ready") is not True
             or ready.get("gateway_id") != gid
         ):
-            if r.proc.poll() is None and not line:
+            if timed_out:
                 why = f"not ready within {self.ready_timeout:g} s"
-            elif r.proc.poll() is not None:
-                why = f"exited with code {r.proc.returncode}"
             else:
-                why = "printed no valid ready line"
+                try:
+                    r.proc.wait(5.0)  # stdout closed: the gateway is exiting
+                except subprocess.TimeoutExpired:
+                    pass
+                code = r.proc.poll()
+                why = f"exited with code {code}" if code is not None else "printed no ready line"
             _stop_process(r.proc, quick=True)
             raise GatewayError(f"gateway {gid} {why}: {_tail(r.log_path)}")
         r.spec = r.spec.model_copy(
@@ -328,8 +331,9 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _read_line(stream: IO[bytes], deadline: float) -> str:
-    """One line from a pipe, waiting until ``deadline``; '' on EOF or timeout."""
+def _read_line(stream: IO[bytes], deadline: float) -> tuple[str, bool]:
+    """One line from a pipe, waiting until ``deadline``: (line, timed out).
+    The line is '' when the pipe closed first."""
     fd = stream.fileno()
     buf = b""
     with selectors.DefaultSelector() as sel:
@@ -337,12 +341,12 @@ def _read_line(stream: IO[bytes], deadline: float) -> str:
         while b"\n" not in buf:
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
-                return ""
+                return "", True
             chunk = os.read(fd, 4096)
             if not chunk:
-                return ""
+                return "", False
             buf += chunk
-    return buf.split(b"\n", 1)[0].decode(errors="replace")
+    return buf.split(b"\n", 1)[0].decode(errors="replace"), False
 
 
 def _tail(path: Path, lines: int = 5) -> str:
