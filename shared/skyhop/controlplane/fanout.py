@@ -8,6 +8,10 @@ lists every prefix found at ``depth`` with its own full listing, up to
 listing would give (UTF-8 byte order, which is code-point order), so a caller
 can merge two listings side by side.
 
+The upper levels are walked on a thread of their own, which hands every object
+and prefix over as soon as it is found, so the first objects reach the caller
+(and the first copies start) while the rest is still being listed.
+
 Memory stays flat: every prefix listing fills a small bounded queue of
 batches, at most ``window`` prefixes are in flight, and objects met on the way
 down (those directly under a listed level) wait in a bounded read-ahead. The
@@ -88,6 +92,37 @@ def _segments(store: DelimitedLister, prefix: str, depth: int) -> Iterator[Objec
             yield entry
 
 
+class _Discovery:
+    """Walks the upper levels (delimiter listings) on its own thread, handing
+    objects and prefixes over one by one through a bounded queue, so the
+    consumer gets each as soon as it is known."""
+
+    def __init__(self, store: DelimitedLister, prefix: str, depth: int, read_ahead: int) -> None:
+        self.q: queue.Queue[object] = queue.Queue(maxsize=read_ahead)
+        self.cancelled = threading.Event()
+        self._segments = _segments(store, prefix, depth)
+        self.thread = threading.Thread(target=self._run, name="list-discover", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for entry in self._segments:
+                if not self._put(entry):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(exc)
+
+    def _put(self, item: object) -> bool:
+        while not self.cancelled.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
 def list_parallel(
     store: ObjectStore,
     prefix: str,
@@ -104,32 +139,44 @@ def list_parallel(
     if workers <= 1 or depth < 1 or not isinstance(store, DelimitedLister):
         yield from store.list(prefix)
         return
-    segments = _segments(store, prefix, depth)
+    discovery = _Discovery(store, prefix, depth, read_ahead)
     pending: deque[ObjectInfo | _PrefixListing] = deque()
     fetching = 0
     exhausted = False
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list")
 
-    def fill() -> None:
+    def take(entry: object) -> None:
         nonlocal fetching, exhausted
+        if entry is _END:
+            exhausted = True
+        elif isinstance(entry, BaseException):
+            raise entry
+        elif isinstance(entry, str):
+            listing = _PrefixListing(store, entry, batch, queue_batches)
+            pool.submit(listing.run)
+            pending.append(listing)
+            fetching += 1
+        else:
+            pending.append(entry)  # type: ignore[arg-type]
+
+    def fill() -> None:
+        """Take what discovery has found so far, without waiting for more."""
         while not exhausted and fetching < window and len(pending) < read_ahead:
-            entry = next(segments, None)
-            if entry is None:
-                exhausted = True
-            elif isinstance(entry, str):
-                listing = _PrefixListing(store, entry, batch, queue_batches)
-                pool.submit(listing.run)
-                pending.append(listing)
-                fetching += 1
-            else:
-                pending.append(entry)
+            try:
+                entry = discovery.q.get_nowait()
+            except queue.Empty:
+                return
+            take(entry)
 
     current: _PrefixListing | None = None
     try:
         while True:
             fill()
             if not pending:
-                return
+                if exhausted:
+                    return
+                take(discovery.q.get())
+                continue
             head = pending.popleft()
             if isinstance(head, ObjectInfo):
                 yield head
@@ -142,6 +189,7 @@ def list_parallel(
                     fill()
             current = None
     finally:
+        discovery.cancelled.set()
         for item in (current, *pending):
             if isinstance(item, _PrefixListing):
                 item.cancelled.set()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from skyhop.controlplane.filters import Filter, matches
 from skyhop.errors import NotFoundError, UsageError
-from skyhop.models import Chunk, ObjectEntry, TransferOptions, plan_parts
+from skyhop.models import Chunk, ObjectEntry, ReplicationRule, TransferOptions, plan_parts
 from skyhop.stores.base import ObjectInfo, ObjectMeta, ObjectStore
 from skyhop.uri import StoreURI
 
@@ -173,7 +173,9 @@ def make_entry(
     return entry, chunks
 
 
-def carried_meta(meta: ObjectMeta | None, options: TransferOptions) -> ObjectMeta | None:
+def carried_meta(
+    meta: ObjectMeta | None, options: TransferOptions | ReplicationRule
+) -> ObjectMeta | None:
     """The metadata written at the destination: content type and encoding, cache
     control and user metadata as the source has them; the storage class only
     when the request sets one (a class of one cloud means nothing in another)."""

@@ -16,7 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from skyhop.controlplane.listing import matches
+from skyhop.controlplane.filters import Filter
+from skyhop.controlplane.listing import carried_meta, matches
 from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError
 from skyhop.integrity import crc32c, crc_hex
 from skyhop.models import ReplicationRule, TransferOptions, TransferRequest
@@ -93,12 +94,16 @@ def replicate(
                 rule=rule.name, source=event.uri, destination=str(dst), action="skipped"
             )
             try:
-                if event.kind == "deleted":
+                if event.kind == "created" and not Filter.of(rule).size_ok(event.size):
+                    outcomes.append(
+                        base.model_copy(update={"reason": "size outside the rule's limits"})
+                    )
+                elif event.kind == "deleted":
                     outcomes.append(_delete(rule, dst, base, stores))
                 elif event.size is not None and event.size > rule.inline_max_bytes:
                     batches.setdefault(rule.name, []).append((event, rel))
                 else:
-                    outcomes.append(_copy_inline(uri, event, dst, base, stores))
+                    outcomes.append(_copy_inline(rule, uri, event, dst, base, stores))
             except SkyhopError as exc:
                 outcomes.append(base.model_copy(update={"action": "failed", "reason": str(exc)}))
     by_name = {r.name: r for r in rules}
@@ -109,7 +114,7 @@ def replicate(
         request = TransferRequest(
             source=str(prefix) if prefix.key else f"{src.store_id}/",
             destination=rule.destination,
-            options=TransferOptions(recursive=True),
+            options=TransferOptions(recursive=True, storage_class=rule.storage_class),
             keys=[rel for _, rel in items],
         )
         send_request(request)
@@ -140,6 +145,7 @@ def _delete(
 
 
 def _copy_inline(
+    rule: ReplicationRule,
     src: StoreURI,
     event: ObjectEvent,
     dst: StoreURI,
@@ -151,6 +157,8 @@ def _copy_inline(
     info = source.head(src.key)
     if info is None:
         return base.model_copy(update={"reason": "object is gone (deleted after the event)"})
+    if not Filter.of(rule).size_ok(info.size):
+        return base.model_copy(update={"reason": "size outside the rule's limits"})
     if event.etag and info.etag and _norm(event.etag) != _norm(info.etag):
         return base.model_copy(
             update={"reason": "object was overwritten after the event; its own event copies it"}
@@ -161,7 +169,7 @@ def _copy_inline(
         return base.model_copy(update={"reason": f"object changed while reading: {exc}"})
     crc = crc_hex(crc32c(data))
     target = stores(dst)
-    written = target.put(dst.key, data, meta=info.meta)
+    written = target.put(dst.key, data, meta=carried_meta(info.meta, rule))
     if written.size != len(data):
         return base.model_copy(
             update={"action": "failed", "reason": f"wrote {written.size} of {len(data)} bytes"}
