@@ -382,3 +382,26 @@ def test_reaper_over_http(fns, env):
         "orphans_terminated": [],
         "jobs_finished": [],
     }
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("SKYHOP_COMPUTE", "mainframe", "environment variable SKYHOP_COMPUTE: Input should be"),
+        ("SKYHOP_RULES", "{not json", "environment variable SKYHOP_RULES: Value error, not JSON"),
+        ("SKYHOP_RULES", '{"rules": [{"name": "r"}]}', "environment variable SKYHOP_RULES: Field"),
+        (
+            "SKYHOP_MAX_DELIVERIES",
+            "0",
+            "environment variable SKYHOP_MAX_DELIVERIES: Input should be",
+        ),
+        ("SKYHOP_COMPUTE_OPTIONS", "[1]", "environment variable SKYHOP_COMPUTE_OPTIONS"),
+        ("SKYHOP_MANIFEST", "sqlite://relative.db", "expected sqlite:///ABSOLUTE/PATH"),
+    ],
+)
+def test_bad_environment_is_one_line_naming_the_variable(env, name, value, message):
+    env.setenv(name, value)
+    common.reset()
+    with pytest.raises(common.ConfigError) as info:
+        common.control_plane()
+    assert message in str(info.value) and "\n" not in str(info.value)
