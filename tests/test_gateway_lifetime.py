@@ -148,6 +148,7 @@ _PARENT = textwrap.dedent(
         cfg("dst-0", GatewayRole.DESTINATION, destination_uri=sys.argv[1], data_key_b64=key),
     ])
     print(json.dumps([int(s.instance_id) for s in specs]), flush=True)
+    sys.stdin.readline()  # the test has noted every process
     if sys.argv[2] == "exit":
         sys.exit(0)  # without terminate(): atexit must clean up
     time.sleep(600)
@@ -161,6 +162,7 @@ def test_no_orphans_when_the_parent_dies(tmp_path: Path, how: str) -> None:
     script.write_text(_PARENT)
     parent = subprocess.Popen(
         [sys.executable, str(script), str(tmp_path), how],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
@@ -172,6 +174,10 @@ def test_no_orphans_when_the_parent_dies(tmp_path: Path, how: str) -> None:
         assert len(pids) == 9  # three gateways, two workers each
         if how == "sigkill":
             parent.send_signal(signal.SIGKILL)
+        else:
+            assert parent.stdin is not None
+            parent.stdin.write(b"go\n")
+            parent.stdin.flush()
         parent.wait(30)
         assert _gone(pids, timeout=10), [p for p in pids if psutil.pid_exists(p)]
     finally:
