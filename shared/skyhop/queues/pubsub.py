@@ -18,6 +18,7 @@ default) the first call makes sure both the topic and the subscription exist.
 from __future__ import annotations
 
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -81,6 +82,7 @@ class PubSubQueue:
         self._publisher = publisher
         self._subscriber = subscriber
         self._ready = not create
+        self._ready_lock = threading.Lock()
         self.topic_path = f"projects/{self.project}/topics/{self.topic}"
         self.subscription_path = f"projects/{self.project}/subscriptions/{self.subscription}"
 
@@ -109,39 +111,41 @@ class PubSubQueue:
         return self._subscriber
 
     def _ensure(self) -> None:
-        """Create the topic and the subscription once, if asked to."""
+        """Create the topic and the subscription once, if asked to; other threads
+        wait until both exist (publishing earlier would lose their messages)."""
         if self._ready:
             return
-        self._ready = True
+        with self._ready_lock:
+            if not self._ready:
+                self._create()
+                self._ready = True
+
+    def _create(self) -> None:
         if self._publisher is None:
             self._publisher = self._call(pubsub_v1.PublisherClient, "connect")
         if self._subscriber is None:
             self._subscriber = self._call(pubsub_v1.SubscriberClient, "connect")
         publisher, subscriber = self._publisher, self._subscriber
         try:
-            try:
-                self._call(
-                    lambda: publisher.create_topic(request={"name": self.topic_path}),
-                    "create topic",
-                )
-            except _Exists:
-                pass
-            try:
-                self._call(
-                    lambda: subscriber.create_subscription(
-                        request={
-                            "name": self.subscription_path,
-                            "topic": self.topic_path,
-                            "ack_deadline_seconds": self.ack_deadline,
-                        }
-                    ),
-                    "create subscription",
-                )
-            except _Exists:
-                pass
-        except SkyhopError:
-            self._ready = False
-            raise
+            self._call(
+                lambda: publisher.create_topic(request={"name": self.topic_path}),
+                "create topic",
+            )
+        except _Exists:
+            pass
+        try:
+            self._call(
+                lambda: subscriber.create_subscription(
+                    request={
+                        "name": self.subscription_path,
+                        "topic": self.topic_path,
+                        "ack_deadline_seconds": self.ack_deadline,
+                    }
+                ),
+                "create subscription",
+            )
+        except _Exists:
+            pass
 
     # ------------------------------------------------------------ Queue
 
