@@ -221,7 +221,13 @@ class AzureStore(BaseStore):
                 raise PreconditionFailed(f"read {self._where(key)}: the object changed")
             return b""
         what = f"read {self._where(key)} bytes {offset}-{offset + length - 1}"
-        kwargs: dict[str, Any] = {"offset": offset, "length": length, "max_concurrency": 1}
+        # decompress=False: the stored bytes, even of a Content-Encoding: gzip blob
+        kwargs: dict[str, Any] = {
+            "offset": offset,
+            "length": length,
+            "max_concurrency": 1,
+            "decompress": False,
+        }
         if if_match is not None:
             kwargs.update(etag=_quoted(if_match), match_condition=MatchConditions.IfNotModified)
         data = self._call(lambda: self._blob(key).download_blob(**kwargs).readall(), what)
