@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from gateway_vm.checksum import crc32c_extend
 from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
 from gateway_vm.worker import WorkerContext
+from skyhop.checksums import md5_hex
 from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
 from skyhop.errors import IntegrityError, SkyhopError, StoreError
 from skyhop.models import ChunkVerified
@@ -197,6 +198,9 @@ def _write_verified(
 ) -> None:
     try:
         store = ctx.store()
+        # the part's MD5, for checking S3 ETags (single-part and multipart) and
+        # Content-MD5 / md5Hash after the transfer; hashlib releases the GIL
+        md5 = md5_hex(view)
         data: Any = view if getattr(store, "accepts_buffers", False) else view.tobytes()
         if meta.multipart:
             if not isinstance(store, MultipartWriter) or not meta.upload_id:
@@ -221,6 +225,7 @@ def _write_verified(
                 length=meta.length,
                 part_etag=etag,
                 seconds=time.monotonic() - started,
+                md5=md5,
             )
         )
     except SkyhopError as exc:

@@ -256,6 +256,14 @@ class ObjectEntry(_Strict):
     state: ObjectState = ObjectState.PENDING
     src_checksums: dict[str, str] = Field(default_factory=dict)
     crc32c: str | None = Field(None, description="full-object CRC32C (hex), combined from chunks")
+    md5: str | None = Field(
+        None,
+        description="MD5 (hex) of the object's bytes, for an object that travelled as one chunk",
+    )
+    multipart_etag: str | None = Field(
+        None,
+        description="for a multipart object, the MD5 of its part MD5s with -N (S3's multipart ETag)",
+    )
     checksum_method: str | None = None
     error: str | None = None
     meta: ObjectMeta | None = Field(None, description="metadata written at the destination")
@@ -274,6 +282,7 @@ class Chunk(_Strict):
     state: ChunkState = ChunkState.PENDING
     attempts: int = 0
     crc32c: str | None = None
+    md5: str | None = Field(None, description="MD5 (hex) of the part as the destination wrote it")
     part_etag: str | None = None
     dispatched_at: datetime | None = None
     error: str | None = None
@@ -459,6 +468,7 @@ class ChunkVerified(_Event):
     length: int
     part_etag: str | None = None
     seconds: float = 0.0
+    md5: str | None = Field(None, description="MD5 (hex) of the bytes written, when computed")
 
 
 class ChunkFailed(_Event):

@@ -28,7 +28,6 @@ from skyhop.compute.base import ComputeProvider
 from skyhop.controlplane import fanout, listing, provision, verify
 from skyhop.controlplane.report import CsvReport, build_report, iter_object_reports, write_report
 from skyhop.errors import NotFoundError, SkyhopError, StoreError, UsageError
-from skyhop.integrity import combine_chunks
 from skyhop.models import (
     Chunk,
     ChunkBatch,
@@ -297,6 +296,7 @@ class ControlPlane:
             expect={ChunkState.DISPATCHED, ChunkState.PENDING},
             to=ChunkState.VERIFIED,
             crc32c=event.crc32c,
+            md5=event.md5,
             part_etag=event.part_etag,
             error=None,
         )
@@ -305,6 +305,7 @@ class ControlPlane:
                 update={
                     "state": ChunkState.VERIFIED,
                     "crc32c": event.crc32c,
+                    "md5": event.md5,
                     "part_etag": event.part_etag,
                 }
             )
@@ -347,7 +348,7 @@ class ControlPlane:
         if len(chunks) != entry.n_chunks or any(c.state != ChunkState.VERIFIED for c in chunks):
             return False
         chunks.sort(key=lambda c: c.index)
-        crc = combine_chunks([(c.crc32c or "00000000", c.length) for c in chunks])
+        sums = verify.object_checksums(entry, chunks)
         dst = self.store(self._destination(job_id))
         if entry.multipart and entry.upload_id:
             parts = [(c.index + 1, c.part_etag or "") for c in chunks]
@@ -359,7 +360,7 @@ class ControlPlane:
                     return False  # completed concurrently by another handler
                 self._object_failed(job_id, object_id, f"completing multipart upload: {exc}")
                 return False
-        method, ok = verify.source_checksum(entry, crc)
+        method, ok = verify.source_checksum(entry, sums, confirm=self._source_head(job_id))
         if not ok:
             self._object_failed(job_id, object_id, f"{method} differs from the source's")
             return False
@@ -370,10 +371,21 @@ class ControlPlane:
             object_id,
             expect={ObjectState.PENDING},
             state=ObjectState.VERIFIED,
-            crc32c=crc,
+            crc32c=sums.crc32c,
+            md5=sums.md5,
+            multipart_etag=sums.multipart_etag,
             checksum_method=method,
             seconds=seconds,
         )
+
+    def _source_head(self, job_id: str) -> Callable[[str], dict[str, str] | None]:
+        """Fresh checksums of a source key (a HEAD), for confirming a mismatch."""
+
+        def head(key: str) -> dict[str, str] | None:
+            info = self.store(self.require(job_id).request.source_uri).head(key)
+            return None if info is None else dict(info.checksums)
+
+        return head
 
     def _object_failed(self, job_id: str, object_id: int, reason: str) -> None:
         self.manifest.update_object(

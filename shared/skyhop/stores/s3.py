@@ -372,13 +372,18 @@ class S3Store(BaseStore):
     def _info(self, key: str, answer: dict[str, Any]) -> ObjectInfo:
         etag = normalize_etag(answer.get("ETag"))
         modified = answer.get("LastModified")
+        # under SSE-KMS or SSE-C the ETag is no checksum of the bytes (a listing
+        # cannot tell; a HEAD can, so only a HEAD leaves it out)
+        encrypted = str(answer.get("ServerSideEncryption") or "").startswith("aws:kms") or bool(
+            answer.get("SSECustomerAlgorithm")
+        )
         return ObjectInfo(
             key=key,
             size=int(answer.get("ContentLength", 0)),
             etag=etag,
             version=answer.get("VersionId"),
             mtime=modified.timestamp() if modified is not None else None,
-            checksums=_checksums(etag),
+            checksums={} if encrypted else _checksums(etag),
             meta=ObjectMeta(
                 content_type=answer.get("ContentType"),
                 content_encoding=answer.get("ContentEncoding"),
