@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 segment_size=segment,
                 buffer_budget_bytes=parse_size(args.budget),
+                part_md5=False,  # neither side of a local copy reports MD5s
                 **kw,  # type: ignore[arg-type]
             )
 

@@ -200,7 +200,7 @@ def _write_verified(
         store = ctx.store()
         # the part's MD5, for checking S3 ETags (single-part and multipart) and
         # Content-MD5 / md5Hash after the transfer; hashlib releases the GIL
-        md5 = md5_hex(view)
+        md5 = md5_hex(view) if ctx.cfg.part_md5 else None
         data: Any = view if getattr(store, "accepts_buffers", False) else view.tobytes()
         if meta.multipart:
             if not isinstance(store, MultipartWriter) or not meta.upload_id:
