@@ -8,10 +8,10 @@
   ``If-Match`` and a moved blob raises :class:`~skyhop.errors.PreconditionFailed`.
 * Checksums: Azure keeps a Content-MD5 only where the writer set one, so
   skyhop computes MD5 while writing: on every ``put``, and on the block-list
-  commit of a multipart upload whose parts this store instance saw in order
-  (1, 2, 3, ...), which is how one sequential writer uploads. Parts staged out
-  of order or by several processes leave no Content-MD5; those objects are
-  verified by skyhop's chunk CRC32Cs. Each staged block is also sent with a
+  commit of a multipart upload that this store instance started and whose parts
+  it saw in order (1, 2, 3, ...), which is how one sequential writer uploads.
+  Parts staged out of order or by other processes (gateways) leave no
+  Content-MD5; those objects are verified by skyhop's chunk CRC32Cs and size. Each staged block is also sent with a
   transactional MD5 that the service checks.
 * Multipart writing stages blocks (block id derived from the upload id and part
   number) and commits them with a block list. The upload's key and metadata live
@@ -301,12 +301,16 @@ class AzureStore(BaseStore):
                 f"no multipart upload {upload_id!r} (aborted or completed)"
             )
         with self._lock:
-            running = self._md5.setdefault((key, upload_id), _RunningMD5())
-            if not running.broken and part_number == running.next_part:
-                running.hasher.update(data)
-                running.next_part += 1
-            else:
-                running.broken = True
+            # only for uploads this instance started (a gateway writing parts of an
+            # upload the control plane started would hash them for nothing, and keep
+            # the hasher forever: the commit happens elsewhere)
+            running = self._md5.get((key, upload_id))
+            if running is not None:
+                if not running.broken and part_number == running.next_part:
+                    running.hasher.update(data)
+                    running.next_part += 1
+                else:
+                    running.broken = True
         return block_id
 
     def complete_multipart(
