@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -176,18 +177,26 @@ class GCSStore(BaseStore):
             ),
             what,
         )
+        # A prefix is handed out once a blob after it was seen (or at the end):
+        # some servers (fake-gcs-server) repeat every prefix of the listing on
+        # every page instead of only those within the page's range.
+        pending: list[str] = []
+        seen: set[str] = set()
         while True:
             page = self._call(lambda: next(pages, None), what)
             if page is None:
-                return
+                break
             blobs = self._call(lambda page=page: list(page), what)
-            found: list[tuple[str, ObjectInfo | str]] = [
-                (p, p) for p in getattr(page, "prefixes", ()) or ()
-            ]
-            found += [(blob.name, self._info(blob)) for blob in blobs]
-            found.sort(key=lambda pair: pair[0])
-            for _, entry in found:
-                yield entry
+            for found in getattr(page, "prefixes", ()) or ():
+                if found not in seen:
+                    seen.add(found)
+                    heapq.heappush(pending, found)
+            for blob in sorted(blobs, key=lambda b: b.name):
+                while pending and pending[0] < blob.name:
+                    yield heapq.heappop(pending)
+                yield self._info(blob)
+        while pending:
+            yield heapq.heappop(pending)
 
     def head(self, key: str) -> ObjectInfo | None:
         blob = self._call(lambda: self.bucket.get_blob(key), f"head {self._where(key)}")
