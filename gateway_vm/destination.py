@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from gateway_vm.checksum import crc32c_extend
 from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
-from gateway_vm.worker import WorkerContext
+from gateway_vm.worker import CHUNK_STALL_TIMEOUT, WorkerContext
 from skyhop.checksums import md5_hex
 from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
 from skyhop.errors import IntegrityError, SkyhopError, StoreError
@@ -44,7 +44,7 @@ def serve_connection(ctx: WorkerContext, sock: ssl.SSLSocket) -> None:
     if ctx.aead is None:
         ctx.error("destination gateway has no data key; closing data connection", fatal=True)
         return
-    reader = FrameReader(sock, ctx.digest)
+    reader = FrameReader(sock, ctx.digest, max_payload=ctx.max_payload)
     decompressor = zstandard.ZstdDecompressor()
     while not ctx.stop.is_set():
         try:
@@ -98,6 +98,7 @@ def _receive_chunk(
     handed_off = False
     frame: Frame | None = first
     view = memoryview(buf)[:need]
+    reader.sock.settimeout(CHUNK_STALL_TIMEOUT)
     try:
         pos = 0
         crc = 0
@@ -169,6 +170,7 @@ def _receive_chunk(
         ctx.chunk_failed(chunk_id, f"chunk {chunk_id} cut off: {exc}", object_id=meta.object_id)
         return False
     finally:
+        _idle(reader)
         if not handed_off:
             _recycle(ctx, buf, view)
 
@@ -243,6 +245,14 @@ def _write_verified(
         )
     finally:
         _recycle(ctx, buf, view)
+
+
+def _idle(reader: FrameReader) -> None:
+    """Between chunks a connection may stay quiet for as long as it likes."""
+    try:
+        reader.sock.settimeout(None)
+    except OSError:
+        pass
 
 
 def _recycle(ctx: WorkerContext, buf: bytearray, view: memoryview) -> None:

@@ -9,7 +9,7 @@ import queue
 import ssl
 
 from gateway_vm.wire import Frame, FrameReader, StreamClosed
-from gateway_vm.worker import PeerLink, WorkerContext
+from gateway_vm.worker import CHUNK_STALL_TIMEOUT, PeerLink, WorkerContext
 from skyhop.crypto import FrameType
 from skyhop.errors import GatewayError, IntegrityError
 
@@ -25,7 +25,7 @@ class RelayPool:
             self._links.put(PeerLink(ctx, ctx.index * n + i))
 
     def serve_connection(self, ctx: WorkerContext, sock: ssl.SSLSocket) -> None:
-        reader = FrameReader(sock, ctx.digest)
+        reader = FrameReader(sock, ctx.digest, max_payload=ctx.max_payload)
         while not ctx.stop.is_set():
             try:
                 frame = reader.next()
@@ -47,6 +47,7 @@ class RelayPool:
             return False
         link = self._links.get()
         ctx.count("taken")
+        reader.sock.settimeout(CHUNK_STALL_TIMEOUT)
         sent = 0
         inbound_ok = True
         try:
@@ -93,3 +94,7 @@ class RelayPool:
             return True
         finally:
             self._links.put(link)
+            try:
+                reader.sock.settimeout(None)
+            except OSError:
+                pass

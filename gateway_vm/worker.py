@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
@@ -43,6 +44,11 @@ log = logging.getLogger("gateway_vm")
 CONNECT_TIMEOUT = 10.0
 SEND_TIMEOUT = 300.0
 HANDSHAKE_TIMEOUT = 30.0
+#: a peer that goes quiet this long in the middle of a chunk is cut off (its
+#: buffer goes back to the pool); between chunks a connection may idle
+CHUNK_STALL_TIMEOUT = 300.0
+#: inbound data connections one worker serves at a time; more are refused
+MAX_INBOUND = 64
 
 
 @dataclass
@@ -107,6 +113,9 @@ class WorkerContext:
         self.aead = AESGCM(shared.data_key) if shared.data_key is not None else None
         self.digest = crypto.job_digest(cfg.job_id)
         self.per_worker_connections = max(1, -(-cfg.connections // cfg.workers))
+        # the largest frame a peer of this job may send: one sealed segment
+        self.max_payload = min(crypto.MAX_PAYLOAD, cfg.segment_size + crypto.TAG_BYTES + 1024)
+        self.inbound = threading.BoundedSemaphore(MAX_INBOUND)
         self.pool = BufferPool(max(cfg.buffer_budget_bytes // cfg.workers, cfg.segment_size * 2))
         # --bwlimit: this gateway's share, split evenly over its worker processes
         self.bwlimit = TokenBucket(cfg.bwlimit / cfg.workers) if cfg.bwlimit else None
@@ -206,7 +215,11 @@ class PeerLink:
 
     def connect(self) -> ssl.SSLSocket:
         peer, generation = self.ctx.peers.pick(self.slot)
-        if self.sock is not None and generation == self.generation:
+        if (
+            self.sock is not None
+            and generation == self.generation
+            and not _closed_by_peer(self.sock)
+        ):
             return self.sock
         self.close()
         if peer is None:
@@ -251,6 +264,16 @@ class PeerLink:
     @property
     def name(self) -> str:
         return self.peer.gateway_id if self.peer else "next hop"
+
+
+def _closed_by_peer(sock: ssl.SSLSocket) -> bool:
+    """True when an idle outbound connection became readable: next hops never
+    send, so that is an EOF or a reset (the peer restarted or dropped us)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 # ---------------------------------------------------------------- process entry
@@ -340,6 +363,19 @@ def _accept_loop(ctx: WorkerContext, handler: Any) -> None:
 
 
 def _serve(ctx: WorkerContext, handler: Any, raw: socket.socket, addr: Any) -> None:
+    assert ctx.server_ctx is not None
+    if not ctx.inbound.acquire(blocking=False):
+        ctx.count("errors")
+        log.warning("refused data connection from %s: over %d connections", addr[0], MAX_INBOUND)
+        raw.close()
+        return
+    try:
+        _serve_tls(ctx, handler, raw, addr)
+    finally:
+        ctx.inbound.release()
+
+
+def _serve_tls(ctx: WorkerContext, handler: Any, raw: socket.socket, addr: Any) -> None:
     assert ctx.server_ctx is not None
     try:
         raw.setblocking(True)

@@ -96,6 +96,26 @@ def test_garbage_from_a_trusted_peer_is_contained(destination: GatewayJob) -> No
     assert client.status().state == "ready"
 
 
+def test_oversized_frame_claims_are_refused_before_allocating(destination: GatewayJob) -> None:
+    """A header claiming more than one sealed segment is refused as it is read."""
+    job = destination
+    spec = job.specs["dst-0"]
+    mine = job.ca.issue_gateway_cert("src-0")
+    ctx = crypto.client_context(job.ca.cert_pem, mine.cert_pem, mine.key_pem)
+    header = crypto.HEADER.pack(
+        b"SKYH", 1, crypto.FrameType.DATA, 0, crypto.job_digest(job.job_id), 1, 0,
+        60 * 1024 * 1024, 60 * 1024 * 1024 - 16, b"\x00" * 12,
+    )  # fmt: skip
+    with socket.create_connection(("127.0.0.1", spec.data_port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="dst-0") as tls:
+            tls.sendall(header)
+            assert tls.recv(10) == b""
+    client = job.clients["dst-0"]
+    _wait(lambda: any(e.type == "gateway_error" for e in client.events()[0]))
+    messages = [e.message for e in client.events()[0] if e.type == "gateway_error"]
+    assert any("out of bounds" in m for m in messages), messages
+
+
 def test_control_api_needs_the_token(destination: GatewayJob) -> None:
     job = destination
     spec = job.specs["dst-0"]
