@@ -20,8 +20,11 @@ The CSV file has one row per object, with the header::
     would happen: ``copy``, ``skip``, ``delete``.
 ``checksum``, ``checksum_method``
     for a copy, the object's CRC32C (hex, combined from its chunks) and how it
-    was checked against the source (``crc32c`` against the source's own,
-    ``crc32c-transfer`` end to end through the gateways); for a skip, how the
+    was checked against the source store's own checksum (``crc32c``, ``md5``,
+    ``s3-multipart-etag``; ``crc32c-transfer`` when the source has none, end to
+    end through the gateways; see :mod:`skyhop.controlplane.verify`; the
+    destination listing check's methods are counted in the JSON report's
+    ``verification.checksum_methods``); for a skip, how the
     two sides were compared (``md5``, ``crc32c``, ``size+mtime``, ``mtime``,
     ``size``) and the source's checksum, if one was compared.
 ``seconds``
@@ -162,6 +165,21 @@ class CsvReport:
                 row.error or "",
                 row.reason or "",
             ]
+        )
+        self.rows += 1
+
+    def write_fields(
+        self,
+        key: str,
+        size: int,
+        action: str,
+        checksum: str | None = None,
+        checksum_method: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A row without building an :class:`ObjectReport` (the planner's hot path)."""
+        self._writer.writerow(
+            [key, size, action, checksum or "", checksum_method or "", "", "", reason or ""]
         )
         self.rows += 1
 
