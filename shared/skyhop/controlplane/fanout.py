@@ -2,9 +2,10 @@
 
 A bucket with millions of small objects lists slowly one page after another
 (1,000 keys a request). :func:`list_parallel` walks the first levels of the
-key space with delimiter listings (``Delimiter='/'``, one level at a time) and
-lists every prefix found at ``depth`` with its own full listing, up to
-``workers`` at once. The results come back in exactly the order one plain
+key space with delimiter listings (``Delimiter='/'``, one level at a time),
+going deeper (up to ``depth`` levels) only while a level has fewer prefixes
+than workers, and lists every prefix it stops at with its own full listing, up
+to ``workers`` at once. The results come back in exactly the order one plain
 listing would give (UTF-8 byte order, which is code-point order), so a caller
 can merge two listings side by side.
 
@@ -83,13 +84,44 @@ class _PrefixListing:
             yield from item  # type: ignore[misc]
 
 
-def _segments(store: DelimitedLister, prefix: str, depth: int) -> Iterator[ObjectInfo | str]:
-    """Objects above ``depth`` and the prefixes at ``depth``, in key order."""
+def _segments(
+    store: DelimitedLister, prefix: str, depth: int, fanout: int, read_ahead: int
+) -> Iterator[ObjectInfo | str]:
+    """Objects and prefixes to list in full, in key order.
+
+    A level with at least ``fanout`` prefixes is parallel enough: its prefixes
+    are listed in full. A level with fewer (``data/`` holding everything) is
+    walked one level deeper, up to ``depth`` levels. Objects before a level's
+    first prefix go out at once; from the first prefix on, up to ``read_ahead``
+    entries wait until the level shows whether it is parallel enough."""
+    held: list[ObjectInfo | str] = []
+    prefixes = 0
+    descend: bool | None = None if depth > 1 else False
+
+    def release(entries: list[ObjectInfo | str]) -> Iterator[ObjectInfo | str]:
+        for entry in entries:
+            if isinstance(entry, str) and descend:
+                yield from _segments(store, entry, depth - 1, fanout, read_ahead)
+            else:
+                yield entry
+
     for entry in store.list_delimited(prefix):
-        if isinstance(entry, str) and depth > 1:
-            yield from _segments(store, entry, depth - 1)
-        else:
-            yield entry
+        if descend is not None:
+            yield from release([entry])
+            continue
+        if isinstance(entry, str):
+            prefixes += 1
+        elif not held:
+            yield entry  # no prefix yet: nothing to decide
+            continue
+        held.append(entry)
+        if prefixes >= fanout or len(held) >= read_ahead:
+            descend = False
+            yield from release(held)
+            held = []
+    if descend is None:
+        descend = 0 < prefixes < fanout
+    yield from release(held)
 
 
 class _Discovery:
@@ -97,10 +129,12 @@ class _Discovery:
     objects and prefixes over one by one through a bounded queue, so the
     consumer gets each as soon as it is known."""
 
-    def __init__(self, store: DelimitedLister, prefix: str, depth: int, read_ahead: int) -> None:
+    def __init__(
+        self, store: DelimitedLister, prefix: str, depth: int, fanout: int, read_ahead: int
+    ) -> None:
         self.q: queue.Queue[object] = queue.Queue(maxsize=read_ahead)
         self.cancelled = threading.Event()
-        self._segments = _segments(store, prefix, depth)
+        self._segments = _segments(store, prefix, depth, fanout, read_ahead)
         self.thread = threading.Thread(target=self._run, name="list-discover", daemon=True)
         self.thread.start()
 
@@ -128,10 +162,10 @@ def list_parallel(
     prefix: str,
     *,
     workers: int = 8,
-    depth: int = 2,
-    window: int = 32,
+    depth: int = 3,
+    window: int = 16,
     batch: int = 500,
-    queue_batches: int = 4,
+    queue_batches: int = 2,
     read_ahead: int = 10_000,
 ) -> Iterator[ObjectInfo]:
     """Every object under ``prefix``, in key order, listed ``workers`` prefixes at a
@@ -139,7 +173,7 @@ def list_parallel(
     if workers <= 1 or depth < 1 or not isinstance(store, DelimitedLister):
         yield from store.list(prefix)
         return
-    discovery = _Discovery(store, prefix, depth, read_ahead)
+    discovery = _Discovery(store, prefix, depth, max(2, workers), read_ahead)
     pending: deque[ObjectInfo | _PrefixListing] = deque()
     fetching = 0
     exhausted = False

@@ -168,6 +168,21 @@ class CsvReport:
         )
         self.rows += 1
 
+    def write_fields(
+        self,
+        key: str,
+        size: int,
+        action: str,
+        checksum: str | None = None,
+        checksum_method: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A row without building an :class:`ObjectReport` (the planner's hot path)."""
+        self._writer.writerow(
+            [key, size, action, checksum or "", checksum_method or "", "", "", reason or ""]
+        )
+        self.rows += 1
+
     def write_all(self, rows: Iterable[ObjectReport]) -> int:
         n = 0
         for row in rows:

@@ -49,7 +49,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -203,6 +203,19 @@ def merge(
             d = next(dst, None)
 
 
+@dataclass(slots=True)
+class _Counts:
+    """Running totals (plain attributes: updated once per key)."""
+
+    to_copy: int = 0
+    bytes_to_copy: int = 0
+    skipped: int = 0
+    bytes_skipped: int = 0
+    excluded: int = 0
+    to_delete: int = 0
+    bytes_to_delete: int = 0
+
+
 class SyncPlan:
     """The stream of actions of one sync, with running totals in :attr:`summary`."""
 
@@ -223,7 +236,7 @@ class SyncPlan:
         self.src_prefix = as_prefix(self.src_uri.key)
         self.dst_prefix = as_prefix(self.dst_uri.key)
         self.list_workers = list_workers
-        self.summary = SyncSummary(dry_run=self.options.dry_run)
+        self.counts = _Counts()
         self.parts = 0
         self._check_prefixes()
         src_items = fanout.list_parallel(src, self.src_prefix, workers=list_workers)
@@ -252,10 +265,15 @@ class SyncPlan:
     def dst_key(self, rel: str) -> str:
         return self.dst_prefix + rel
 
+    @property
+    def summary(self) -> SyncSummary:
+        """The totals so far."""
+        return SyncSummary(dry_run=self.options.dry_run, **asdict(self.counts))
+
     def actions(self) -> Iterator[Planned]:
         """Every key's action, in key order, counted into :attr:`summary`."""
         options = self.options
-        summary = self.summary
+        summary = self.counts
         selected = self.selected
         dst_items = fanout.list_parallel(self.dst, self.dst_prefix, workers=self.list_workers)
         pairs = merge(
@@ -428,9 +446,17 @@ class SyncJob:
         started = time.monotonic()
         job_id = new_job_id()
         shown = 0
+        dst_prefix = self.plan.dst_prefix
         with CsvReport(job_id) as rows:
             for planned in self.plan.actions():
-                rows.write(self._row(planned, dry=True))
+                rows.write_fields(
+                    dst_prefix + planned.rel,
+                    planned.size,
+                    planned.action,
+                    planned.checksum,
+                    planned.method,
+                    planned.reason,
+                )
                 if out is not None and shown < first:
                     out.write(_line(planned, self.plan.dst_key(planned.rel)) + "\n")
                     shown += 1
@@ -462,21 +488,6 @@ class SyncJob:
         )
         write_report(report)
         return report
-
-    def _row(self, planned: Planned, *, dry: bool) -> ObjectReport:
-        action = (
-            planned.action
-            if dry
-            else {"copy": "copied", "skip": "skipped"}.get(planned.action, "deleted")
-        )
-        return ObjectReport(
-            key=self.plan.dst_key(planned.rel),
-            size=planned.size,
-            action=action,  # type: ignore[arg-type]
-            checksum=planned.checksum,
-            checksum_method=planned.method,
-            reason=planned.reason,
-        )
 
     # ------------------------------------------------------------ the job
 
@@ -533,6 +544,7 @@ class SyncJob:
         CSV report and deletes to the spool on the way."""
         assert self._csv is not None and self._spool is not None
         csv, spool = self._csv, self._spool
+        dst_prefix = self.plan.dst_prefix
 
         def planned() -> Iterator[object]:
             last = time.monotonic()
@@ -544,7 +556,14 @@ class SyncJob:
                     last = time.monotonic()
                     continue
                 if item.action == "skip":
-                    csv.write(self._row(item, dry=False))
+                    csv.write_fields(
+                        dst_prefix + item.rel,
+                        item.size,
+                        "skipped",
+                        item.checksum,
+                        item.method,
+                        item.reason,
+                    )
                 else:
                     assert item.dst is not None
                     spool.add(item.dst.key, item.dst.size)
