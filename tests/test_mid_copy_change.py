@@ -104,3 +104,22 @@ def test_azure_source_overwritten_mid_copy(
         blob.upload_blob(new, overwrite=True)
 
     _overwrite_during_sync(azure_container + "d/", tmp_path / "dst", skyhop_home, overwrite, old)
+
+
+def test_gcs_source_overwritten_mid_copy(
+    gcs_bucket: str, gcs_server, tmp_path: Path, skyhop_home: Path
+):
+    if not gcs_server.pinning:
+        pytest.skip("this GCS emulator ignores generation pins")
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(project="skyhop-test", credentials=AnonymousCredentials())
+    blob = client.bucket(parse_uri(gcs_bucket).bucket).blob("d/big.bin")
+    old = os.urandom(SIZE)
+    blob.upload_from_string(old)
+
+    def overwrite(new: bytes) -> None:
+        blob.upload_from_string(new)
+
+    _overwrite_during_sync(gcs_bucket + "d/", tmp_path / "dst", skyhop_home, overwrite, old)
