@@ -285,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
             if ev.type == "chunk_failed"
         ]
         if failures:
+            src_events, _ = src.events(after=0)
+            failures += [f"source {e.type}: {getattr(e, 'reason', getattr(e, 'message', ''))}" for e in src_events if e.type != "gateway_ready"]
             print("transfer failed:", "; ".join(failures[:5]), file=sys.stderr)
+            for name in ("bench-src", "bench-dst"):
+                log = provider.log_path(job, name)
+                if log.exists():
+                    print(f"--- {name} log tail:", *log.read_text().splitlines()[-8:], sep="\n", file=sys.stderr)
             return 1
         if multipart:
             assert upload_id is not None

@@ -267,13 +267,29 @@ class PeerLink:
 
 
 def _closed_by_peer(sock: ssl.SSLSocket) -> bool:
-    """True when an idle outbound connection became readable: next hops never
-    send, so that is an EOF or a reset (the peer restarted or dropped us)."""
+    """True when an idle outbound connection was closed by its peer. Next hops
+    send no application data, so a readable socket means EOF or a reset, unless
+    it was only TLS housekeeping (which a non-blocking read consumes)."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
     except (OSError, ValueError):
         return True
-    return bool(readable)
+    if not readable:
+        return False
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        sock.recv(1)  # EOF (b""), or bytes a next hop never sends: either way, done
+        return True
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    except (OSError, ssl.SSLError):
+        return True
+    finally:
+        try:
+            sock.settimeout(timeout)
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------- process entry
