@@ -32,6 +32,11 @@ Environment (``skyhop deploy`` sets it):
                             (e.g. ``{"project": "p", "machine_type": "n2-standard-8"}``)
 ``SKYHOP_REGIONS``          comma-separated regions (the ``aws`` provider)
 ``SKYHOP_EVENTS_QUEUE``     queue URI gateways post their events to (default ``pull``)
+``SKYHOP_CONTROL_QUEUES``   per-gateway control queues (``sqs://PREFIX``): gateways
+                            are launched without waiting, report ready through the
+                            events queue and take their orders from their queue
+                            (needed by cloud compute providers; see
+                            :mod:`skyhop.controlplane.provision`)
 ``SKYHOP_REQUESTS_QUEUE``   queue URI replication sends TransferRequests to
 ``SKYHOP_RESULTS_QUEUE``    queue URI for job reports and rejections (optional;
                             a request's ``reply_to`` wins)
@@ -61,9 +66,10 @@ from skyhop.controlplane import ControlPlane, default_planner
 from skyhop.controlplane.embedded import parse_event
 from skyhop.controlplane.replication import ObjectEvent, ReplicationOutcome, replicate
 from skyhop.controlplane.serverless import ReapReport, on_gateway_event, reap, submit_request
+from skyhop.crypto import KeyWrapper
 from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError
 from skyhop.models import Job, JobReport, JobState, ReplicationConfig, TransferRequest
-from skyhop.queues.base import Queue, open_queue
+from skyhop.queues.base import Queue, open_control_queues, open_queue
 from skyhop.state.base import ManifestStore
 from skyhop.stores.base import open_store
 from skyhop.uri import parse_uri
@@ -77,6 +83,7 @@ ENV = {
     "compute_options": "SKYHOP_COMPUTE_OPTIONS",
     "regions": "SKYHOP_REGIONS",
     "events_queue": "SKYHOP_EVENTS_QUEUE",
+    "control_queues": "SKYHOP_CONTROL_QUEUES",
     "requests_queue": "SKYHOP_REQUESTS_QUEUE",
     "results_queue": "SKYHOP_RESULTS_QUEUE",
     "rules": "SKYHOP_RULES",
@@ -188,6 +195,7 @@ class Settings(BaseModel):
     compute_options: dict[str, Any] = Field(default_factory=dict)
     regions: list[str] = Field(default_factory=list)
     events_queue: str = "pull"
+    control_queues: str | None = None
     requests_queue: str | None = None
     results_queue: str | None = None
     rules: ReplicationConfig | None = None
@@ -265,6 +273,18 @@ def open_compute(s: Settings) -> ComputeProvider:
         raise ConfigError(f"SKYHOP_COMPUTE_OPTIONS for {s.compute}: {exc}") from None
 
 
+KeyWrapperFactory = Callable[[Job], KeyWrapper]
+_key_wrappers: list[KeyWrapperFactory] = []
+
+
+def use_key_wrapper(factory: KeyWrapperFactory | None) -> None:
+    """How a cloud's entry points wrap each job's data key for its gateways (AWS:
+    KMS); None: keys travel in the clear (local gateways only)."""
+    if _key_wrappers[:1] != ([factory] if factory else []):
+        _key_wrappers[:] = [factory] if factory else []
+        control_plane.cache_clear()
+
+
 @cache
 def control_plane() -> ControlPlane:
     """The control plane of this process (built on first use, then kept)."""
@@ -274,6 +294,8 @@ def control_plane() -> ControlPlane:
         compute=open_compute(s),
         event_sink=s.events_queue,
         planner=default_planner,
+        control_queues=open_control_queues(s.control_queues) if s.control_queues else None,
+        key_wrapper_factory=_key_wrappers[0] if _key_wrappers else None,
     )
 
 
@@ -288,6 +310,7 @@ def reset() -> None:
     settings.cache_clear()
     control_plane.cache_clear()
     queue.cache_clear()
+    _key_wrappers.clear()
 
 
 # ---------------------------------------------------------------- results
@@ -526,7 +549,9 @@ def handle_object_events(
 
 
 def run_reaper() -> ReapReport:
-    """Re-dispatch stuck chunks, fail jobs past their budget, tear down orphans."""
+    """Re-dispatch stuck chunks, wire or interrupt provisioning jobs, interrupt jobs
+    whose gateways are gone and resume interrupted ones, fail jobs past their budget,
+    tear down orphans (see :func:`skyhop.controlplane.serverless.reap`)."""
     budget = timedelta(hours=settings().job_budget_hours)
     report = reap(control_plane(), budget=budget)
     log(logging.INFO, "reaper sweep", **report.model_dump())

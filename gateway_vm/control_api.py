@@ -9,6 +9,10 @@ Routes (JSON in, JSON out):
 - ``GET  /v1/events?after=N&wait=S`` -> ``{"events": [...], "next": M}``
 - ``POST /v1/drain?wait=S`` -> GatewayStatus once idle or after S seconds
 - ``POST /v1/shutdown`` -> ``{"stopping": true}``, then the gateway exits
+
+Each action is one function (:func:`apply_chunks`, :func:`apply_peers`,
+:func:`apply_drain`, :func:`apply_shutdown`), called by its route here and by
+the control-queue poller (:mod:`gateway_vm.control_queue`) alike.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from skyhop.crypto import token_matches
 from skyhop.errors import SkyhopError
-from skyhop.models import ChunkBatch, PeerSpec
+from skyhop.models import ChunkBatch, GatewayStatus, PeerSpec
 
 if TYPE_CHECKING:
     from gateway_vm.daemon import Gateway
@@ -149,9 +153,36 @@ def _float(query: dict[str, str], name: str, default: float) -> float:
         raise ApiError(400, f"invalid {name}: not a number") from None
 
 
+# ---------------------------------------------------------------- actions (API and queue)
+
+
+def apply_chunks(gw: Gateway, batch: ChunkBatch) -> int:
+    """Queue a batch on a source gateway; how many chunks were accepted."""
+    return gw.submit(batch)
+
+
+def apply_peers(gw: Gateway, peers: list[PeerSpec]) -> int:
+    """Replace the gateway's next hops; how many there are now."""
+    gw.set_peers(peers)
+    return len(peers)
+
+
+def apply_drain(gw: Gateway, wait: float) -> GatewayStatus:
+    """Accept no more chunks; the status once idle or after ``wait`` seconds."""
+    return gw.drain(wait)
+
+
+def apply_shutdown(gw: Gateway) -> None:
+    """Stop the gateway shortly (after the caller had its answer)."""
+    threading.Timer(0.1, gw.request_stop, args=("shutdown requested",)).start()
+
+
+# ---------------------------------------------------------------- routes
+
+
 def _submit(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
     batch = ChunkBatch.model_validate_json(body)
-    return 200, {"accepted": gw.submit(batch)}
+    return 200, {"accepted": apply_chunks(gw, batch)}
 
 
 def _status(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
@@ -159,9 +190,7 @@ def _status(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
 
 
 def _peers(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
-    peers = _PEERS.validate_json(body)
-    gw.set_peers(peers)
-    return 200, {"peers": len(peers)}
+    return 200, {"peers": apply_peers(gw, _PEERS.validate_json(body))}
 
 
 def _events(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
@@ -174,11 +203,11 @@ def _events(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
 
 
 def _drain(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
-    return 200, gw.drain(_float(query, "wait", 0.0)).model_dump_json()
+    return 200, apply_drain(gw, _float(query, "wait", 0.0)).model_dump_json()
 
 
 def _shutdown(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
-    threading.Timer(0.1, gw.request_stop, args=("shutdown requested",)).start()
+    apply_shutdown(gw)
     return 200, {"stopping": True}
 
 

@@ -22,7 +22,9 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gateway_vm.address import WILDCARDS, advertised_host
 from gateway_vm.control_api import ApiError, ControlServer
+from gateway_vm.control_queue import ControlQueuePoller
 from gateway_vm.events import EventRouter
 from gateway_vm.lifetime import pid_alive, set_parent_death_signal
 from gateway_vm.runtime import Counters, HookBudget
@@ -127,18 +129,20 @@ class Gateway:
             self.workers.append(proc)
         del data_key
         tls = crypto.server_context(cfg.ca_cert_pem, cfg.cert_pem, cfg.key_pem)
-        self.control = ControlServer(self, cfg.listen_host, cfg.control_port, tls)
+        self.control = ControlServer(self, _control_host(cfg), cfg.control_port, tls)
         _thread(self.control.serve_forever, "control-api")
         _thread(self._pump_events, "events")
         _thread(self._watch, "watch")
         self.state = "ready"
+        if cfg.control_queue:  # orders come from the gateway's own queue
+            ControlQueuePoller(self, cfg.control_queue).start()
         data_port = self.listener.getsockname()[1] if self.listener else 0
         control_port = self.control.server_address[1]
         self.router.publish(
             GatewayReady(
                 job_id=cfg.job_id,
                 gateway_id=cfg.gateway_id,
-                host=cfg.listen_host,
+                host=advertised_host(cfg),
                 data_port=data_port,
                 control_port=control_port,
             ).model_dump_json()
@@ -303,6 +307,14 @@ class Gateway:
         if self.control is not None:
             self.control.shutdown()
             self.control.server_close()
+
+
+def _control_host(cfg: GatewayConfig) -> str:
+    """Where the HTTPS control API listens: a queue-controlled gateway on all
+    interfaces keeps it on loopback, so the data port is its only inbound port."""
+    if cfg.control_queue and cfg.listen_host in WILDCARDS:
+        return "::1" if ":" in cfg.listen_host else "127.0.0.1"
+    return cfg.listen_host
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -15,9 +15,16 @@ messages the same way for every cloud).
     SKYHOP_GATEWAY_ROLE_ARN               -> SKYHOP_COMPUTE=aws, SKYHOP_COMPUTE_OPTIONS
                                              (EC2ComputeProvider's keyword arguments)
     SKYHOP_RULES                          replication rules (bucket_events)
+    SKYHOP_CONTROL_QUEUES                 per-gateway control queues; default ``sqs://skyhop-ctl``
+                                          with EC2 gateways (the functions cannot reach a
+                                          gateway's control port: no fixed egress address)
 
 A variable of :mod:`functions.common` that is already set wins, so a deployment
 (or a test) can name ``SKYHOP_COMPUTE=local`` or another manifest directly.
+
+With ``SKYHOP_KMS_KEY_ID`` set, each job's data key reaches its gateways wrapped
+with that KMS key under the job's encryption context
+(:class:`skyhop.compute.ec2.KMSKeyWrapper`), never in the clear.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 
 from functions import common as shared
 from functions.common import ConfigError
+from skyhop.models import Job
 
 SERVICE = "skyhop"
 
@@ -44,6 +52,8 @@ metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", SERVI
 tracer = Tracer(service=SERVICE)
 
 IDEMPOTENCY_TABLE = "SKYHOP_IDEMPOTENCY_TABLE"
+KMS_KEY = "SKYHOP_KMS_KEY_ID"
+CONTROL_QUEUES = "sqs://skyhop-ctl"
 ROLES = ("source", "relay", "destination")
 
 
@@ -78,15 +88,32 @@ def translated_env(env: Mapping[str, str]) -> dict[str, str]:
         if env.get("SKYHOP_WAIT_READY", "").lower() in ("0", "false", "no"):
             options["wait_ready"] = False
         out["SKYHOP_COMPUTE_OPTIONS"] = json.dumps(options, sort_keys=True)
+        out["SKYHOP_CONTROL_QUEUES"] = CONTROL_QUEUES
     return out
 
 
+@cache
+def kms_key_wrapper(key_id: str) -> shared.KeyWrapperFactory:
+    """Per job, a KMS wrapper bound to that job's encryption context (one factory
+    per key, so configuring it again changes nothing)."""
+    from skyhop.compute.ec2 import KMSKeyWrapper
+
+    def for_job(job: Job) -> KMSKeyWrapper:
+        return KMSKeyWrapper(key_id, job_id=job.job_id)
+
+    return for_job
+
+
 def configure() -> None:
-    """Fill in :mod:`functions.common`'s variables that are not set yet (once per
-    execution environment; the settings are read on first use after this)."""
+    """Fill in :mod:`functions.common`'s variables that are not set yet, and wrap data
+    keys with KMS when the deployment names a key (once per execution environment;
+    the settings are read on first use after this)."""
     for name, value in translated_env(os.environ).items():
         if not os.environ.get(name):
             os.environ[name] = value
+    key_id = os.environ.get(KMS_KEY)
+    if key_id:
+        shared.use_key_wrapper(kms_key_wrapper(key_id))
 
 
 @cache

@@ -1,14 +1,15 @@
 """``reaper``: every few minutes (EventBridge schedule), clean up after crashes.
 
-First :func:`functions.common.run_reaper`, shared with the other clouds:
-chunks dispatched too long ago go back to pending and more work is dispatched,
-jobs whose transfer is done but never finished are finished, jobs past their
-time budget fail, and gateways that no running job owns are torn down (rules
-and KMS grants revoked, instances terminated). Then what needs EC2's view:
-
-* a running job whose gateways are gone is interrupted;
-* an interrupted job is resumed on fresh gateways while it has attempts left
-  (``Limits.max_attempts``); after that it fails, naming its last error.
+The sweep is :func:`functions.common.run_reaper`, shared with the other clouds
+(:func:`skyhop.controlplane.serverless.reap`): provisioning jobs are wired
+once every gateway is ready or interrupted when one never reports; chunks
+dispatched too long ago go back to pending and more work is dispatched; jobs
+whose transfer is done but never finished are finished; running jobs whose
+gateways are gone are interrupted; jobs past their time budget fail; gateways,
+rules, KMS grants and control queues that no live job owns are torn down; and
+interrupted jobs are resumed on fresh gateways while they have attempts left
+(``Limits.max_attempts``), after which they fail, naming their last error.
+This function only adds the metrics.
 """
 
 from __future__ import annotations
@@ -21,10 +22,7 @@ from pydantic import BaseModel, Field
 
 from functions import common as shared
 from functions.aws.common import configure, logger, metrics, tracer
-from skyhop.controlplane import ControlPlane
 from skyhop.controlplane.serverless import ReapReport
-from skyhop.errors import SkyhopError
-from skyhop.models import Job, JobState
 
 
 class Sweep(BaseModel):
@@ -33,50 +31,19 @@ class Sweep(BaseModel):
     reap: ReapReport = Field(default_factory=ReapReport)
     interrupted: list[str] = Field(default_factory=list)
     resumed: list[str] = Field(default_factory=list)
-    failed: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list, description="gave up after max attempts")
     errors: list[str] = Field(default_factory=list)
 
 
-def jobs_in(cp: ControlPlane, state: JobState) -> list[Job]:
-    """Jobs in ``state``: from the manifest's state index when it has one."""
-    iter_jobs = getattr(cp.manifest, "iter_jobs", None)
-    if iter_jobs is not None:
-        return list(iter_jobs({state}))
-    return [j for j in cp.jobs(limit=1000) if j.state == state]
-
-
 def sweep() -> Sweep:
-    out = Sweep(reap=shared.run_reaper())
-    cp = shared.control_plane()
-    for job in jobs_in(cp, JobState.RUNNING):
-        expected = {g.gateway_id for g in job.runtime.gateways} if job.runtime else set()
-        try:
-            alive = {g.gateway_id for g in cp.compute.list_gateways(job.job_id)}
-            lost = sorted(expected - alive)
-            if lost:
-                cp.interrupt(job.job_id, f"gateway(s) gone: {', '.join(lost)}")
-                out.interrupted.append(job.job_id)
-        except SkyhopError as exc:
-            out.errors.append(f"{job.job_id}: {shared.one_line(exc)}")
-    for job in jobs_in(cp, JobState.INTERRUPTED):
-        attempts = job.runtime.attempt if job.runtime else 0
-        with logger.append_context_keys(job_id=job.job_id):
-            try:
-                if attempts >= cp.limits.max_attempts:
-                    cp.manifest.update_job(
-                        job.job_id,
-                        expect={JobState.INTERRUPTED},
-                        state=JobState.FAILED,
-                        error=f"gave up after {attempts} attempts: {job.error}",
-                    )
-                    out.failed.append(job.job_id)
-                else:
-                    cp.start(job.job_id)
-                    out.resumed.append(job.job_id)
-            except SkyhopError as exc:
-                logger.warning("could not settle the job: %s", exc)
-                out.errors.append(f"{job.job_id}: {shared.one_line(exc)}")
-    return out
+    report = shared.run_reaper()
+    return Sweep(
+        reap=report,
+        interrupted=report.interrupted,
+        resumed=report.resumed,
+        failed=report.gave_up,
+        errors=report.errors,
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -90,8 +57,10 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         ("ChunksRedispatched", result.reap.redispatched),
         ("JobsFinishedByReaper", len(result.reap.jobs_finished)),
         ("JobsPastBudget", len(result.reap.jobs_failed)),
+        ("JobsConnectedByReaper", len(result.reap.connected)),
         ("JobsInterrupted", len(result.interrupted)),
         ("JobsResumed", len(result.resumed)),
+        ("ControlQueuesReaped", len(result.reap.queues_deleted)),
         ("ReaperErrors", len(result.errors)),
     ):
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)

@@ -179,6 +179,7 @@ class TransferRequest(_Strict):
 class JobState(StrEnum):
     CREATED = "created"  # manifest being written
     PLANNED = "planned"
+    PROVISIONING = "provisioning"  # gateways launched; waiting for each one's gateway_ready
     RUNNING = "running"
     VERIFYING = "verifying"
     SUCCEEDED = "succeeded"
@@ -236,6 +237,9 @@ class JobRuntime(_Strict):
     control_token: str = ""
     compute: str = "local"
     attempt: int = 1
+    launched_at: datetime | None = Field(
+        None, description="when this attempt's gateways were launched (queue-controlled jobs)"
+    )
 
 
 class ObjectEntry(_Strict):
@@ -353,6 +357,15 @@ class GatewaySpec(_Strict):
     control_port: int = 0
     instance_id: str | None = Field(None, description="process id, EC2 instance id, ...")
     next_hops: list[str] = Field(default_factory=list, description="gateway ids to send to")
+    control_queue: str | None = Field(
+        None, description="queue URI the gateway takes control messages from (else the HTTPS API)"
+    )
+    ready: bool = Field(
+        True, description="False until a queue-controlled gateway posted gateway_ready"
+    )
+    ready_at: datetime | None = Field(
+        None, description="the `at` of the gateway_ready event that made it ready"
+    )
 
 
 # ---------------------------------------------------------------- gateway configuration and work
@@ -394,6 +407,17 @@ class GatewayConfig(_Strict):
     destination_uri: str | None = None
     next_hops: list[PeerSpec] = Field(default_factory=list)
     event_sink: str = Field("pull", description="'pull' (control API outbox) or a queue URI")
+    control_queue: str | None = Field(
+        None,
+        description="queue URI to take control messages from (peers, chunks, drain, shutdown); "
+        "the HTTPS control API then listens on loopback only when listen_host is a wildcard",
+    )
+    advertise_host: str | None = Field(
+        None,
+        description="the address peers reach this gateway at, reported in gateway_ready; None: "
+        "listen_host, or on a VM listening on all interfaces its public address from the "
+        "cloud's instance metadata",
+    )
     connections: int = Field(8, ge=1, le=256)
     workers: int = Field(2, ge=1, le=64)
     segment_size: int = Field(4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
@@ -435,6 +459,43 @@ class ChunkWork(_Strict):
 class ChunkBatch(_Strict):
     job_id: str
     chunks: list[ChunkWork]
+
+
+# ---------------------------------------------------------------- gateway control messages
+#
+# What a queue-controlled gateway (GatewayConfig.control_queue) takes from its own
+# queue; each is applied through the same handler as the HTTPS control API's route.
+
+
+class PeersMessage(_Strict):
+    """Replace the gateway's next hops (``POST /v1/peers``)."""
+
+    type: Literal["peers"] = "peers"
+    peers: list[PeerSpec]
+
+
+class ChunksMessage(_Strict):
+    """Chunks for a source gateway to send (``POST /v1/chunks``)."""
+
+    type: Literal["chunks"] = "chunks"
+    batch: ChunkBatch
+
+
+class DrainMessage(_Strict):
+    """Accept no more chunks; finish those under way (``POST /v1/drain``)."""
+
+    type: Literal["drain"] = "drain"
+
+
+class ShutdownMessage(_Strict):
+    """Stop the gateway (``POST /v1/shutdown``)."""
+
+    type: Literal["shutdown"] = "shutdown"
+
+
+ControlMessage = Annotated[
+    PeersMessage | ChunksMessage | DrainMessage | ShutdownMessage, Field(discriminator="type")
+]
 
 
 class GatewayStatus(_Strict):

@@ -198,6 +198,50 @@ class ManifestSuite:
         )
         assert out.state == JobState.RUNNING
 
+    def test_update_job_compare_and_swap(self, manifest):
+        manifest.create_job(make_job("j-cas", created_at=T0, updated_at=T0))
+        read = manifest.get_job("j-cas")
+        out = manifest.update_job("j-cas", expect_updated_at=read.updated_at, objects_total=1)
+        assert out.objects_total == 1 and out.updated_at > read.updated_at
+        # a second writer that read the same version loses, and writes nothing
+        with pytest.raises(ConflictError):
+            manifest.update_job("j-cas", expect_updated_at=read.updated_at, objects_total=2)
+        assert manifest.get_job("j-cas") == out
+        # state and version conditions together
+        with pytest.raises(ConflictError):
+            manifest.update_job(
+                "j-cas", expect={JobState.RUNNING}, expect_updated_at=out.updated_at, error="x"
+            )
+        assert manifest.get_job("j-cas") == out
+        with pytest.raises(NotFoundError):
+            manifest.update_job("j-ghost", expect_updated_at=T0, objects_total=1)
+
+    def test_concurrent_read_modify_writes_lose_no_update(self, manifest):
+        if not self.race_test:
+            pytest.skip("the emulator does not make concurrent conditional writes atomic")
+        manifest.create_job(make_job("j-rmw"))
+        rounds, workers = 5, 4
+
+        def bump(_worker: int) -> int:
+            conflicts = 0
+            for _ in range(rounds):
+                while True:
+                    job = manifest.get_job("j-rmw")
+                    try:
+                        manifest.update_job(
+                            "j-rmw",
+                            expect_updated_at=job.updated_at,
+                            objects_total=job.objects_total + 1,
+                        )
+                        break
+                    except ConflictError:
+                        conflicts += 1
+            return conflicts
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(bump, range(workers)))
+        assert manifest.get_job("j-rmw").objects_total == rounds * workers
+
     def test_update_missing_job_is_not_found(self, manifest):
         with pytest.raises(NotFoundError):
             manifest.update_job("j-ghost", state=JobState.RUNNING)

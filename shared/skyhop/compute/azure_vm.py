@@ -79,6 +79,7 @@ class AzureComputeProvider:
     """The ComputeProvider for Azure virtual machines."""
 
     name = "azure"
+    ready_via_events = True  # gateway_ready events and control queues (see compute.base)
 
     def __init__(
         self,

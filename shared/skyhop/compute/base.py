@@ -19,6 +19,11 @@ from skyhop.models import GatewayConfig, GatewaySpec
 
 @runtime_checkable
 class ComputeProvider(Protocol):
+    """``ready_via_events`` (an optional attribute, False when absent): ``launch``
+    returns without waiting for the gateways, which report ready with a
+    ``gateway_ready`` event and are controlled through per-gateway queues (cloud
+    VMs); else ``launch`` returns once each gateway accepts control calls."""
+
     name: str
 
     def ensure_network(self, region: str) -> None:

@@ -164,6 +164,10 @@ class EC2ComputeProvider:
     """
 
     name = "aws"
+    #: the control plane learns that a gateway is up (and its public address) from
+    #: its gateway_ready event and controls it through its queue: the functions have
+    #: no fixed egress address to open a control port to
+    ready_via_events = True
 
     def __init__(
         self,
@@ -354,7 +358,7 @@ class EC2ComputeProvider:
                 started.append((aws_region(config.region), spec.instance_id or ""))
                 specs.append(spec)
             specs = self._wait_running(specs)
-            if self.wait_ready:
+            if self.wait_ready and not self.ready_via_events:
                 for spec in specs:
                     self._wait_listening(spec)
             return specs

@@ -63,6 +63,7 @@ class GCEComputeProvider:
     """The ComputeProvider for Google Compute Engine."""
 
     name = "gcp"
+    ready_via_events = True  # gateway_ready events and control queues (see compute.base)
 
     def __init__(
         self,

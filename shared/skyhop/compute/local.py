@@ -101,6 +101,8 @@ class LocalComputeProvider:
     """Gateways as child processes of this process, on loopback or in network namespaces."""
 
     name = "local"
+    #: launch returns once each gateway printed its ready line
+    ready_via_events = False
 
     def __init__(
         self,

@@ -3,27 +3,73 @@ wire next hops and open the firewall only between them.
 
 Each attempt of a job gets a fresh CA, certificates, control token and data
 key; nothing of the previous attempt is trusted. The data key is written only
-into destination gateways' configurations (wrapped when a KeyWrapper is
-given); sources and relays never receive it.
+into the configurations of the roles in :data:`KEY_ROLES` (wrapped when a
+KeyWrapper is given); relays never receive it.
+
+Two ways to control gateways:
+
+* **HTTPS control API** (the embedded default, gateways as local processes):
+  :func:`launch` returns once every gateway is ready, sets next hops over the
+  API, opens the firewall and returns the runtime of a RUNNING job.
+* **Control queues** (cloud functions: no fixed egress address to open a
+  control port to, and VMs that take minutes to boot): :func:`launch_queued`
+  creates one queue per gateway, records the job as PROVISIONING with every
+  gateway not ready, and launches without waiting. Each gateway posts
+  ``gateway_ready`` (with the address peers reach it at) to the events queue;
+  :func:`record_ready` records it with a compare-and-swap on the job, so two
+  functions handling two gateways' events at once cannot lose one. Once all
+  are ready, :func:`connect` opens the firewall between their addresses and
+  sends each its next hops; chunks then go to source gateways' queues
+  (:func:`submit`), and teardown sends ``shutdown`` (:func:`shutdown_queued`)
+  before the queues are deleted. The control plane then holds no client
+  certificate and no control token: it cannot call a gateway's HTTPS API.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from skyhop import crypto
 from skyhop.compute.base import ComputeProvider
-from skyhop.errors import GatewayError
+from skyhop.errors import ConflictError, GatewayError, SkyhopError, ThrottledError
 from skyhop.gateway_api import GatewayClient
 from skyhop.models import (
+    ChunkBatch,
+    ChunksMessage,
     GatewayConfig,
+    GatewayReady,
     GatewayRole,
     GatewaySpec,
     Job,
     JobRuntime,
+    JobState,
+    PeersMessage,
     PeerSpec,
+    ShutdownMessage,
+    utcnow,
 )
+from skyhop.queues.base import ControlQueues, Queue
+from skyhop.state.base import ManifestStore
+
+log = logging.getLogger("skyhop.controlplane")
+
+#: The roles whose configurations carry the job's data key (clear for local
+#: processes, else wrapped). TODO(envelope): destinations only, once sources seal
+#: without the data key; this is the one place that decides it.
+KEY_ROLES = frozenset({GatewayRole.SOURCE, GatewayRole.DESTINATION})
+
+#: Control messages are cut to stay under every queue's message limit (Azure
+#: Storage Queue's 64 KiB is the smallest).
+MAX_CONTROL_MESSAGE_BYTES = 60 * 1024
+
+#: Compare-and-swap rounds before a readiness update gives up (and is retried).
+CAS_ROUNDS = 32
+
+OpenQueue = Callable[[str], Queue]
 
 
 def route(job: Job) -> list[str]:
@@ -52,21 +98,44 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def launch(
+@dataclass
+class _Build:
+    """The configurations of one attempt and what the control plane keeps of it."""
+
+    configs: list[GatewayConfig]
+    hops: list[list[str]]  # gateway ids per hop, source hop first
+    ca: crypto.JobCA
+    token: str
+
+    def next_hops(self, gateway_id: str) -> list[str]:
+        for hop, ids in enumerate(self.hops[:-1]):
+            if gateway_id in ids:
+                return list(self.hops[hop + 1])
+        return []
+
+
+def _build(
     job: Job,
-    compute: ComputeProvider,
     event_sink: str,
     *,
-    attempt: int = 1,
-    key_wrapper: crypto.KeyWrapper | None = None,
-) -> JobRuntime:
-    """Launch the job's gateways along its route and return how to reach them."""
+    attempt: int,
+    key_wrapper: crypto.KeyWrapper | None,
+    control_queue: Callable[[str], str] | None = None,
+) -> _Build:
+    """One configuration per gateway along the route; ``control_queue(gateway_id)``
+    gives a queue-controlled gateway its queue."""
     path = route(job)
     counts = gateways_per_hop(job, path)
     ca = crypto.JobCA.create(job.job_id)
     token = crypto.new_control_token()
     data_key = crypto.generate_data_key()
-    client = ca.issue_client_cert("skyhop-control")
+    key_fields: dict[str, object] = {"data_key_b64": base64.b64encode(data_key).decode()}
+    if key_wrapper is not None:  # wrapped once, for every gateway that gets the key
+        key_fields = {
+            "wrapped_data_key": key_wrapper.wrap(data_key),
+            "key_wrap": "none" if isinstance(key_wrapper, crypto.LocalKeyWrapper) else "kms",
+        }
+    del data_key
     options = job.request.options
     configs: list[GatewayConfig] = []
     hops: list[list[str]] = []
@@ -83,13 +152,6 @@ def launch(
             gateway_id = f"gw-{job.job_id}-a{attempt}-h{hop}-{n}"
             ids.append(gateway_id)
             issued = ca.issue_gateway_cert(gateway_id)
-            key_fields: dict[str, object] = {}
-            if role != GatewayRole.RELAY:  # TODO(envelope): destinations only
-                if key_wrapper is None:
-                    key_fields["data_key_b64"] = base64.b64encode(data_key).decode()
-                else:
-                    key_fields["wrapped_data_key"] = key_wrapper.wrap(data_key)
-                    key_fields["key_wrap"] = "kms"
             configs.append(
                 GatewayConfig(
                     job_id=job.job_id,
@@ -105,6 +167,7 @@ def launch(
                         job.request.destination if role == GatewayRole.DESTINATION else None
                     ),
                     event_sink=event_sink,
+                    control_queue=control_queue(gateway_id) if control_queue else None,
                     connections=options.connections,
                     workers=_workers(),
                     compression=options.compression,
@@ -115,27 +178,42 @@ def launch(
                         if options.bwlimit and role == GatewayRole.SOURCE
                         else None
                     ),
-                    **key_fields,  # type: ignore[arg-type]
+                    **(key_fields if role in KEY_ROLES else {}),  # type: ignore[arg-type]
                 )
             )
         hops.append(ids)
-    del data_key
-    specs = compute.launch(configs)
+    return _Build(configs, hops, ca, token)
+
+
+def launch(
+    job: Job,
+    compute: ComputeProvider,
+    event_sink: str,
+    *,
+    attempt: int = 1,
+    key_wrapper: crypto.KeyWrapper | None = None,
+) -> JobRuntime:
+    """Launch the job's gateways along its route, wait until each is ready, set
+    their next hops over the HTTPS control API, open the firewall between them,
+    and return how to reach them."""
+    built = _build(job, event_sink, attempt=attempt, key_wrapper=key_wrapper)
+    client = built.ca.issue_client_cert("skyhop-control")
+    specs = compute.launch(built.configs)
     runtime = JobRuntime(
         gateways=specs,
-        ca_cert_pem=ca.cert_pem,
+        ca_cert_pem=built.ca.cert_pem,
         client_cert_pem=client.cert_pem,
         client_key_pem=client.key_pem,
-        control_token=token,
+        control_token=built.token,
         compute=compute.name,
         attempt=attempt,
     )
     try:
         by_id = {s.gateway_id: s for s in specs}
-        for hop, ids in enumerate(hops[:-1]):
+        for hop, ids in enumerate(built.hops[:-1]):
             peers = [
                 PeerSpec(gateway_id=i, host=by_id[i].host, data_port=by_id[i].data_port)
-                for i in hops[hop + 1]
+                for i in built.hops[hop + 1]
             ]
             for gateway_id in ids:
                 gateway_client(runtime, by_id[gateway_id]).set_peers(peers)
@@ -148,8 +226,248 @@ def launch(
     return runtime
 
 
+# ---------------------------------------------------------------- queue-controlled gateways
+
+
+def launch_queued(
+    job: Job,
+    compute: ComputeProvider,
+    manifest: ManifestStore,
+    event_sink: str,
+    queues: ControlQueues,
+    *,
+    attempt: int = 1,
+    key_wrapper: crypto.KeyWrapper | None = None,
+) -> Job:
+    """Create a control queue per gateway, record the job as PROVISIONING with every
+    gateway not ready, and launch the gateways without waiting for them.
+
+    The runtime is written *before* the launch, so a gateway_ready handled at once
+    finds its gateway. A launch that fails is undone (gateways, rules, queues) and
+    leaves the job INTERRUPTED, to be resumed. When another caller moved the job
+    first, nothing is launched and the job is returned as it is."""
+    job_id = job.job_id
+    made: list[str] = []
+
+    def create(gateway_id: str) -> str:
+        made.append(queues.create(job_id, gateway_id))
+        return made[-1]
+
+    try:
+        built = _build(
+            job, event_sink, attempt=attempt, key_wrapper=key_wrapper, control_queue=create
+        )
+    except BaseException:
+        _delete_queues(queues, job_id, made)
+        raise
+    runtime = JobRuntime(
+        gateways=[
+            GatewaySpec(
+                gateway_id=c.gateway_id,
+                job_id=job_id,
+                region=c.region,
+                role=c.role,
+                host=c.advertise_host or "",
+                control_queue=c.control_queue,
+                next_hops=built.next_hops(c.gateway_id),
+                ready=False,
+            )
+            for c in built.configs
+        ],
+        ca_cert_pem=built.ca.cert_pem,
+        compute=compute.name,
+        attempt=attempt,
+        launched_at=utcnow(),
+    )
+    try:
+        job = manifest.update_job(
+            job_id,
+            expect={JobState.PLANNED, JobState.INTERRUPTED},
+            state=JobState.PROVISIONING,
+            runtime=runtime,
+            error=None,
+        )
+    except ConflictError:
+        log.info("job %s is being started by another caller", job_id)
+        current = manifest.get_job(job_id)
+        return current if current is not None else job
+    try:
+        specs = compute.launch(built.configs)
+    except BaseException as exc:
+        try:
+            compute.revoke(job_id)
+            compute.terminate(job_id)
+        finally:
+            _delete_queues(queues, job_id, made)
+            manifest.update_job(
+                job_id,
+                expect={JobState.PROVISIONING},
+                state=JobState.INTERRUPTED,
+                error=f"launching gateways: {_one_line(exc)}",
+            )
+        raise
+    launched = {s.gateway_id: s for s in specs}
+
+    def merge(spec: GatewaySpec) -> GatewaySpec:
+        found = launched.get(spec.gateway_id)
+        if found is None:
+            return spec
+        update: dict[str, object] = {"instance_id": found.instance_id}
+        if not spec.ready:  # the address a gateway reports wins over the provider's
+            update.update(
+                host=spec.host or found.host,
+                data_port=found.data_port,
+                control_port=found.control_port,
+            )
+        return spec.model_copy(update=update)
+
+    updated = update_gateways(
+        manifest, job_id, merge, states={JobState.PROVISIONING, JobState.RUNNING}
+    )
+    return updated[0] if updated is not None else job
+
+
+def update_gateways(
+    manifest: ManifestStore,
+    job_id: str,
+    change: Callable[[GatewaySpec], GatewaySpec],
+    *,
+    states: set[JobState],
+) -> tuple[Job, bool] | None:
+    """Apply ``change`` to every gateway of the job's runtime with a compare-and-swap
+    (re-read and re-applied when another writer came first): the job, and whether
+    this call wrote it. None when the job is gone, has no runtime or left ``states``."""
+    for _ in range(CAS_ROUNDS):
+        job = manifest.get_job(job_id)
+        if job is None or job.runtime is None or job.state not in states:
+            return None
+        gateways = [change(g) for g in job.runtime.gateways]
+        if gateways == job.runtime.gateways:
+            return job, False
+        runtime = job.runtime.model_copy(update={"gateways": gateways})
+        try:
+            return manifest.update_job(
+                job_id, expect={job.state}, expect_updated_at=job.updated_at, runtime=runtime
+            ), True
+        except ConflictError:
+            continue
+    raise ThrottledError(f"job {job_id}: too many concurrent updates of its gateways, try again")
+
+
+def record_ready(manifest: ManifestStore, event: GatewayReady) -> tuple[Job, bool] | None:
+    """Record that a queue-controlled gateway is ready, at the address it reported.
+
+    Returns the job and whether this event changed it (a duplicate or an older
+    event does not); None when the event is not for a queue-controlled gateway
+    of the job's current attempt (the embedded path, a previous attempt)."""
+
+    def ready(spec: GatewaySpec) -> GatewaySpec:
+        if spec.gateway_id != event.gateway_id:
+            return spec
+        if spec.ready_at is not None and event.at <= spec.ready_at:
+            return spec  # a duplicate, or older than what is recorded
+        return spec.model_copy(
+            update={
+                "ready": True,
+                "ready_at": event.at,
+                "host": event.host,
+                "data_port": event.data_port,
+                "control_port": event.control_port,
+            }
+        )
+
+    job = manifest.get_job(event.job_id)
+    if job is None or job.runtime is None:
+        return None
+    spec = next((g for g in job.runtime.gateways if g.gateway_id == event.gateway_id), None)
+    if spec is None or spec.control_queue is None:
+        return None
+    return update_gateways(
+        manifest, event.job_id, ready, states={JobState.PROVISIONING, JobState.RUNNING}
+    )
+
+
+def all_ready(job: Job) -> bool:
+    return job.runtime is not None and all(g.ready for g in job.runtime.gateways)
+
+
+def connect(job: Job, compute: ComputeProvider, open_queue: OpenQueue) -> None:
+    """Open the firewall between the job's (ready) gateways' addresses, then send
+    each gateway that forwards its next hops. Repeating it changes nothing."""
+    if job.runtime is None:
+        raise GatewayError(f"job {job.job_id} has no gateways")
+    specs = job.runtime.gateways
+    compute.authorize(job.job_id, specs)
+    by_id = {g.gateway_id: g for g in specs}
+    for spec in specs:
+        if not spec.next_hops:
+            continue
+        if spec.control_queue is None:
+            raise GatewayError(f"gateway {spec.gateway_id} has no control queue")
+        peers = [
+            PeerSpec(gateway_id=h, host=by_id[h].host, data_port=by_id[h].data_port)
+            for h in spec.next_hops
+        ]
+        open_queue(spec.control_queue).send(PeersMessage(peers=peers).model_dump_json())
+
+
+def submit(
+    runtime: JobRuntime, gateway: GatewaySpec, batch: ChunkBatch, open_queue: OpenQueue
+) -> None:
+    """Hand a batch to a source gateway: through its control queue when it has one,
+    else its HTTPS control API."""
+    if gateway.control_queue is None:
+        gateway_client(runtime, gateway).submit(batch)
+        return
+    open_queue(gateway.control_queue).send_batch(chunk_messages(batch))
+
+
+def chunk_messages(batch: ChunkBatch) -> list[str]:
+    """The batch as ``chunks`` control messages, each under MAX_CONTROL_MESSAGE_BYTES
+    (a batch too large for one is cut in halves until it fits)."""
+    body = ChunksMessage(batch=batch).model_dump_json()
+    if len(body.encode()) <= MAX_CONTROL_MESSAGE_BYTES or len(batch.chunks) <= 1:
+        return [body]
+    half = len(batch.chunks) // 2
+    return [
+        *chunk_messages(batch.model_copy(update={"chunks": batch.chunks[:half]})),
+        *chunk_messages(batch.model_copy(update={"chunks": batch.chunks[half:]})),
+    ]
+
+
+def shutdown_queued(job: Job | None, open_queue: OpenQueue) -> list[str]:
+    """Send ``shutdown`` to every queue-controlled gateway of the job (best effort:
+    a failure is logged; terminating the VMs follows anyway). Returns the queues."""
+    if job is None or job.runtime is None:
+        return []
+    uris = [g.control_queue for g in job.runtime.gateways if g.control_queue]
+    body = ShutdownMessage().model_dump_json()
+    for uri in uris:
+        try:
+            open_queue(uri).send(body)
+        except SkyhopError as exc:
+            log.warning("shutdown message to %s failed: %s", uri, exc)
+    return uris
+
+
+def _delete_queues(queues: ControlQueues, job_id: str, uris: list[str]) -> None:
+    try:
+        queues.delete_job(job_id, uris)
+    except SkyhopError as exc:
+        log.warning("deleting the control queues of job %s failed: %s", job_id, exc)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def gateway_client(runtime: JobRuntime, gateway: GatewaySpec) -> GatewayClient:
     """A control-API client for one of the job's gateways."""
+    if gateway.control_queue is not None or not runtime.client_cert_pem:
+        raise GatewayError(
+            f"gateway {gateway.gateway_id} is controlled through its queue, not its HTTPS API"
+        )
     if not gateway.control_port:
         raise GatewayError(f"gateway {gateway.gateway_id} has no control port yet")
     return GatewayClient(

@@ -7,7 +7,8 @@ manifest is the truth, transitions are conditional, and a job whose gateways
 died continues from the chunks not yet verified.
 
     create_job   validate, list the source, write the manifest, start multipart uploads, plan
-    start        provision gateways (fresh or on resume), then dispatch
+    start        provision gateways (fresh or on resume), then dispatch; with control
+                 queues: launch and return PROVISIONING (gateway_ready events finish it)
     dispatch     hand pending chunks to source gateways, within a window
     handle_event chunk_verified / chunk_failed / gateway_error -> conditional updates,
                  completes objects as their last chunk verifies
@@ -24,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from skyhop import crypto
 from skyhop.compute.base import ComputeProvider
 from skyhop.controlplane import fanout, listing, provision, verify
 from skyhop.controlplane.report import CsvReport, build_report, iter_object_reports, write_report
-from skyhop.errors import NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.errors import ConflictError, NotFoundError, SkyhopError, StoreError, UsageError
 from skyhop.models import (
     Chunk,
     ChunkBatch,
@@ -48,6 +50,7 @@ from skyhop.models import (
     TransferRequest,
     utcnow,
 )
+from skyhop.queues.base import ControlQueues, Queue, open_queue
 from skyhop.state.base import ManifestStore
 from skyhop.stores.base import MultipartWriter, ObjectStore, open_store
 from skyhop.uri import StoreURI
@@ -67,6 +70,7 @@ class Limits:
     window_chunks: int = 4096  # chunks handed to gateways and not yet verified
     dispatch_batch: int = 256
     stuck_after: timedelta = timedelta(minutes=10)
+    ready_within: timedelta = timedelta(minutes=20)  # launch to the last gateway_ready
 
 
 @dataclass
@@ -77,7 +81,13 @@ class ControlPlane:
     planner: Planner | None = None
     limits: Limits = field(default_factory=Limits)
     stores: Callable[[StoreURI], ObjectStore] = open_store
+    #: per-gateway control queues: set, or a provider with ``ready_via_events``, makes
+    #: start() launch without waiting and control gateways through their queues
+    control_queues: ControlQueues | None = None
+    #: wraps the data key of each job for its gateways (KMS in the cloud)
+    key_wrapper_factory: Callable[[Job], crypto.KeyWrapper] | None = None
     _store_cache: dict[str, ObjectStore] = field(default_factory=dict, repr=False)
+    _queue_cache: dict[str, Queue] = field(default_factory=dict, repr=False)
     _destinations: dict[str, StoreURI] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ stores
@@ -188,7 +198,12 @@ class ControlPlane:
                 job_id, chunk.chunk_id, expect={ChunkState.DISPATCHED}, to=ChunkState.PENDING
             )
         attempt = job.runtime.attempt + 1 if job.runtime else 1
-        runtime = provision.launch(job, self.compute, self.event_sink, attempt=attempt)
+        key_wrapper = self.key_wrapper_factory(job) if self.key_wrapper_factory else None
+        if self.queued_control:
+            return self._start_queued(job, attempt, key_wrapper)
+        runtime = provision.launch(
+            job, self.compute, self.event_sink, attempt=attempt, key_wrapper=key_wrapper
+        )
         try:
             job = self.manifest.update_job(
                 job_id, state=JobState.RUNNING, runtime=runtime, error=None
@@ -199,6 +214,70 @@ class ControlPlane:
             raise
         self.dispatch(job_id)
         return job
+
+    @property
+    def queued_control(self) -> bool:
+        """Whether gateways are launched without waiting and controlled through queues."""
+        return self.control_queues is not None or bool(
+            getattr(self.compute, "ready_via_events", False)
+        )
+
+    def _start_queued(self, job: Job, attempt: int, key_wrapper: crypto.KeyWrapper | None) -> Job:
+        if self.control_queues is None:
+            raise UsageError(
+                f"compute provider {self.compute.name!r} reports gateways ready through events: "
+                "the control plane needs control queues (SKYHOP_CONTROL_QUEUES=sqs://skyhop-ctl)"
+            )
+        if self.event_sink == "pull":
+            raise UsageError(
+                "queue-controlled gateways report through an events queue: set the event sink "
+                "(SKYHOP_EVENTS_QUEUE) to a queue URI"
+            )
+        return provision.launch_queued(
+            job,
+            self.compute,
+            self.manifest,
+            self.event_sink,
+            self.control_queues,
+            attempt=attempt,
+            key_wrapper=key_wrapper,
+        )
+
+    def control_queue(self, uri: str) -> Queue:
+        """A gateway's control queue (opened once, then reused)."""
+        found = self._queue_cache.get(uri)
+        if found is None:
+            found = self.control_queues.open(uri) if self.control_queues else open_queue(uri)
+            self._queue_cache[uri] = found
+        return found
+
+    def _gateway_ready(self, event: GatewayReady) -> None:
+        """Record a queue-controlled gateway's readiness; the event that completes the
+        set opens the firewall, sends next hops, makes the job RUNNING and dispatches.
+        A gateway that comes back (a newer gateway_ready) while running is rewired."""
+        found = provision.record_ready(self.manifest, event)
+        if found is None:
+            return
+        job, changed = found
+        if job.state == JobState.PROVISIONING and provision.all_ready(job):
+            self.connect(job.job_id)
+        elif job.state == JobState.RUNNING and changed:
+            provision.connect(job, self.compute, self.control_queue)
+
+    def connect(self, job_id: str) -> bool:
+        """Wire a PROVISIONING job whose gateways are all ready and start moving data
+        (idempotent: wiring twice changes nothing, one caller makes it RUNNING)."""
+        job = self.require(job_id)
+        if job.state != JobState.PROVISIONING or not provision.all_ready(job):
+            return False
+        provision.connect(job, self.compute, self.control_queue)
+        try:
+            self.manifest.update_job(job_id, expect={JobState.PROVISIONING}, state=JobState.RUNNING)
+        except ConflictError:
+            return False  # connected by another caller, or interrupted meanwhile
+        log.info("job %s: every gateway ready; running", job_id)
+        self.dispatch(job_id)
+        return True
 
     # ------------------------------------------------------------ 5: move
 
@@ -261,7 +340,7 @@ class ControlPlane:
             gateway = sources[n % len(sources)]
             batch = ChunkBatch(job_id=job_id, chunks=work[start : start + size])
             try:
-                provision.gateway_client(job.runtime, gateway).submit(batch)
+                provision.submit(job.runtime, gateway, batch, self.control_queue)
             except SkyhopError as exc:
                 # the chunks stay dispatched; a dead gateway is noticed by the
                 # runner (or the reaper) and the job resumes from the manifest
@@ -281,7 +360,8 @@ class ControlPlane:
             if event.fatal:
                 self.interrupt(event.job_id, f"gateway {event.gateway_id} failed: {event.message}")
         elif isinstance(event, GatewayReady):
-            log.info("gateway %s ready", event.gateway_id)
+            log.info("gateway %s ready at %s", event.gateway_id, event.host)
+            self._gateway_ready(event)
 
     def _chunk_verified(self, event: ChunkVerified) -> None:
         chunk = self.manifest.get_chunk(event.job_id, event.chunk_id)
@@ -449,11 +529,20 @@ class ControlPlane:
         return report
 
     def teardown(self, job_id: str) -> None:
-        """Revoke the job's firewall rules and terminate its gateways (idempotent)."""
+        """Revoke the job's firewall rules and terminate its gateways (idempotent).
+        Queue-controlled gateways are told to shut down first, and their control
+        queues are deleted last."""
+        uris = provision.shutdown_queued(self.manifest.get_job(job_id), self.control_queue)
         try:
             self.compute.revoke(job_id)
         finally:
-            self.compute.terminate(job_id)
+            try:
+                self.compute.terminate(job_id)
+            finally:
+                if self.control_queues is not None:
+                    self.control_queues.delete_job(job_id, uris)
+                for uri in uris:
+                    self._queue_cache.pop(uri, None)
 
     def interrupt(self, job_id: str, reason: str) -> Job:
         """Tear down and leave the job resumable (``skyhop cp --resume JOB``)."""

@@ -3,11 +3,18 @@
 URIs: ``memory://NAME`` (in-process), ``https://sqs.REGION.amazonaws.com/...``
 or ``sqs://QUEUE_NAME`` (SQS), ``azq://ACCOUNT/QUEUE`` (Azure Storage Queue),
 ``pubsub://PROJECT/TOPIC`` (Pub/Sub).
+
+:class:`ControlQueues` makes and removes the per-gateway control queues of
+queue-controlled gateways (one queue per gateway, named from the job and
+gateway ids, deleted at teardown); :func:`open_control_queues` finds its
+implementation by the same kind of URI: ``sqs://PREFIX[?region=R]``,
+``memory://PREFIX``.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -45,6 +52,82 @@ _REGISTRY: dict[str, str] = {
     "azq": "skyhop.queues.azure_queue:AzureQueue",
     "pubsub": "skyhop.queues.pubsub:PubSubQueue",
 }
+
+
+@runtime_checkable
+class ControlQueues(Protocol):
+    """Per-gateway control queues: created before a job's gateways launch, deleted
+    at its teardown. Queue names are derived from the job and gateway ids, so
+    ``create`` is idempotent and ``delete_job`` needs nothing but the job id."""
+
+    uri: str
+
+    def create(self, job_id: str, gateway_id: str) -> str:
+        """Create (or find) the gateway's control queue; return its queue URI."""
+        ...
+
+    def open(self, uri: str) -> Queue:
+        """The queue behind a URI ``create`` returned (clients shared and reused)."""
+        ...
+
+    def delete_job(self, job_id: str, uris: Iterable[str] = ()) -> int:
+        """Delete every control queue of the job: ``uris`` (what the job recorded) and
+        any other the listing shows (idempotent); how many were deleted."""
+        ...
+
+    def jobs(self) -> set[str]:
+        """Ids of the jobs that have control queues now (for the reaper)."""
+        ...
+
+
+_CONTROL_REGISTRY: dict[str, str] = {
+    "memory": "skyhop.queues.memory:MemoryControlQueues",
+    "sqs": "skyhop.queues.sqs:SQSControlQueues",
+}
+
+CONTROL_QUEUE_PREFIX = "skyhop-ctl"
+
+
+def control_queue_name(prefix: str, job_id: str, gateway_id: str) -> str:
+    """``PREFIX-JOB--GATEWAY`` with the job id dropped from the gateway id when it
+    repeats it; at most 80 characters (a hash keeps long names unique)."""
+    suffix = gateway_id.removeprefix(f"gw-{job_id}-")
+    name = f"{control_queue_job_prefix(prefix, job_id)}{suffix}"
+    if len(name) > 80:
+        import hashlib
+
+        digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+        name = f"{control_queue_job_prefix(prefix, job_id)}{digest}"
+    return name
+
+
+def control_queue_job_prefix(prefix: str, job_id: str) -> str:
+    """The name prefix shared by every control queue of one job."""
+    return f"{prefix}-{job_id}--"
+
+
+def job_of_control_queue(prefix: str, name: str) -> str | None:
+    """The job id inside a control queue name, or None if it is not one."""
+    head = f"{prefix}-"
+    if not name.startswith(head) or "--" not in name[len(head) :]:
+        return None
+    return name[len(head) :].split("--", 1)[0] or None
+
+
+def open_control_queues(uri: str) -> ControlQueues:
+    """The control-queue factory behind ``uri`` (``sqs://PREFIX``, ``memory://PREFIX``)."""
+    scheme = uri.partition("://")[0]
+    target = _CONTROL_REGISTRY.get(scheme)
+    if target is None or "://" not in uri:
+        raise UsageError(f"unknown control queues {uri!r}: use sqs://PREFIX or memory://PREFIX")
+    module_name, _, cls_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(
+            f"control queues {uri!r} need an optional dependency ({exc.name})"
+        ) from None
+    return getattr(module, cls_name)(uri)
 
 
 def open_queue(uri: str) -> Queue:

@@ -5,8 +5,16 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
+from collections.abc import Iterable
 
-from skyhop.queues.base import Message
+from skyhop.errors import UsageError
+from skyhop.queues.base import (
+    CONTROL_QUEUE_PREFIX,
+    Message,
+    control_queue_job_prefix,
+    control_queue_name,
+    job_of_control_queue,
+)
 
 _QUEUES: dict[str, tuple[deque[tuple[str, str]], threading.Condition]] = {}
 _LOCK = threading.Lock()
@@ -61,3 +69,36 @@ class MemoryQueue:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class MemoryControlQueues:
+    """``memory://PREFIX``: per-gateway control queues in this process (tests, and the
+    embedded runner when it drives gateways through queues)."""
+
+    def __init__(self, uri: str = f"memory://{CONTROL_QUEUE_PREFIX}") -> None:
+        prefix = uri.partition("://")[2].strip("/")
+        if not uri.startswith("memory://") or not prefix or "/" in prefix:
+            raise UsageError(f"malformed control queues {uri!r}: expected memory://PREFIX")
+        self.uri = uri
+        self.prefix = prefix
+
+    def create(self, job_id: str, gateway_id: str) -> str:
+        uri = f"memory://{control_queue_name(self.prefix, job_id, gateway_id)}"
+        MemoryQueue(uri)
+        return uri
+
+    def open(self, uri: str) -> MemoryQueue:
+        return MemoryQueue(uri)
+
+    def delete_job(self, job_id: str, uris: Iterable[str] = ()) -> int:
+        head = f"memory://{control_queue_job_prefix(self.prefix, job_id)}"
+        with _LOCK:
+            doomed = {u for u in _QUEUES if u.startswith(head)} | (set(uris) & _QUEUES.keys())
+            for uri in doomed:
+                del _QUEUES[uri]
+        return len(doomed)
+
+    def jobs(self) -> set[str]:
+        with _LOCK:
+            names = [u.removeprefix("memory://") for u in _QUEUES]
+        return {j for j in (job_of_control_queue(self.prefix, n) for n in names) if j}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,7 +36,13 @@ from skyhop.errors import (
     ThrottledError,
     UsageError,
 )
-from skyhop.queues.base import Message
+from skyhop.queues.base import (
+    CONTROL_QUEUE_PREFIX,
+    Message,
+    control_queue_job_prefix,
+    control_queue_name,
+    job_of_control_queue,
+)
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_PER_CALL = 10
@@ -245,6 +252,102 @@ class SQSQueue:
 
     def _call(self, fn: Any, what: str) -> Any:
         return _call(fn, f"queue {self.uri}: {what}")
+
+
+CONTROL_RETENTION_SECONDS = 24 * 3600
+CONTROL_VISIBILITY_TIMEOUT = 60
+
+
+class SQSControlQueues:
+    """``sqs://PREFIX[?region=R]``: one SQS queue per gateway, ``PREFIX-JOB--GATEWAY``,
+    tagged ``skyhop=control`` and ``skyhop:job=JOB``, encrypted with SQS-managed keys,
+    messages kept a day at most. The URIs handed out name the region
+    (``sqs://NAME?region=R``), so a gateway in another region finds its queue.
+
+    ``delete_job`` deletes the URIs it is given and whatever ``ListQueues`` shows
+    under the job's prefix (the listing is eventually consistent, so a queue made
+    a moment ago may only be found through its URI)."""
+
+    def __init__(self, uri: str = f"sqs://{CONTROL_QUEUE_PREFIX}", *, client: Any | None = None):
+        split = urlsplit(uri)
+        prefix = split.netloc
+        if split.scheme != "sqs" or not prefix or split.path.strip("/"):
+            raise UsageError(f"malformed control queues {uri!r}: expected sqs://PREFIX[?region=R]")
+        _check_name(uri, prefix)
+        self.uri = uri
+        self.prefix = prefix
+        region = parse_qs(split.query).get("region", [None])[-1]
+        self._client = client if client is not None else _client(region)
+        self.region: str = region or self._client.meta.region_name
+        self._queues: dict[str, SQSQueue] = {}
+
+    def create(self, job_id: str, gateway_id: str) -> str:
+        name = control_queue_name(self.prefix, job_id, gateway_id)
+        _check_name(name, name)
+        _call(
+            lambda: self._client.create_queue(
+                QueueName=name,
+                Attributes={
+                    "VisibilityTimeout": str(CONTROL_VISIBILITY_TIMEOUT),
+                    "MessageRetentionPeriod": str(CONTROL_RETENTION_SECONDS),
+                    "SqsManagedSseEnabled": "true",
+                },
+                tags={"skyhop": "control", "skyhop:job": job_id},
+            ),
+            f"creating control queue {name}",
+        )
+        return f"sqs://{name}?region={self.region}"
+
+    def open(self, uri: str) -> SQSQueue:
+        found = self._queues.get(uri)
+        if found is None:
+            _, _, region = parse_sqs(uri)
+            same = region is None or region == self.region
+            found = SQSQueue(uri, client=self._client if same else None)
+            self._queues[uri] = found
+        return found
+
+    def delete_job(self, job_id: str, uris: Iterable[str] = ()) -> int:
+        urls: set[str] = set(self._urls(control_queue_job_prefix(self.prefix, job_id)))
+        for uri in uris:
+            try:
+                urls.add(self.open(uri).url)
+            except NotFoundError:
+                pass  # deleted already
+        deleted = 0
+        for url in sorted(urls):
+            try:
+                _call(
+                    lambda url=url: self._client.delete_queue(QueueUrl=url),
+                    f"deleting control queue {url}",
+                )
+                deleted += 1
+            except NotFoundError:
+                pass
+        for uri in [u for u, q in self._queues.items() if q.url in urls]:
+            del self._queues[uri]
+        return deleted
+
+    def jobs(self) -> set[str]:
+        found = set()
+        for url in self._urls(f"{self.prefix}-"):
+            job = job_of_control_queue(self.prefix, url.rstrip("/").rsplit("/", 1)[-1])
+            if job:
+                found.add(job)
+        return found
+
+    def _urls(self, prefix: str) -> Iterator[str]:
+        kwargs: dict[str, Any] = {"QueueNamePrefix": prefix, "MaxResults": 1000}
+        while True:
+            page = _call(
+                lambda kwargs=kwargs: self._client.list_queues(**kwargs),
+                f"listing control queues {prefix}*",
+            )
+            yield from page.get("QueueUrls", [])
+            token = page.get("NextToken")
+            if not token:
+                return
+            kwargs["NextToken"] = token
 
 
 class _GoneReceipt(StoreError):

@@ -11,11 +11,20 @@ DynamoDB) never leak their own exceptions: a lost condition is ``False`` or a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
 from skyhop.models import Chunk, ChunkState, Job, JobState, ObjectEntry, ObjectState
+
+
+def next_updated_at(now: datetime, previous: datetime | None) -> datetime:
+    """``now``, or one microsecond after ``previous`` when the clock has not moved past
+    it (a compare-and-swap must leave a different ``updated_at`` behind)."""
+    if previous is not None and now <= previous:
+        return previous + timedelta(microseconds=1)
+    return now
 
 
 class JobProgress(BaseModel):
@@ -41,9 +50,21 @@ class ManifestStore(Protocol):
         """Most recent first."""
         ...
 
-    def update_job(self, job_id: str, *, expect: set[JobState] | None = None, **fields: Any) -> Job:
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        expect: set[JobState] | None = None,
+        expect_updated_at: datetime | None = None,
+        **fields: Any,
+    ) -> Job:
         """Set ``fields`` (and ``updated_at``) if the job's state is in ``expect``
-        (any state when None); ConflictError otherwise, NotFoundError if missing."""
+        (any state when None); ConflictError otherwise, NotFoundError if missing.
+
+        With ``expect_updated_at`` it is a compare-and-swap: it applies only if the
+        job's ``updated_at`` is still that value (the job as the caller read it),
+        else ConflictError; the new ``updated_at`` is then later than the old one,
+        so two read-modify-write cycles of the same job can never both apply."""
         ...
 
     def put_objects(self, entries: Iterable[ObjectEntry]) -> None:

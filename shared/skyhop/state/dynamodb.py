@@ -76,7 +76,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
 
@@ -96,7 +96,7 @@ from skyhop.errors import (
     UsageError,
 )
 from skyhop.models import Chunk, ChunkState, Job, JobState, ObjectEntry, ObjectState, utcnow
-from skyhop.state.base import JobProgress
+from skyhop.state.base import JobProgress, next_updated_at
 
 # ---------------------------------------------------------------- the table (for infra_cdk)
 
@@ -315,7 +315,14 @@ class DynamoDBManifest:
                     if job.state in states:
                         yield job
 
-    def update_job(self, job_id: str, *, expect: set[JobState] | None = None, **fields: Any) -> Job:
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        expect: set[JobState] | None = None,
+        expect_updated_at: datetime | None = None,
+        **fields: Any,
+    ) -> Job:
         for attempt in range(_RETRIES):
             item = self._get(_pk(job_id), _JOB_SK, f"reading job {job_id}")
             if item is None:
@@ -324,7 +331,10 @@ class DynamoDBManifest:
             if expect is not None and old.state not in expect:
                 wanted = ", ".join(sorted(s.value for s in expect))
                 raise ConflictError(f"job {job_id} is {old.state.value}, not {wanted}")
-            new = _merge(Job, old, {**fields, "updated_at": utcnow()}, frozen={"job_id"})
+            if expect_updated_at is not None and old.updated_at != expect_updated_at:
+                raise ConflictError(f"job {job_id} changed since it was read")
+            updated_at = next_updated_at(utcnow(), old.updated_at)
+            new = _merge(Job, old, {**fields, "updated_at": updated_at}, frozen={"job_id"})
             new_item = self._job_item(new, rev=_rev(item) + 1)
             if new.state.finished:
                 new_item[TTL_ATTRIBUTE] = {"N": str(self._epoch(self.retention))}

@@ -45,7 +45,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from skyhop.errors import ConflictError, NotFoundError, StoreError, UsageError
 from skyhop.models import Chunk, ChunkState, Job, JobState, ObjectEntry, ObjectState, utcnow
-from skyhop.state.base import JobProgress
+from skyhop.state.base import JobProgress, next_updated_at
 
 SCHEMA_VERSION = 1
 
@@ -372,8 +372,18 @@ class SQLiteManifest:
             ).fetchall()
         return [Job.model_validate_json(r[0]) for r in rows]
 
-    def update_job(self, job_id: str, *, expect: set[JobState] | None = None, **fields: Any) -> Job:
-        values = _validated(_JOBS, {**fields, "updated_at": fields.get("updated_at", utcnow())})
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        expect: set[JobState] | None = None,
+        expect_updated_at: datetime | None = None,
+        **fields: Any,
+    ) -> Job:
+        updated_at = fields.get("updated_at", utcnow())
+        if expect_updated_at is not None:
+            updated_at = next_updated_at(updated_at, expect_updated_at)
+        values = _validated(_JOBS, {**fields, "updated_at": updated_at})
         assignments, params = _assignments(_JOBS, values)
         sql = f"UPDATE jobs SET {assignments} WHERE job_id = ?"
         params.append(job_id)
@@ -381,16 +391,21 @@ class SQLiteManifest:
             marks, states = _in(expect)
             sql += f" AND state IN ({marks})"
             params.extend(states)
+        if expect_updated_at is not None:
+            sql += " AND updated_us = ?"
+            params.append(_micros(expect_updated_at))
         with self._db() as conn:
             row = conn.execute(sql + " RETURNING data", params).fetchone()
             if row is None:
                 current = conn.execute(
-                    "SELECT state FROM jobs WHERE job_id = ?", (job_id,)
+                    "SELECT state, updated_us FROM jobs WHERE job_id = ?", (job_id,)
                 ).fetchone()
         if row is not None:
             return Job.model_validate_json(row[0])
         if current is None:
             raise NotFoundError(f"unknown job {job_id!r}")
+        if expect is None or current[0] in {s.value for s in expect}:
+            raise ConflictError(f"job {job_id} changed since it was read")
         wanted = ", ".join(sorted(s.value for s in expect or ())) or "nothing"
         raise ConflictError(f"job {job_id} is {current[0]}, not {wanted}")
 
