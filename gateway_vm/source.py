@@ -10,10 +10,11 @@ from __future__ import annotations
 import queue
 import ssl
 import time
+from collections.abc import Iterator
 
-import google_crc32c
 import zstandard
 
+from gateway_vm.checksum import crc32c_extend
 from gateway_vm.wire import ChunkMeta, ChunkTrailer
 from gateway_vm.worker import PeerLink, WorkerContext
 from skyhop.crypto import FLAG_ZSTD, HEADER_SIZE, TAG_BYTES, FrameType, SegmentSealer
@@ -32,7 +33,9 @@ class Compressor:
         self.mode = mode
         self._zstd = zstandard.ZstdCompressor(level=1) if mode != Compression.NONE else None
 
-    def __call__(self, block: bytes | bytearray) -> tuple[bytes | bytearray, int]:
+    def __call__(
+        self, block: bytes | bytearray | memoryview
+    ) -> tuple[bytes | bytearray | memoryview, int]:
         if self._zstd is None or not block:
             return block, 0
         if self.mode == Compression.AUTO and len(block) > SAMPLE_BYTES:
@@ -51,6 +54,7 @@ def sender_loop(ctx: WorkerContext, slot: int) -> None:
     link = PeerLink(ctx, slot)
     compressor = Compressor(ctx.cfg.compression)
     out = bytearray(HEADER_SIZE + ctx.cfg.segment_size + TAG_BYTES)
+    inbuf = bytearray(ctx.cfg.segment_size)  # reused: fresh multi-MiB reads fault pages in
     work_q = ctx.shared.work_q
     while not ctx.stop.is_set():
         if not ctx.peers.wait(ctx.stop):
@@ -64,7 +68,7 @@ def sender_loop(ctx: WorkerContext, slot: int) -> None:
         work = ChunkWork.model_validate_json(item)
         ctx.count("taken")
         try:
-            sent = send_chunk(ctx, link, compressor, out, work)
+            sent = send_chunk(ctx, link, compressor, out, work, inbuf)
         except SkyhopError as exc:
             link.close_if_dirty()
             ctx.chunk_failed(
@@ -97,8 +101,10 @@ def send_chunk(
     compressor: Compressor,
     out: bytearray,
     work: ChunkWork,
+    inbuf: bytearray | None = None,
 ) -> int:
-    """Send one chunk; returns the wire bytes sent."""
+    """Send one chunk; returns the wire bytes sent. Stores offering
+    ``iter_range_into`` read each segment into ``inbuf``."""
     cfg = ctx.cfg
     if ctx.aead is None:
         raise GatewayError(f"source gateway {cfg.gateway_id} has no data key")
@@ -108,9 +114,15 @@ def send_chunk(
     pause = cfg.test_hooks.get("sleep_per_chunk")
     if pause:  # test hook: slow a transfer down so tests can interrupt it mid-way
         time.sleep(float(pause))
-    blocks = ctx.store().iter_range(
-        work.src_key, work.offset, work.length, segment, if_match=work.src_etag
-    )
+    store = ctx.store()
+    read_into = getattr(store, "iter_range_into", None)
+    blocks: Iterator[bytes | memoryview]
+    if read_into is not None and inbuf is not None and len(inbuf) == segment:
+        blocks = read_into(work.src_key, work.offset, work.length, inbuf, if_match=work.src_etag)
+    else:
+        blocks = store.iter_range(
+            work.src_key, work.offset, work.length, segment, if_match=work.src_etag
+        )
     # Read the first block before anything goes on the wire, so a missing or
     # changed source fails the chunk without breaking the connection's stream.
     first = next(blocks, None)
@@ -142,7 +154,7 @@ def send_chunk(
     block = first
     try:
         while block is not None:
-            crc = google_crc32c.extend(crc, block)
+            crc = crc32c_extend(crc, block)
             length += len(block)
             if ctx.hook("flip_plain") and block:
                 block = bytearray(block)
@@ -158,7 +170,9 @@ def send_chunk(
             segments += 1
             block = next(blocks, None)
     finally:
-        blocks.close()
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
     if length != work.length:
         raise GatewayError(f"chunk {work.chunk_id}: read {length} of {work.length} bytes")
     trailer = ChunkTrailer(crc32c=f"{crc:08x}", segments=segments, length=length)

@@ -86,6 +86,21 @@ def test_pinned_reads(store: LocalStore, tmp_path: Path) -> None:
         store.read_range(key(tmp_path / "f"), 99_999, 2)
 
 
+def test_reads_into_a_reused_buffer(store: LocalStore, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    info = store.put(key(tmp_path / "f"), data)
+    buffer = bytearray(16_384)
+    got = [
+        bytes(v)
+        for v in store.iter_range_into(key(tmp_path / "f"), 10, 50_000, buffer, if_match=info.etag)
+    ]
+    assert [len(b) for b in got] == [16_384, 16_384, 16_384, 848]
+    assert b"".join(got) == data[10:50_010]
+    os.utime(tmp_path / "f", ns=(1, 1))
+    with pytest.raises(PreconditionFailed):
+        next(store.iter_range_into(key(tmp_path / "f"), 0, 10, buffer, if_match=info.etag))
+
+
 def test_put_is_atomic_and_overwrites(store: LocalStore, tmp_path: Path) -> None:
     store.put(key(tmp_path / "x/obj"), b"old")
     store.put(key(tmp_path / "x/obj"), memoryview(b"new contents"))

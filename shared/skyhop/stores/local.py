@@ -313,6 +313,45 @@ class LocalStore(BaseStore):
         finally:
             os.close(fd)
 
+    def iter_range_into(
+        self,
+        key: str,
+        offset: int,
+        length: int,
+        buffer: bytearray,
+        *,
+        if_match: str | None = None,
+    ) -> Iterator[memoryview]:
+        """Like :meth:`iter_range` with blocks of ``len(buffer)``, read into ``buffer``
+        itself: each block is a view of it, valid until the next one is read.
+
+        The gateway's source reads this way: a fresh multi-MiB ``bytes`` per block
+        costs page faults (measured: as much CPU as sealing the block)."""
+        path = self.path(key)
+        fd, st = self._open_read(key, if_match)
+        try:
+            if offset < 0 or length < 0 or offset + length > st.st_size:
+                raise StoreError(f"range {offset}+{length} is outside {path} ({st.st_size} bytes)")
+            view = memoryview(buffer)
+            end = offset + length
+            pos = offset
+            while pos < end:
+                n = min(len(view), end - pos)
+                got = 0
+                while got < n:
+                    k = os.preadv(fd, [view[got:n]], pos + got)
+                    if k == 0:
+                        raise StoreError(
+                            f"short read from {path}: {got} of {n} bytes at offset {pos}"
+                        )
+                    got += k
+                if if_match is not None:
+                    self._check_unchanged(fd, st, path)
+                yield view[:n]
+                pos += n
+        finally:
+            os.close(fd)
+
     def _write_atomic(self, path: str, data: bytes | bytearray | memoryview) -> os.stat_result:
         directory = os.path.dirname(path)
         try:
