@@ -4,12 +4,18 @@ A created object under a rule's prefix is copied to the rule's destination
 (``destination`` + the key relative to the prefix). Objects up to the rule's
 ``inline_max_bytes`` are copied by the function itself, read pinned to the
 version the event named and checked after writing; larger ones are batched,
-one TransferRequest per rule, for the gateways. A deleted object is deleted at
-the destination only when the rule says so.
+one TransferRequest per rule and source bucket, for the gateways. A deleted
+object is deleted at the destination only when the rule says so.
+
+A batch's ``request_id`` is a hash of the rule, the bucket and the keys with
+their ETags (:func:`batch_request_id`), so a duplicated bucket event yields the
+same request, and the ``submit`` function's idempotency starts one job for it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Literal
@@ -82,7 +88,7 @@ def replicate(
 ) -> list[ReplicationOutcome]:
     """Apply every event to every matching rule; one outcome per (event, rule)."""
     outcomes: list[ReplicationOutcome] = []
-    batches: dict[str, list[tuple[ObjectEvent, str]]] = {}
+    batches: dict[tuple[str, str], list[tuple[ObjectEvent, str]]] = {}
     for event in events:
         uri = parse_uri(event.uri)
         for rule in rules:
@@ -101,21 +107,22 @@ def replicate(
                 elif event.kind == "deleted":
                     outcomes.append(_delete(rule, dst, base, stores))
                 elif event.size is not None and event.size > rule.inline_max_bytes:
-                    batches.setdefault(rule.name, []).append((event, rel))
+                    batches.setdefault((rule.name, uri.store_id), []).append((event, rel))
                 else:
                     outcomes.append(_copy_inline(rule, uri, event, dst, base, stores))
             except SkyhopError as exc:
                 outcomes.append(base.model_copy(update={"action": "failed", "reason": str(exc)}))
     by_name = {r.name: r for r in rules}
-    for name, items in batches.items():
+    for (name, store_id), items in batches.items():
         rule = by_name[name]
         src = parse_uri(items[0][0].uri)
         prefix = src.with_key(rule.prefix)
         request = TransferRequest(
+            request_id=batch_request_id(rule, store_id, [(rel, e.etag) for e, rel in items]),
             source=str(prefix) if prefix.key else f"{src.store_id}/",
             destination=rule.destination,
             options=TransferOptions(recursive=True, storage_class=rule.storage_class),
-            keys=[rel for _, rel in items],
+            keys=list(dict.fromkeys(rel for _, rel in items)),
         )
         send_request(request)
         for event, rel in items:
@@ -130,6 +137,15 @@ def replicate(
                 )
             )
     return outcomes
+
+
+def batch_request_id(
+    rule: ReplicationRule, store_id: str, keys: list[tuple[str, str | None]]
+) -> str:
+    """The same id for the same rule, bucket, keys and ETags, in any order."""
+    items = sorted({(key, _norm(etag) if etag else "") for key, etag in keys})
+    payload = json.dumps([1, rule.name, rule.destination, store_id, items], separators=(",", ":"))
+    return "repl-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def _delete(

@@ -308,10 +308,13 @@ class SQSControlQueues:
         return found
 
     def delete_job(self, job_id: str, uris: Iterable[str] = ()) -> int:
-        urls: set[str] = set(self._urls(control_queue_job_prefix(self.prefix, job_id)))
-        for uri in uris:
+        head = control_queue_job_prefix(self.prefix, job_id)
+        urls: set[str] = set(self._urls(head))
+        for uri in {*uris, *(u for u in self._queues if u.startswith(f"sqs://{head}"))}:
+            queue = self._queues.pop(uri, None) or self.open(uri)
+            self._queues.pop(uri, None)
             try:
-                urls.add(self.open(uri).url)
+                urls.add(queue.url)
             except NotFoundError:
                 pass  # deleted already
         deleted = 0
@@ -324,8 +327,6 @@ class SQSControlQueues:
                 deleted += 1
             except NotFoundError:
                 pass
-        for uri in [u for u, q in self._queues.items() if q.url in urls]:
-            del self._queues[uri]
         return deleted
 
     def jobs(self) -> set[str]:
