@@ -108,7 +108,7 @@ class Gateway:
         mp = multiprocessing.get_context("fork")
         hooks = {
             name: HookBudget(mp, _hook_count(cfg, name))
-            for name in ("flip_wire", "flip_plain")
+            for name in ("flip_wire", "flip_plain", "drop_chunk")
             if name in cfg.test_hooks
         }
         self.shared = Shared(

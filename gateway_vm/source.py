@@ -67,6 +67,9 @@ def sender_loop(ctx: WorkerContext, slot: int) -> None:
             break
         work = ChunkWork.model_validate_json(item)
         ctx.count("taken")
+        if ctx.hook("drop_chunk"):  # test hook: lose a chunk without a word
+            ctx.count("done")
+            continue
         try:
             sent = send_chunk(ctx, link, compressor, out, work, inbuf)
         except SkyhopError as exc:

@@ -262,3 +262,21 @@ def test_status_lists_and_shows_jobs(tmp_path: Path):
     assert one.report["job"]["state"] == "succeeded"
     assert one.report["progress"]["objects_verified"] == 1
     assert "runtime" not in one.report["job"]  # no tokens or keys printed
+
+
+def test_chunk_lost_without_a_word_is_sent_again(tmp_path: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = awkward_tree(src)
+    res = run_cli(
+        "cp",
+        "-r",
+        str(src),
+        str(dst),
+        "--json",
+        *SMALL_PARTS,
+        env={"SKYHOP_TEST_HOOKS": "source:drop_chunk=2"},
+    )
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["chunks_resent"] >= 2
+    assert tree_digest(dst) == tree_digest(src)

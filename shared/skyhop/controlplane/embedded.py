@@ -14,19 +14,30 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from pydantic import TypeAdapter
 
 from skyhop.controlplane import provision
 from skyhop.controlplane.service import ControlPlane
 from skyhop.errors import GatewayError, SkyhopError
-from skyhop.models import EventEnvelope, GatewayEvent, GatewaySpec, Job, JobReport, JobRuntime
+from skyhop.models import (
+    ChunkState,
+    EventEnvelope,
+    GatewayEvent,
+    GatewaySpec,
+    Job,
+    JobReport,
+    JobRuntime,
+)
 from skyhop.queues.memory import MemoryQueue
 from skyhop.state.base import JobProgress
 
 log = logging.getLogger("skyhop.embedded")
 
 _EVENT = TypeAdapter(GatewayEvent)
+
+IDLE_GRACE = 5.0  # seconds with every gateway idle before unanswered chunks are re-sent
 
 ProgressCallback = Callable[[Job, JobProgress], None]
 
@@ -112,8 +123,12 @@ class EmbeddedRunner:
         job_id = job.job_id
         last_check = 0.0
         last_progress = 0.0
+        self._last_event = time.monotonic()
         while True:
-            for message in self.queue.receive(max_messages=256, wait_seconds=self.tick):
+            messages = self.queue.receive(max_messages=256, wait_seconds=self.tick)
+            if messages:
+                self._last_event = time.monotonic()
+            for message in messages:
                 try:
                     event = EventEnvelope.model_validate_json(message.body).event
                 except ValueError as exc:
@@ -133,6 +148,28 @@ class EmbeddedRunner:
                 last_check = now
                 self._check_alive(job, pumps)
                 self.cp.redispatch_stuck(job_id)
+                self._resend_if_idle(job)
+
+    def _resend_if_idle(self, job: Job) -> None:
+        """Safety net: every gateway idle, no event for a while, yet chunks still
+        dispatched means they were lost (never silently): send them again."""
+        if time.monotonic() - self._last_event < IDLE_GRACE:
+            return
+        counts = self.cp.manifest.progress(job.job_id).chunks
+        if not counts.get(ChunkState.DISPATCHED):
+            return
+        assert job.runtime is not None
+        for gateway in job.runtime.gateways:
+            try:
+                status = provision.gateway_client(job.runtime, gateway).status()
+            except SkyhopError:
+                return  # a dead gateway is _check_alive's business
+            if status.chunks_queued or status.chunks_in_flight:
+                return
+        moved = self.cp.redispatch_stuck(job.job_id, older_than=timedelta(seconds=IDLE_GRACE))
+        if moved:
+            log.warning("%d chunk(s) were dispatched but never answered; sending them again", moved)
+        self._last_event = time.monotonic()
 
     def _check_alive(self, job: Job, pumps: list[_Pump]) -> None:
         alive = {g.gateway_id for g in self.cp.compute.list_gateways(job.job_id)}

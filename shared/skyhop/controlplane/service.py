@@ -480,9 +480,10 @@ class ControlPlane:
         progress = self.manifest.progress(job_id)
         return progress.objects_verified + progress.objects_failed >= job.objects_total
 
-    def redispatch_stuck(self, job_id: str) -> int:
-        """Chunks dispatched longer ago than the deadline go back to pending."""
-        deadline = utcnow() - self.limits.stuck_after
+    def redispatch_stuck(self, job_id: str, older_than: timedelta | None = None) -> int:
+        """Chunks dispatched longer ago than ``older_than`` (default: the stuck
+        deadline) go back to pending, to be sent again."""
+        deadline = utcnow() - (older_than if older_than is not None else self.limits.stuck_after)
         moved = 0
         for chunk in list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED})):
             if chunk.dispatched_at is not None and chunk.dispatched_at < deadline:
