@@ -39,14 +39,14 @@ def test_sync_completes_through_slowdowns(moto):
     files = {f"src/f{i}.bin": os.urandom(1000 + i) for i in range(5)}
     files["src/multi.bin"] = os.urandom(11 * MIB)
     _bucket("throttled", files)
-    with fault_proxy(moto.endpoint, fail_first=6, fail_every=9) as proxy:
+    with fault_proxy(moto.endpoint, fail_first=5, fail_every=9) as proxy:
         env = {"AWS_ENDPOINT_URL": proxy.endpoint}
         res = run_cli(
             "sync", "s3://throttled/src/", "s3://throttled/dst/", "--json", *SMALL_PARTS, env=env
         )
         assert res.code == 0, res.stderr
         assert res.report["objects"] == len(files)
-        assert proxy.faults >= 6 + (proxy.requests - 6) // 9 - 1
+        assert proxy.faults >= 5 + (proxy.requests - 5) // 9 - 1
     assert _read("throttled", "dst/") == {k[len("src/") :]: v for k, v in files.items()}
 
 

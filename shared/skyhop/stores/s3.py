@@ -234,7 +234,7 @@ class S3Store(BaseStore):
         uri: StoreURI,
         *,
         max_pool_connections: int = 64,
-        max_attempts: int = 10,
+        max_attempts: int = 8,
         stream_attempts: int = 4,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
