@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         write_random(src_file, size)
 
         ca = crypto.JobCA.create(job)
-        key = crypto.encode_key(crypto.generate_data_key())
+        job_key = crypto.generate_job_key()
         token = crypto.new_control_token()
 
         def config(gid: str, role: GatewayRole, **kw: object) -> GatewayConfig:
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 cert_pem=cert.cert_pem,
                 key_pem=cert.key_pem,
                 control_token=token,
-                data_key_b64=key,
+                **crypto.role_key_fields(role.value, job_key),
                 connections=args.connections,
                 workers=args.workers,
                 segment_size=segment,
@@ -286,12 +286,21 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if failures:
             src_events, _ = src.events(after=0)
-            failures += [f"source {e.type}: {getattr(e, 'reason', getattr(e, 'message', ''))}" for e in src_events if e.type != "gateway_ready"]
+            failures += [
+                f"source {e.type}: {getattr(e, 'reason', getattr(e, 'message', ''))}"
+                for e in src_events
+                if e.type != "gateway_ready"
+            ]
             print("transfer failed:", "; ".join(failures[:5]), file=sys.stderr)
             for name in ("bench-src", "bench-dst"):
                 log = provider.log_path(job, name)
                 if log.exists():
-                    print(f"--- {name} log tail:", *log.read_text().splitlines()[-8:], sep="\n", file=sys.stderr)
+                    print(
+                        f"--- {name} log tail:",
+                        *log.read_text().splitlines()[-8:],
+                        sep="\n",
+                        file=sys.stderr,
+                    )
             return 1
         if multipart:
             assert upload_id is not None

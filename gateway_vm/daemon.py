@@ -48,17 +48,27 @@ WORKER_GRACE = 35.0  # covers a worker finishing a store write under way
 
 
 def resolve_data_key(cfg: GatewayConfig) -> bytes | None:
-    """The job's data key for sources and destinations; relays must have none."""
-    has_key = cfg.data_key_b64 is not None or cfg.wrapped_data_key is not None
+    """The key material a gateway's role needs: a destination the job's private
+    key, a source the job's public key, a relay nothing (and it must be given
+    nothing: a relay or a source handed the private key refuses to start)."""
+    has_private = cfg.data_key_b64 is not None or cfg.wrapped_data_key is not None
     if cfg.role == GatewayRole.RELAY:
-        if has_key:
-            raise UsageError("a relay gateway must not be given the data key")
+        if has_private or cfg.recipient_key_b64 is not None:
+            raise UsageError("a relay gateway must not be given any job key")
         return None
+    if cfg.role == GatewayRole.SOURCE:
+        if has_private:
+            raise UsageError("a source gateway must not be given the job's private key")
+        if cfg.recipient_key_b64 is None:
+            raise UsageError("a source gateway needs the job's public key (recipient_key_b64)")
+        return crypto.decode_key(cfg.recipient_key_b64)
     if cfg.data_key_b64 is not None:
         return crypto.decode_key(cfg.data_key_b64)
     if cfg.wrapped_data_key is not None:
         return crypto.open_key_wrapper(cfg.key_wrap, cfg.kms_key_id).unwrap(cfg.wrapped_data_key)
-    raise UsageError(f"a {cfg.role} gateway needs the data key (data_key_b64 or wrapped_data_key)")
+    raise UsageError(
+        "a destination gateway needs the job's private key (data_key_b64 or wrapped_data_key)"
+    )
 
 
 def _hook_count(cfg: GatewayConfig, name: str) -> int:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from gateway_vm.checksum import crc32c_extend
 from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
 from gateway_vm.worker import CHUNK_STALL_TIMEOUT, WorkerContext
+from skyhop import crypto
 from skyhop.checksums import md5_hex
 from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
 from skyhop.errors import IntegrityError, SkyhopError, StoreError
@@ -41,8 +42,8 @@ def _writer_pool(ctx: WorkerContext) -> ThreadPoolExecutor:
 
 def serve_connection(ctx: WorkerContext, sock: ssl.SSLSocket) -> None:
     """Receive chunks from one inbound connection until it closes."""
-    if ctx.aead is None:
-        ctx.error("destination gateway has no data key; closing data connection", fatal=True)
+    if ctx.key is None:
+        ctx.error("destination gateway has no job key; closing data connection", fatal=True)
         return
     reader = FrameReader(sock, ctx.digest, max_payload=ctx.max_payload)
     decompressor = zstandard.ZstdDecompressor()
@@ -78,12 +79,17 @@ def _receive_chunk(
 ) -> bool:
     """Receive one chunk whose META frame is ``first``. Returns False when the
     connection can no longer be used."""
-    assert ctx.aead is not None
+    if ctx.key is None:
+        return False
     chunk_id = first.header.chunk_id
     ctx.count("taken")
-    opener = SegmentOpener(ctx.aead, ctx.cfg.job_id, chunk_id)
     try:
-        meta = ChunkMeta.model_validate_json(opener.open(first.header, first.payload))
+        ephemeral = bytes(first.payload[: crypto.EPHEMERAL_BYTES])
+        aead = crypto.receiver_chunk_key(ctx.key, ephemeral, ctx.cfg.job_id, chunk_id)
+        opener = SegmentOpener(aead, ctx.cfg.job_id, chunk_id)
+        meta = ChunkMeta.model_validate_json(
+            opener.open(first.header, first.payload, prefix_len=crypto.EPHEMERAL_BYTES)
+        )
         if meta.chunk_id != chunk_id or meta.length < 0:
             raise IntegrityError(f"chunk {chunk_id}: metadata does not match its frame")
     except (IntegrityError, ValidationError) as exc:

@@ -17,6 +17,7 @@ import zstandard
 from gateway_vm.checksum import crc32c_extend
 from gateway_vm.wire import ChunkMeta, ChunkTrailer
 from gateway_vm.worker import PeerLink, WorkerContext
+from skyhop import crypto
 from skyhop.crypto import FLAG_ZSTD, HEADER_SIZE, TAG_BYTES, FrameType, SegmentSealer
 from skyhop.errors import GatewayError, SkyhopError, StoreError
 from skyhop.models import ChunkWork, Compression
@@ -109,8 +110,8 @@ def send_chunk(
     """Send one chunk; returns the wire bytes sent. Stores offering
     ``iter_range_into`` read each segment into ``inbuf``."""
     cfg = ctx.cfg
-    if ctx.aead is None:
-        raise GatewayError(f"source gateway {cfg.gateway_id} has no data key")
+    if ctx.key is None:
+        raise GatewayError(f"source gateway {cfg.gateway_id} has no job public key")
     if work.offset < 0 or work.length < 0 or work.offset + work.length > work.object_size:
         raise GatewayError(f"chunk {work.chunk_id}: range outside its object")
     segment = cfg.segment_size
@@ -130,7 +131,8 @@ def send_chunk(
     # changed source fails the chunk without breaking the connection's stream.
     first = next(blocks, None)
     sock = link.connect()
-    sealer = SegmentSealer(ctx.aead, cfg.job_id, work.chunk_id)
+    aead, ephemeral = crypto.sender_chunk_key(ctx.key, cfg.job_id, work.chunk_id)
+    sealer = SegmentSealer(aead, cfg.job_id, work.chunk_id)
     meta = ChunkMeta(
         chunk_id=work.chunk_id,
         object_id=work.object_id,
@@ -146,7 +148,7 @@ def send_chunk(
         meta=work.meta,
     )
     wire = 0
-    frame = sealer.seal(meta.model_dump_json().encode(), ftype=FrameType.META)
+    frame = sealer.seal(meta.model_dump_json().encode(), ftype=FrameType.META, prefix=ephemeral)
     link.dirty = True
     sock.sendall(frame)
     wire += len(frame)

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue as MPQueue
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from gateway_vm.lifetime import set_parent_death_signal
 from gateway_vm.runtime import BufferPool, Counters, HookBudget, TokenBucket
 from skyhop import crypto
@@ -56,7 +54,7 @@ class Shared:
     """What the main process hands every worker (inherited through fork)."""
 
     config: GatewayConfig
-    data_key: bytes | None
+    data_key: bytes | None  # source: job public key; destination: job private key
     listener: socket.socket | None
     work_q: MPQueue  # ChunkWork JSON (sources)
     ctl_qs: list[MPQueue]  # per worker: ("peers", [json]) | ("stop", None)
@@ -110,7 +108,8 @@ class WorkerContext:
         self._writes = 0
         self._writes_cv = threading.Condition()
         self.peers = PeerTable(cfg.next_hops)
-        self.aead = AESGCM(shared.data_key) if shared.data_key is not None else None
+        # a source holds the job's public key, a destination its private key
+        self.key = shared.data_key
         self.digest = crypto.job_digest(cfg.job_id)
         self.per_worker_connections = max(1, -(-cfg.connections // cfg.workers))
         # the largest frame a peer of this job may send: one sealed segment

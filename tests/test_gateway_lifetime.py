@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from skyhop import crypto
 from skyhop.compute.local import LocalComputeProvider
 from skyhop.config import jobs_dir
 from skyhop.errors import GatewayError
@@ -114,13 +115,19 @@ def test_launch_failures_carry_the_gateways_words(
     no_key = job.config("dst-0", GatewayRole.DESTINATION, destination_uri=str(tmp_path))
     no_key = no_key.model_copy(update={"data_key_b64": None})
     with pytest.raises(
-        GatewayError, match="gateway dst-0 exited with code 2: .*needs the data key"
+        GatewayError, match="gateway dst-0 exited with code 2: .*needs the job's private key"
     ) as info:
         job.launch(no_key)
     assert "\n" not in str(info.value)
     relay = job.config("relay-0", GatewayRole.RELAY, data_key_b64="A" * 44)
-    with pytest.raises(GatewayError, match="must not be given the data key"):
+    with pytest.raises(GatewayError, match="must not be given any job key"):
         job.launch(relay)
+    private = crypto.encode_key(job.data_key)
+    source = job.config("src-9", GatewayRole.SOURCE, source_uri=str(tmp_path), data_key_b64=private)
+    with pytest.raises(
+        GatewayError, match="source gateway must not be given the job's private key"
+    ):
+        job.launch(source)
     ok = job.config("src-0", GatewayRole.SOURCE, source_uri=str(tmp_path))
     bad = job.config("src-1", GatewayRole.SOURCE, source_uri=None)
     with pytest.raises(GatewayError, match="needs source_uri"):
@@ -136,16 +143,17 @@ _PARENT = textwrap.dedent(
     from skyhop.models import GatewayConfig, GatewayRole
 
     ca = crypto.JobCA.create("j-orphan")
-    key = crypto.encode_key(crypto.generate_data_key())
+    key = crypto.generate_job_key()
     def cfg(gid, role, **kw):
         c = ca.issue_gateway_cert(gid)
         return GatewayConfig(job_id="j-orphan", gateway_id=gid, role=role, ca_cert_pem=ca.cert_pem,
                              cert_pem=c.cert_pem, key_pem=c.key_pem, control_token="t", **kw)
     provider = LocalComputeProvider()
     specs = provider.launch([
-        cfg("src-0", GatewayRole.SOURCE, source_uri=sys.argv[1], data_key_b64=key),
+        cfg("src-0", GatewayRole.SOURCE, source_uri=sys.argv[1], **crypto.role_key_fields("source", key)),
         cfg("relay-0", GatewayRole.RELAY),
-        cfg("dst-0", GatewayRole.DESTINATION, destination_uri=sys.argv[1], data_key_b64=key),
+        cfg("dst-0", GatewayRole.DESTINATION, destination_uri=sys.argv[1],
+            **crypto.role_key_fields("destination", key)),
     ])
     print(json.dumps([int(s.instance_id) for s in specs]), flush=True)
     sys.stdin.readline()  # the test has noted every process

@@ -45,7 +45,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from skyhop.errors import IntegrityError, UsageError
@@ -142,6 +144,80 @@ def generate_data_key() -> bytes:
     return AESGCM.generate_key(bit_length=256)
 
 
+# ---------------------------------------------------------------- per-chunk keys
+#
+# End to end, only destinations can open: the job's key is an X25519 key pair
+# whose private half reaches destination gateways only (wrapped, in the cloud).
+# A source knows the public half; for every chunk it makes an ephemeral key
+# pair, derives the chunk's AES-256-GCM key from the ECDH secret with HKDF
+# (bound to the job, the chunk id and both public keys) and sends the ephemeral
+# public key in the clear ahead of the sealed META frame. A changed ephemeral
+# key derives another key, so the META frame fails to open. Relays hold nothing.
+
+EPHEMERAL_BYTES = 32
+
+
+def generate_job_key() -> bytes:
+    """The private half of a job's key pair (32 raw bytes, X25519)."""
+    return X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def job_public_key(private: bytes) -> bytes:
+    """The public half (32 raw bytes) of a job key from :func:`generate_job_key`."""
+    return (
+        X25519PrivateKey.from_private_bytes(_check_key(private))
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+
+
+def role_key_fields(role: str, private: bytes) -> dict[str, str]:
+    """The clear key fields of a gateway configuration for ``role``: the private key
+    for a destination, the public key for a source, nothing for a relay."""
+    if role == "destination":
+        return {"data_key_b64": encode_key(private)}
+    if role == "source":
+        return {"recipient_key_b64": encode_key(job_public_key(private))}
+    return {}
+
+
+def _chunk_key(secret: bytes, eph: bytes, recipient: bytes, job_id: str, chunk_id: int) -> AESGCM:
+    info = b"skyhop chunk key v1" + job_digest(job_id) + chunk_id.to_bytes(8, "big")
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=eph + recipient, info=info).derive(secret)
+    return AESGCM(key)
+
+
+def sender_chunk_key(recipient: bytes, job_id: str, chunk_id: int) -> tuple[AESGCM, bytes]:
+    """A fresh chunk key for the holder of ``recipient``'s private half, and the
+    ephemeral public key to send ahead of the chunk's META frame."""
+    if len(recipient) != 32:
+        raise IntegrityError("the job's public key must be 32 bytes")
+    eph = X25519PrivateKey.generate()
+    eph_pub = eph.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    secret = eph.exchange(X25519PublicKey.from_public_bytes(recipient))
+    return _chunk_key(secret, eph_pub, recipient, job_id, chunk_id), eph_pub
+
+
+def receiver_chunk_key(private: bytes, eph_pub: bytes, job_id: str, chunk_id: int) -> AESGCM:
+    """The chunk key on the destination, from the job's private key and the sender's
+    ephemeral public key."""
+    if len(eph_pub) != EPHEMERAL_BYTES:
+        raise IntegrityError(f"chunk {chunk_id}: ephemeral key of {len(eph_pub)} bytes")
+    priv = X25519PrivateKey.from_private_bytes(_check_key(private))
+    recipient = priv.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    try:
+        secret = priv.exchange(X25519PublicKey.from_public_bytes(bytes(eph_pub)))
+    except ValueError:
+        raise IntegrityError(f"chunk {chunk_id}: invalid ephemeral key") from None
+    return _chunk_key(secret, bytes(eph_pub), recipient, job_id, chunk_id)
+
+
 def _aad(header: bytes | bytearray | memoryview, job: bytes, object_key: bytes) -> bytes:
     return bytes(header) + job + b"\x00" + object_key
 
@@ -194,22 +270,30 @@ class SegmentSealer:
         last: bool = False,
         flags: int = 0,
         plain_len: int | None = None,
+        prefix: bytes = b"",
     ) -> int:
-        """Write header + ciphertext of the next frame into ``out``; returns its length."""
+        """Write header + ``prefix`` + ciphertext of the next frame into ``out``; returns
+        its length. ``prefix`` travels in the clear ahead of the ciphertext (the META
+        frame's ephemeral public key) and is counted in the header's payload length."""
         if self._closed:
             raise IntegrityError(f"chunk {self.chunk_id}: frame sealed after the last one")
         hdr = self.header(
-            len(data), ftype=ftype, flags=flags | (FLAG_LAST if last else 0), plain_len=plain_len
+            len(data) + len(prefix),
+            ftype=ftype,
+            flags=flags | (FLAG_LAST if last else 0),
+            plain_len=len(data) if plain_len is None else plain_len,
         )
         packed = hdr.pack()
         total = HEADER_SIZE + hdr.payload_len
         view = memoryview(out)
         view[:HEADER_SIZE] = packed
+        start = HEADER_SIZE + len(prefix)
+        view[HEADER_SIZE:start] = prefix
         self._aead.encrypt_into(
             hdr.nonce,
             data,
             _aad(packed, self._job, self.object_key.encode()),
-            view[HEADER_SIZE:total],
+            view[start:total],
         )
         self.index += 1
         self._closed = last
@@ -223,10 +307,13 @@ class SegmentSealer:
         last: bool = False,
         flags: int = 0,
         plain_len: int | None = None,
+        prefix: bytes = b"",
     ) -> bytearray:
-        """The next frame (header + ciphertext) as a new buffer."""
-        out = bytearray(HEADER_SIZE + len(data) + TAG_BYTES)
-        self.seal_into(data, out, ftype=ftype, last=last, flags=flags, plain_len=plain_len)
+        """The next frame (header + prefix + ciphertext) as a new buffer."""
+        out = bytearray(HEADER_SIZE + len(prefix) + len(data) + TAG_BYTES)
+        self.seal_into(
+            data, out, ftype=ftype, last=last, flags=flags, plain_len=plain_len, prefix=prefix
+        )
         return out
 
 
@@ -285,12 +372,18 @@ class SegmentOpener:
         self.done = header.last
         return n
 
-    def open(self, header: FrameHeader, payload: bytes | bytearray | memoryview) -> bytes:
-        """Authenticate and decrypt one frame's payload."""
+    def open(
+        self, header: FrameHeader, payload: bytes | bytearray | memoryview, prefix_len: int = 0
+    ) -> bytes:
+        """Authenticate and decrypt one frame's payload (after ``prefix_len`` clear bytes)."""
         self._check(header, len(payload))
+        if len(payload) < prefix_len + TAG_BYTES:
+            raise IntegrityError(f"chunk {self.chunk_id}: frame too short for its prefix")
         try:
             plain = self._aead.decrypt(
-                header.nonce, payload, _aad(header.pack(), self._job, self.object_key.encode())
+                header.nonce,
+                bytes(payload[prefix_len:]),
+                _aad(header.pack(), self._job, self.object_key.encode()),
             )
         except InvalidTag:
             raise IntegrityError(

@@ -382,10 +382,11 @@ class PeerSpec(_Strict):
 class GatewayConfig(_Strict):
     """Everything a gateway process needs, written by the control plane (mode 0600).
 
-    The data key reaches destination gateways only: ``data_key_b64`` when the
-    key travels in the clear to a local process, else ``wrapped_data_key`` for
-    the gateway to unwrap with KMS (or an equivalent). Sources and relays never
-    get either.
+    End-to-end keys: the job's key is an X25519 key pair. Its private half
+    reaches destination gateways only: ``data_key_b64`` when it travels to a
+    local process, else ``wrapped_data_key`` for the gateway to unwrap with KMS
+    (or an equivalent). Sources get the public half (``recipient_key_b64``)
+    and derive a fresh AES-256-GCM key per chunk from it; relays get nothing.
     """
 
     job_id: str
@@ -399,8 +400,9 @@ class GatewayConfig(_Strict):
     cert_pem: str
     key_pem: str
     control_token: str
-    data_key_b64: str | None = None
+    data_key_b64: str | None = Field(None, description="destination only: the job's private key")
     wrapped_data_key: str | None = None
+    recipient_key_b64: str | None = Field(None, description="source only: the job's public key")
     key_wrap: Literal["none", "kms"] = "none"
     kms_key_id: str | None = None
     source_uri: str | None = None

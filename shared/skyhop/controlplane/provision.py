@@ -57,10 +57,11 @@ from skyhop.state.base import ManifestStore
 
 log = logging.getLogger("skyhop.controlplane")
 
-#: The roles whose configurations carry the job's data key (clear for local
-#: processes, else wrapped). TODO(envelope): destinations only, once sources seal
-#: without the data key; this is the one place that decides it.
-KEY_ROLES = frozenset({GatewayRole.SOURCE, GatewayRole.DESTINATION})
+#: The roles whose configurations carry the job's PRIVATE key (clear for local
+#: processes, else wrapped): destinations only. Sources get the public half and
+#: seal each chunk under a key derived from it (skyhop.crypto.sender_chunk_key);
+#: relays get nothing. This is the one place that decides it.
+KEY_ROLES = frozenset({GatewayRole.DESTINATION})
 
 #: Control messages are cut to stay under every queue's message limit (Azure
 #: Storage Queue's 64 KiB is the smallest).
@@ -128,7 +129,10 @@ def _build(
     counts = gateways_per_hop(job, path)
     ca = crypto.JobCA.create(job.job_id)
     token = crypto.new_control_token()
-    data_key = crypto.generate_data_key()
+    data_key = crypto.generate_job_key()
+    public_fields: dict[str, object] = {
+        "recipient_key_b64": crypto.encode_key(crypto.job_public_key(data_key))
+    }
     key_fields: dict[str, object] = {"data_key_b64": base64.b64encode(data_key).decode()}
     if key_wrapper is not None:  # wrapped once, for every gateway that gets the key
         key_fields = {
@@ -178,7 +182,13 @@ def _build(
                         if options.bwlimit and role == GatewayRole.SOURCE
                         else None
                     ),
-                    **(key_fields if role in KEY_ROLES else {}),  # type: ignore[arg-type]
+                    **(  # type: ignore[arg-type]
+                        key_fields
+                        if role in KEY_ROLES
+                        else public_fields
+                        if role == GatewayRole.SOURCE
+                        else {}
+                    ),
                 )
             )
         hops.append(ids)
