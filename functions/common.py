@@ -71,8 +71,8 @@ from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError
 from skyhop.models import Job, JobReport, JobState, ReplicationConfig, TransferRequest
 from skyhop.queues.base import Queue, open_control_queues, open_queue
 from skyhop.state.base import ManifestStore
-from skyhop.stores.base import open_store
-from skyhop.uri import parse_uri
+from skyhop.stores.base import ObjectStore, open_store
+from skyhop.uri import StoreURI, parse_uri
 
 LOGGER_NAME = "skyhop.functions"
 logger = logging.getLogger(LOGGER_NAME)
@@ -305,12 +305,25 @@ def queue(uri: str) -> Queue:
     return open_queue(uri)
 
 
+_STORES: dict[str, ObjectStore] = {}
+
+
+def store(uri: StoreURI) -> ObjectStore:
+    """One store (and SDK client) per bucket per process, reused across invocations:
+    making an SDK client costs more than copying a small object."""
+    found = _STORES.get(uri.store_id)
+    if found is None:
+        found = _STORES[uri.store_id] = open_store(uri)
+    return found
+
+
 def reset() -> None:
     """Forget settings and clients (tests change the environment between cases)."""
     settings.cache_clear()
     control_plane.cache_clear()
     queue.cache_clear()
     _key_wrappers.clear()
+    _STORES.clear()
 
 
 # ---------------------------------------------------------------- results
@@ -502,7 +515,7 @@ def still_there(event: ObjectEvent) -> bool:
     """Whether a deleted event's key holds an object again (an overwrite: GCS
     sends ``deleted`` for the replaced generation; a re-created object)."""
     uri = parse_uri(event.uri)
-    return open_store(uri).head(uri.key) is not None
+    return store(uri).head(uri.key) is not None
 
 
 def send_request(request: TransferRequest) -> None:
@@ -530,7 +543,7 @@ def handle_object_events(
                 log(logging.INFO, "delete skipped: the key holds an object again", uri=event.uri)
                 continue
             live.append(event)
-        outcomes = replicate(config.rules, live, send_request=send_request)
+        outcomes = replicate(config.rules, live, send_request=send_request, stores=store)
         for o in outcomes:
             level = logging.ERROR if o.action == "failed" else logging.INFO
             log(level, f"object {o.action}", **o.model_dump(exclude_none=True))
