@@ -179,6 +179,11 @@ def test_cp_with_filters(tmp_path: Path):
     assert res.code == 0, res.stderr
     assert _files(dst) == ["a.txt", "logs/keep.txt"]
     assert (dst / "a.txt").read_bytes() == (src / "a.txt").read_bytes()
+    # a cp job writes its per-object CSV report too
+    with open(res.report["csv"], encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "key,size,action,checksum,checksum_method,seconds,error,reason"
+    assert sorted(line.split(",")[2] for line in lines[1:]) == ["copied", "copied"]
 
 
 def test_sync_with_filters(tmp_path: Path):
