@@ -190,7 +190,8 @@ def test_handlers_drive_queue_controlled_gateways_to_a_verified_copy(
     assert all(set(g.next_hops) == destinations for g in sources)
     assert len(cloud.control_queues()) == len(gateways)  # one queue per gateway
 
-    # the configurations are the cloud's: a queue each, the data key KMS-wrapped
+    # the configurations are the cloud's: a queue each, the job's key KMS-wrapped and
+    # for destinations only (sources seal with its public half)
     configs = [
         GatewayConfig.model_validate_json(p.read_text())
         for p in sorted((jobs_dir() / job_id).glob("*.json"))
@@ -200,7 +201,10 @@ def test_handlers_drive_queue_controlled_gateways_to_a_verified_copy(
         assert cfg.control_queue and cfg.control_queue.startswith(f"sqs://{cloud.prefix}-")
         assert cfg.event_sink == cloud.events.uri
         assert cfg.data_key_b64 is None
-        assert cfg.key_wrap == "kms" and cloud.kms_key in (cfg.wrapped_data_key or "")
+        if cfg.role == GatewayRole.DESTINATION:
+            assert cfg.key_wrap == "kms" and cloud.kms_key in (cfg.wrapped_data_key or "")
+        else:
+            assert cfg.wrapped_data_key is None and cfg.recipient_key_b64
 
     # a malformed order on a source's queue is dropped, and changes nothing
     boto3.client("sqs").send_message(

@@ -222,7 +222,6 @@ def test_two_simultaneous_gateway_ready_handlers_lose_no_update(
 
     # wired exactly once: the firewall admits the three, the source got its next hops
     # once, then the pending chunks
-    cp = control_plane(manifest, queues)
     assert set(FIREWALL.allowed(job.job_id).values()) == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}
     messages = drain(source.control_queue or "")
     peers = [m for m in messages if isinstance(m, PeersMessage)]

@@ -70,6 +70,11 @@ MAX_CONTROL_MESSAGE_BYTES = 60 * 1024
 #: Compare-and-swap rounds before a readiness update gives up (and is retried).
 CAS_ROUNDS = 32
 
+#: A queue-controlled gateway may wait long for its peers to boot and gets no
+#: control calls while it waits; the reaper (orphans terminated, their queues
+#: deleted, which stops the poller) is what ends a forgotten one.
+QUEUED_IDLE_TIMEOUT_S = 2 * 3600.0
+
 OpenQueue = Callable[[str], Queue]
 
 
@@ -172,6 +177,7 @@ def _build(
                     ),
                     event_sink=event_sink,
                     control_queue=control_queue(gateway_id) if control_queue else None,
+                    **({"idle_timeout_s": QUEUED_IDLE_TIMEOUT_S} if control_queue else {}),
                     connections=options.connections,
                     workers=_workers(),
                     compression=options.compression,

@@ -113,8 +113,8 @@ def reap(
                 _provisioning(cp, job, now, report)
             else:
                 _running(cp, job, report)
-            if cp.manifest.get_job(job_id) is None or job_id in report.interrupted:
-                live.discard(job_id)
+            if job_id in report.interrupted:
+                live.discard(job_id)  # torn down already
         except ConflictError:
             pass  # another invocation moved the job on
         except SkyhopError as exc:
