@@ -13,6 +13,9 @@ through queues.
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,10 +27,11 @@ import pytest
 
 from functions import common as shared
 from functions.aws import common as aws_common
-from functions.aws import gateway_events, submit
+from functions.aws import gateway_events, reaper, submit
 from skyhop.config import jobs_dir
 from skyhop.gateway_api import GatewayClient
 from skyhop.models import (
+    ChunkState,
     GatewayConfig,
     GatewayRole,
     JobReport,
@@ -227,3 +231,75 @@ def test_handlers_drive_queue_controlled_gateways_to_a_verified_copy(
     assert cloud.control_queues() == []
     log = (jobs_dir() / job_id / f"{sources[0].gateway_id}.log").read_text()
     assert "dropped a malformed message" in log
+
+
+def _pump_until(cloud: Cloud, job_id: str, done: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return
+        messages = cloud.events.receive(max_messages=10, wait_seconds=1)
+        if messages:
+            response = gateway_events.handler(sqs_event([m.body for m in messages]), Context())
+            assert response == {"batchItemFailures": []}
+            for message in messages:
+                cloud.events.ack(message)
+    raise AssertionError(f"job {job_id} did not get there: {cloud.manifest.progress(job_id)}")
+
+
+def test_the_reaper_resumes_a_job_whose_gateway_died_on_fresh_queues(
+    cloud: Cloud, no_https_control: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKYHOP_TEST_HOOKS", "source:sleep_per_chunk=0.25")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    rng = random.Random(5)
+    files = {f"part-{i:02d}.bin": rng.randbytes(MIB + i) for i in range(16)}
+    src.mkdir()
+    for rel, data in files.items():
+        (src / rel).write_bytes(data)
+    request = TransferRequest(
+        source=f"{src}/", destination=f"{dst}/", options=TransferOptions(recursive=True)
+    )
+    submit.handler(sqs_event([request.model_dump_json()]), Context())
+    [started] = _results(cloud.results, wait=5)
+    job_id = started["job_id"]
+    first = cloud.manifest.get_job(job_id)
+    assert first is not None and first.runtime is not None
+    first_queues = cloud.control_queues()
+
+    def verified() -> int:
+        return cloud.manifest.progress(job_id).chunks.get(ChunkState.VERIFIED, 0)
+
+    _pump_until(cloud, job_id, lambda: verified() >= 3)
+    job = cloud.manifest.get_job(job_id)
+    assert job is not None and job.state == JobState.RUNNING and job.runtime is not None
+    dest = next(g for g in job.runtime.gateways if g.role == GatewayRole.DESTINATION)
+    os.kill(int(dest.instance_id or 0), signal.SIGKILL)
+    compute = shared.control_plane().compute
+    deadline = time.monotonic() + 10
+    while dest.gateway_id in {g.gateway_id for g in compute.list_gateways(job_id)}:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    before = {c.chunk_id: c for c in cloud.manifest.iter_chunks(job_id, {ChunkState.VERIFIED})}
+    assert 3 <= len(before) < len(files)
+
+    sweep = reaper.handler({"source": "aws.events", "detail-type": "Scheduled Event"}, Context())
+    assert sweep["interrupted"] == [job_id] and sweep["resumed"] == [job_id], sweep
+    resumed = cloud.manifest.get_job(job_id)
+    assert resumed is not None and resumed.state == JobState.PROVISIONING
+    assert resumed.runtime is not None and resumed.runtime.attempt == 2
+    # the first attempt's queues are gone; the second attempt has its own
+    now = cloud.control_queues()
+    assert now and not set(now) & set(first_queues)
+    assert all("--a2-" in name for name in now)
+
+    report = _pump(cloud, job_id)
+    assert report.state == JobState.SUCCEEDED, report.failures
+    for rel, data in files.items():
+        assert (dst / rel).read_bytes() == data
+    after = {c.chunk_id: c for c in cloud.manifest.iter_chunks(job_id)}
+    for chunk_id, chunk in before.items():  # verified chunks were not sent again
+        assert after[chunk_id].attempts == chunk.attempts
+    assert no_https_control == []
+    assert cloud.control_queues() == []
+    assert compute.list_gateways(job_id) == []
