@@ -109,7 +109,7 @@ def file_crc(path: Path) -> int:
 class RssSampler(threading.Thread):
     """Peak RSS of each gateway: its process plus all its children, summed."""
 
-    def __init__(self, pids: dict[str, int], interval: float = 0.05) -> None:
+    def __init__(self, pids: dict[str, int], interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.pids = pids
         self.interval = interval
@@ -136,18 +136,27 @@ class RssSampler(threading.Thread):
         return out
 
     def run(self) -> None:
-        procs = {name: psutil.Process(pid) for name, pid in self.pids.items()}
+        # The process trees are fixed once the gateways run; finding children
+        # scans /proc, so it is done once a second, not at every sample.
+        trees: dict[str, list[psutil.Process]] = {}
+        found = 0.0
         while not self.stop.wait(self.interval):
-            for name, proc in procs.items():
-                try:
-                    total = proc.memory_info().rss
-                    for child in proc.children(recursive=True):
-                        try:
-                            total += child.memory_info().rss
-                        except psutil.Error:
-                            pass
-                except psutil.Error:
-                    continue
+            if time.monotonic() - found > 1.0:
+                trees = {}
+                for name, pid in self.pids.items():
+                    try:
+                        proc = psutil.Process(pid)
+                        trees[name] = [proc, *proc.children(recursive=True)]
+                    except psutil.Error:
+                        pass
+                found = time.monotonic()
+            for name, procs in trees.items():
+                total = 0
+                for proc in procs:
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
                 self.peak[name] = max(self.peak[name], total)
 
 
