@@ -9,7 +9,7 @@ from pathlib import Path
 
 import google_crc32c
 
-from skyhop.models import GatewayRole
+from skyhop.models import GatewayRole, PeerSpec
 from tests.fixtures.gateways import GatewayJob, MiB, gateway_job_fixture, provider_fixture  # noqa: F401
 
 
@@ -148,3 +148,37 @@ def test_changed_source_fails_the_chunk(gateway_job: GatewayJob, tmp_path: Path)
     assert not (dst / "moving.bin").exists()
     # the gateway is still healthy
     assert job.clients["src-0"].status().state == "ready"
+
+
+def test_source_spreads_chunks_over_several_next_hops(
+    gateway_job: GatewayJob, tmp_path: Path
+) -> None:
+    job = gateway_job
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    data = os.urandom(8 * MiB)
+    (src / "wide.bin").write_bytes(data)
+    job.launch(
+        job.config(
+            "src-0",
+            GatewayRole.SOURCE,
+            source_uri=str(src),
+            connections=4,
+            test_hooks={"sleep_per_chunk": "0.3"},  # every sender thread gets a chunk
+        ),
+        job.config("dst-0", GatewayRole.DESTINATION, destination_uri=str(dst)),
+        job.config("dst-1", GatewayRole.DESTINATION, destination_uri=str(dst)),
+    )
+    job.clients["src-0"].set_peers(
+        [
+            PeerSpec(gateway_id=g, host=job.specs[g].host, data_port=job.specs[g].data_port)
+            for g in ("dst-0", "dst-1")
+        ]
+    )
+    chunks = job.chunks_for(src / "wide.bin", dst / "wide.bin", MiB)
+    job.submit("src-0", chunks)
+    verified, failed = job.outcome({c.chunk_id for c in chunks})
+    assert not failed
+    assert {e.gateway_id for e in verified.values()} == {"dst-0", "dst-1"}
+    job.complete(chunks, verified)
+    assert (dst / "wide.bin").read_bytes() == data
