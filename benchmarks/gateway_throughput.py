@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             for ev in events:
                 if ev.type == "chunk_verified":
                     verified[ev.chunk_id] = ev.part_etag
+                    if os.environ.get("SKYHOP_BENCH_TRACE"):
+                        print(f"{time.perf_counter() - start:6.2f}s chunk {ev.chunk_id} took {ev.seconds:.2f}s", file=sys.stderr)
                 elif ev.type in ("chunk_failed", "gateway_error"):
                     failures.append(
                         f"{ev.type}: {getattr(ev, 'reason', getattr(ev, 'message', ''))}"

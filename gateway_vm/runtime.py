@@ -4,6 +4,7 @@ shared memory, test-hook budgets, and the per-process byte budget."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -126,26 +127,42 @@ class BufferPool:
         self.capacity = capacity
         self.allocated = 0
         self._free: list[bytearray] = []
+        self._queue: deque[object] = deque()
         self._cond = threading.Condition()
 
     def get(self, n: int, stop: threading.Event | None = None) -> bytearray | None:
-        """A buffer of at least ``n`` bytes (None when stopping)."""
+        """A buffer of at least ``n`` bytes (None when stopping). Waiters are served
+        first come, first served: a connection whose chunk waits for memory holds
+        a sender hostage, so none may be overtaken indefinitely."""
+        ticket = object()
         with self._cond:
-            while True:
-                fits = [b for b in self._free if len(b) >= n]
-                if fits:
-                    buf = min(fits, key=len)
-                    self._free.remove(buf)
-                    return buf
-                while self._free and self.allocated + n > self.capacity:
-                    self.allocated -= len(self._free.pop())
-                size = max(n, 1)
-                if self.allocated + size <= self.capacity or self.allocated == 0:
-                    self.allocated += size
-                    return bytearray(size)
-                if stop is not None and stop.is_set():
-                    return None
-                self._cond.wait(0.5)
+            self._queue.append(ticket)
+            try:
+                while True:
+                    if self._queue[0] is ticket:
+                        buf = self._take(n)
+                        if buf is not None:
+                            return buf
+                    if stop is not None and stop.is_set():
+                        return None
+                    self._cond.wait(0.5)
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+
+    def _take(self, n: int) -> bytearray | None:
+        fits = [b for b in self._free if len(b) >= n]
+        if fits:
+            buf = min(fits, key=len)
+            self._free.remove(buf)
+            return buf
+        while self._free and self.allocated + n > self.capacity:
+            self.allocated -= len(self._free.pop())
+        size = max(n, 1)
+        if self.allocated + size <= self.capacity or self.allocated == 0:
+            self.allocated += size
+            return bytearray(size)
+        return None
 
     def put(self, buf: bytearray) -> None:
         with self._cond:
