@@ -25,7 +25,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -326,3 +326,173 @@ def _short(exc: BaseException) -> str:
         return f"{exc.status_code} {code}".strip()
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# ---------------------------------------------------------------- control queues
+
+MAX_PREFIX = 20
+_PREFIX = re.compile(r"^[a-z](?!.*--)[a-z0-9\-]*[a-z0-9]$")
+JOB_METADATA = "skyhopjob"
+
+
+def _slug(text: str) -> str:
+    """Lowercase letters and digits with single hyphens between runs."""
+    return "-".join(p for p in re.split(r"[^a-z0-9]+", text.lower()) if p)
+
+
+def _token(text: str, limit: int) -> str:
+    """``text`` as a queue-name part: itself when it is one already and fits in
+    ``limit``; else its slug cut short plus a hash of the original (so two ids
+    that slug alike, or share a long head, still differ)."""
+    slug = _slug(text)
+    if slug == text and 0 < len(slug) <= limit:
+        return slug
+    import hashlib
+
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    head = slug[: max(0, limit - len(digest) - 1)].strip("-")
+    return f"{head}-{digest}" if head else digest
+
+
+def azure_control_queue_name(prefix: str, job_id: str, gateway_id: str) -> str:
+    """``PREFIX-JOB-GATEWAY``, a valid Azure queue name (3-63 lowercase letters, digits
+    and single hyphens): a part that is not valid as it is, or too long, becomes
+    its slug cut short plus a short hash; the gateway id loses the job id it repeats."""
+    job = _token(job_id, 24)
+    room = 63 - len(prefix) - len(job) - 2
+    gateway = _token(gateway_id.removeprefix(f"gw-{job_id}-"), room)
+    return f"{prefix}-{job}-{gateway}"
+
+
+def azure_control_queue_job_prefix(prefix: str, job_id: str) -> str:
+    """The name prefix every control queue of the job starts with (queues of another
+    job may share it: the ``skyhopjob`` metadata tells them apart)."""
+    return f"{prefix}-{_token(job_id, 24)}-"
+
+
+def _service(account: str) -> Any:
+    from azure.storage.queue import QueueServiceClient
+
+    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+    if conn and _connection_string_account(conn) == account:
+        return QueueServiceClient.from_connection_string(conn)
+    from azure.identity import DefaultAzureCredential
+
+    return QueueServiceClient(
+        f"https://{account}.queue.core.windows.net", credential=DefaultAzureCredential()
+    )
+
+
+class AzureControlQueues:
+    """``azq://ACCOUNT/PREFIX``: one Azure Storage Queue per gateway in ACCOUNT, named
+    by :func:`azure_control_queue_name` and carrying the job id as queue metadata
+    (``skyhopjob``), which ``jobs`` and ``delete_job`` go by. ``create`` is
+    idempotent; the URIs it returns are ``azq://ACCOUNT/NAME``, which
+    :class:`AzureQueue` (and so a gateway's ``open_queue``) opens.
+
+    ``open`` does not create queues: after ``delete_job`` a stale URI fails with
+    NotFoundError instead of bringing its queue back."""
+
+    def __init__(self, uri: str = "", *, service: Any | None = None) -> None:
+        scheme, sep, rest = uri.partition("://")
+        account, _, prefix = rest.strip("/").partition("/")
+        if scheme != "azq" or not sep or not account or not prefix or "/" in prefix:
+            raise UsageError(f"malformed control queues {uri!r}: expected azq://ACCOUNT/PREFIX")
+        if not _ACCOUNT.match(account):
+            raise UsageError(
+                f"malformed control queues {uri!r}: {account!r} is not a storage account name"
+            )
+        if len(prefix) > MAX_PREFIX or not _PREFIX.match(prefix):
+            raise UsageError(
+                f"malformed control queues {uri!r}: prefix {prefix!r} must be 2-{MAX_PREFIX} "
+                "lowercase letters, digits and single hyphens, starting with a letter"
+            )
+        self.uri = uri
+        self.account = account
+        self.prefix = prefix
+        self._service = service
+        self._queues: dict[str, AzureQueue] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def service(self) -> Any:
+        with self._lock:
+            if self._service is None:
+                self._service = self._call(lambda: _service(self.account), "connect")
+        return self._service
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except SkyhopError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified, never leaked
+            raise _classify(exc, f"control queues {self.uri}: {what}") from None
+
+    def create(self, job_id: str, gateway_id: str) -> str:
+        name = azure_control_queue_name(self.prefix, job_id, gateway_id)
+        try:
+            self._call(
+                lambda: self.service.create_queue(name, metadata={JOB_METADATA: job_id}),
+                f"creating control queue {name}",
+            )
+        except StoreError as exc:
+            if not _exists(exc, "QueueAlreadyExists") and "409" not in str(exc):
+                raise
+        return f"azq://{self.account}/{name}"
+
+    def open(self, uri: str) -> AzureQueue:
+        with self._lock:
+            found = self._queues.get(uri)
+        if found is None:
+            account, name = parse_azq(uri)
+            client = None
+            if account == self.account:
+                client = self.service.get_queue_client(
+                    name,
+                    message_encode_policy=TextBase64EncodePolicy(),
+                    message_decode_policy=TextBase64DecodePolicy(),
+                )
+            found = AzureQueue(uri, create=False, client=client)
+            with self._lock:
+                found = self._queues.setdefault(uri, found)
+        return found
+
+    def delete_job(self, job_id: str, uris: Iterable[str] = ()) -> int:
+        names = {
+            name
+            for name, job in self._listing(azure_control_queue_job_prefix(self.prefix, job_id))
+            if job == job_id
+        }
+        for uri in uris:
+            account, name = parse_azq(uri)
+            if account != self.account:
+                raise UsageError(f"control queue {uri!r} is not in this account ({self.account})")
+            names.add(name)
+        with self._lock:
+            for uri in [u for u in self._queues if parse_azq(u)[1] in names]:
+                del self._queues[uri]
+        deleted = 0
+        for name in sorted(names):
+            try:
+                self._call(
+                    lambda name=name: self.service.delete_queue(name),
+                    f"deleting control queue {name}",
+                )
+                deleted += 1
+            except NotFoundError:
+                pass  # deleted already
+        return deleted
+
+    def jobs(self) -> set[str]:
+        return {job for _, job in self._listing(f"{self.prefix}-") if job}
+
+    def _listing(self, head: str) -> list[tuple[str, str | None]]:
+        """(name, job id from its metadata) of every queue whose name starts with ``head``."""
+        return self._call(
+            lambda: [
+                (q.name, (q.metadata or {}).get(JOB_METADATA))
+                for q in self.service.list_queues(name_starts_with=head, include_metadata=True)
+            ],
+            f"listing control queues {head}*",
+        )

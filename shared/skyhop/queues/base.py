@@ -8,7 +8,7 @@ or ``sqs://QUEUE_NAME`` (SQS), ``azq://ACCOUNT/QUEUE`` (Azure Storage Queue),
 queue-controlled gateways (one queue per gateway, named from the job and
 gateway ids, deleted at teardown); :func:`open_control_queues` finds its
 implementation by the same kind of URI: ``sqs://PREFIX[?region=R]``,
-``memory://PREFIX``.
+``memory://PREFIX``, ``azq://ACCOUNT/PREFIX``, ``pubsub://PROJECT/PREFIX``.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class ControlQueues(Protocol):
 _CONTROL_REGISTRY: dict[str, str] = {
     "memory": "skyhop.queues.memory:MemoryControlQueues",
     "sqs": "skyhop.queues.sqs:SQSControlQueues",
+    "azq": "skyhop.queues.azure_queue:AzureControlQueues",
+    "pubsub": "skyhop.queues.pubsub:PubSubControlQueues",
 }
 
 CONTROL_QUEUE_PREFIX = "skyhop-ctl"
@@ -115,11 +117,15 @@ def job_of_control_queue(prefix: str, name: str) -> str | None:
 
 
 def open_control_queues(uri: str) -> ControlQueues:
-    """The control-queue factory behind ``uri`` (``sqs://PREFIX``, ``memory://PREFIX``)."""
+    """The control-queue factory behind ``uri`` (``sqs://PREFIX``, ``memory://PREFIX``,
+    ``azq://ACCOUNT/PREFIX``, ``pubsub://PROJECT/PREFIX``)."""
     scheme = uri.partition("://")[0]
     target = _CONTROL_REGISTRY.get(scheme)
     if target is None or "://" not in uri:
-        raise UsageError(f"unknown control queues {uri!r}: use sqs://PREFIX or memory://PREFIX")
+        raise UsageError(
+            f"unknown control queues {uri!r}: use sqs://PREFIX, azq://ACCOUNT/PREFIX, "
+            "pubsub://PROJECT/PREFIX or memory://PREFIX"
+        )
     module_name, _, cls_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,7 +30,12 @@ from google.auth import exceptions as auth_exc
 from google.cloud import pubsub_v1
 
 from skyhop.errors import AccessError, NotFoundError, SkyhopError, StoreError, UsageError
-from skyhop.queues.base import Message
+from skyhop.queues.base import (
+    Message,
+    control_queue_job_prefix,
+    control_queue_name,
+    job_of_control_queue,
+)
 
 MAX_MESSAGE_BYTES = 10 * 1000 * 1000
 _PROJECT = re.compile(r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$|^[a-z0-9.\-:]+$")
@@ -274,3 +279,199 @@ def _short(exc: BaseException) -> str:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     text = str(message).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+# ---------------------------------------------------------------- control queues
+
+SUBSCRIPTION_SUFFIX = "-skyhop"
+CONTROL_RETENTION_SECONDS = 24 * 3600
+CONTROL_ACK_DEADLINE = 60
+
+
+def pubsub_control_queue_name(prefix: str, job_id: str, gateway_id: str) -> str:
+    """The topic of a gateway's control queue: :func:`control_queue_name` when that is a
+    valid Pub/Sub name, else the job's prefix plus a hash of the gateway id."""
+    name = control_queue_name(prefix, job_id, gateway_id)
+    if _NAME.match(name):
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(gateway_id.encode()).hexdigest()[:12]
+    name = f"{control_queue_job_prefix(prefix, job_id)}{digest}"
+    if not _NAME.match(name):
+        raise UsageError(f"job id {job_id!r} cannot be part of a Pub/Sub topic name")
+    return name
+
+
+class PubSubControlQueues:
+    """``pubsub://PROJECT/PREFIX``: per gateway a topic ``PREFIX-JOB--GATEWAY`` and its
+    pull subscription ``TOPIC-skyhop`` (messages kept a day), both made by ``create``
+    (a message published before its subscription exists would be lost) and both
+    deleted by ``delete_job``. The URIs handed out are ``pubsub://PROJECT/TOPIC``,
+    which :class:`PubSubQueue` (and so a gateway's ``open_queue``) opens.
+
+    ``open`` does not create anything: after ``delete_job`` a stale URI fails with
+    NotFoundError instead of bringing its topic back."""
+
+    def __init__(
+        self,
+        uri: str = "",
+        *,
+        publisher: pubsub_v1.PublisherClient | None = None,
+        subscriber: pubsub_v1.SubscriberClient | None = None,
+    ) -> None:
+        split = urlsplit(uri)
+        project = split.netloc
+        prefix = split.path.strip("/")
+        if split.scheme != "pubsub" or not project or not prefix or "/" in prefix or split.query:
+            raise UsageError(f"malformed control queues {uri!r}: expected pubsub://PROJECT/PREFIX")
+        if not _PROJECT.match(project):
+            raise UsageError(f"malformed control queues {uri!r}: {project!r} is not a project id")
+        if "--" in prefix or len(prefix) > 40 or not _NAME.match(prefix):
+            raise UsageError(
+                f"malformed control queues {uri!r}: prefix {prefix!r} must be 3-40 characters "
+                "of a topic name (a letter first, no '--')"
+            )
+        self.uri = uri
+        self.project = project
+        self.prefix = prefix
+        self._publisher = publisher
+        self._subscriber = subscriber
+        self._queues: dict[str, PubSubQueue] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except SkyhopError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified, never leaked
+            raise _classify(exc, f"control queues {self.uri}: {what}") from None
+
+    @property
+    def publisher(self) -> pubsub_v1.PublisherClient:
+        with self._lock:
+            if self._publisher is None:
+                self._publisher = self._call(pubsub_v1.PublisherClient, "connect")
+        return self._publisher
+
+    @property
+    def subscriber(self) -> pubsub_v1.SubscriberClient:
+        with self._lock:
+            if self._subscriber is None:
+                self._subscriber = self._call(pubsub_v1.SubscriberClient, "connect")
+        return self._subscriber
+
+    def _topic_path(self, name: str) -> str:
+        return f"projects/{self.project}/topics/{name}"
+
+    def _subscription_path(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{name}"
+
+    def create(self, job_id: str, gateway_id: str) -> str:
+        name = pubsub_control_queue_name(self.prefix, job_id, gateway_id)
+        topic = self._topic_path(name)
+        try:
+            self._call(
+                lambda: self.publisher.create_topic(request={"name": topic}),
+                f"creating control topic {name}",
+            )
+        except _Exists:
+            pass
+        try:
+            self._call(
+                lambda: self.subscriber.create_subscription(
+                    request={
+                        "name": self._subscription_path(name + SUBSCRIPTION_SUFFIX),
+                        "topic": topic,
+                        "ack_deadline_seconds": CONTROL_ACK_DEADLINE,
+                        "message_retention_duration": {"seconds": CONTROL_RETENTION_SECONDS},
+                    }
+                ),
+                f"creating control subscription {name}{SUBSCRIPTION_SUFFIX}",
+            )
+        except _Exists:
+            pass
+        return f"pubsub://{self.project}/{name}"
+
+    def open(self, uri: str) -> PubSubQueue:
+        with self._lock:
+            found = self._queues.get(uri)
+        if found is None:
+            project, _, _ = parse_pubsub(uri)
+            same = project == self.project
+            found = PubSubQueue(
+                uri,
+                ack_deadline=CONTROL_ACK_DEADLINE,
+                create=False,
+                publisher=self.publisher if same else None,
+                subscriber=self.subscriber if same else None,
+            )
+            with self._lock:
+                found = self._queues.setdefault(uri, found)
+        return found
+
+    def delete_job(self, job_id: str, uris: Iterable[str] = ()) -> int:
+        head = control_queue_job_prefix(self.prefix, job_id)
+        topics = {t for t in self._topics() if t.startswith(head)}
+        subscriptions = {s for s in self._subscriptions() if s.startswith(head)}
+        for uri in uris:
+            project, topic, subscription = parse_pubsub(uri)
+            if project != self.project:
+                raise UsageError(f"control queue {uri!r} is not in project {self.project}")
+            topics.add(topic)
+            subscriptions.add(subscription)
+        subscriptions |= {t + SUBSCRIPTION_SUFFIX for t in topics}
+        with self._lock:
+            for uri in [u for u in self._queues if parse_pubsub(u)[1] in topics]:
+                del self._queues[uri]
+        for name in sorted(subscriptions):
+            try:
+                self._call(
+                    lambda name=name: self.subscriber.delete_subscription(
+                        request={"subscription": self._subscription_path(name)}
+                    ),
+                    f"deleting control subscription {name}",
+                )
+            except NotFoundError:
+                pass
+        deleted = 0
+        for name in sorted(topics):
+            try:
+                self._call(
+                    lambda name=name: self.publisher.delete_topic(
+                        request={"topic": self._topic_path(name)}
+                    ),
+                    f"deleting control topic {name}",
+                )
+                deleted += 1
+            except NotFoundError:
+                pass  # deleted already
+        return deleted
+
+    def jobs(self) -> set[str]:
+        names = [*self._topics(), *self._subscriptions()]
+        found = {job_of_control_queue(self.prefix, n) for n in names}
+        return {j for j in found if j}
+
+    def _topics(self) -> list[str]:
+        return self._call(
+            lambda: [
+                t.name.rsplit("/", 1)[-1]
+                for t in self.publisher.list_topics(request={"project": f"projects/{self.project}"})
+                if t.name.rsplit("/", 1)[-1].startswith(f"{self.prefix}-")
+            ],
+            "listing control topics",
+        )
+
+    def _subscriptions(self) -> list[str]:
+        return self._call(
+            lambda: [
+                s.name.rsplit("/", 1)[-1]
+                for s in self.subscriber.list_subscriptions(
+                    request={"project": f"projects/{self.project}"}
+                )
+                if s.name.rsplit("/", 1)[-1].startswith(f"{self.prefix}-")
+            ],
+            "listing control subscriptions",
+        )
