@@ -32,11 +32,16 @@ Environment (``skyhop deploy`` sets it):
                             (e.g. ``{"project": "p", "machine_type": "n2-standard-8"}``)
 ``SKYHOP_REGIONS``          comma-separated regions (the ``aws`` provider)
 ``SKYHOP_EVENTS_QUEUE``     queue URI gateways post their events to (default ``pull``)
-``SKYHOP_CONTROL_QUEUES``   per-gateway control queues (``sqs://PREFIX``): gateways
-                            are launched without waiting, report ready through the
-                            events queue and take their orders from their queue
-                            (needed by cloud compute providers; see
-                            :mod:`skyhop.controlplane.provision`)
+``SKYHOP_CONTROL_QUEUES``   per-gateway control queues (``sqs://PREFIX``,
+                            ``azq://ACCOUNT/PREFIX``, ``pubsub://PROJECT/PREFIX``):
+                            gateways are launched without waiting, report ready
+                            through the events queue and take their orders from
+                            their queue (needed by cloud compute providers; see
+                            :mod:`skyhop.controlplane.provision`). Default for
+                            ``gcp``: ``pubsub://PROJECT/skyhop-ctl`` (the events
+                            queue's project, else the ``project`` option); for
+                            ``azure``: ``azq://ACCOUNT/skyhop-ctl`` (the events
+                            queue's account)
 ``SKYHOP_REQUESTS_QUEUE``   queue URI replication sends TransferRequests to
 ``SKYHOP_RESULTS_QUEUE``    queue URI for job reports and rejections (optional;
                             a request's ``reply_to`` wins)
@@ -69,7 +74,7 @@ from skyhop.controlplane.serverless import ReapReport, on_gateway_event, reap, s
 from skyhop.crypto import KeyWrapper
 from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError
 from skyhop.models import Job, JobReport, JobState, ReplicationConfig, TransferRequest
-from skyhop.queues.base import Queue, open_control_queues, open_queue
+from skyhop.queues.base import CONTROL_QUEUE_PREFIX, Queue, open_control_queues, open_queue
 from skyhop.state.base import ManifestStore
 from skyhop.stores.base import ObjectStore, open_store
 from skyhop.uri import StoreURI, parse_uri
@@ -263,6 +268,22 @@ def open_manifest(uri: str | None) -> ManifestStore:
     raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: use sqlite:///PATH or dynamodb://TABLE")
 
 
+def default_control_queues(s: Settings) -> str | None:
+    """``SKYHOP_CONTROL_QUEUES`` when set, else the control queues the compute's cloud
+    offers, beside the events queue: ``gcp`` -> ``pubsub://PROJECT/skyhop-ctl``,
+    ``azure`` -> ``azq://ACCOUNT/skyhop-ctl``; None when nothing names where."""
+    if s.control_queues:
+        return s.control_queues
+    scheme, _, rest = s.events_queue.partition("://")
+    home = rest.split("/", 1)[0].split("?", 1)[0] if rest else ""
+    if s.compute == "gcp":
+        project = home if scheme == "pubsub" else s.compute_options.get("project")
+        return f"pubsub://{project}/{CONTROL_QUEUE_PREFIX}" if project else None
+    if s.compute == "azure" and scheme == "azq" and home:
+        return f"azq://{home}/{CONTROL_QUEUE_PREFIX}"
+    return None
+
+
 def open_compute(s: Settings) -> ComputeProvider:
     options = dict(s.compute_options)
     if s.compute == "aws" and s.regions:
@@ -294,7 +315,7 @@ def control_plane() -> ControlPlane:
         compute=open_compute(s),
         event_sink=s.events_queue,
         planner=default_planner,
-        control_queues=open_control_queues(s.control_queues) if s.control_queues else None,
+        control_queues=open_control_queues(cq) if (cq := default_control_queues(s)) else None,
         key_wrapper_factory=_key_wrappers[0] if _key_wrappers else None,
     )
 

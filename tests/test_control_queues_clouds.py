@@ -196,3 +196,29 @@ def test_pubsub_control_queues_on_the_emulator(pubsub_server) -> None:
     assert queues.delete_job(LONG_JOB) == 1
     assert queues.delete_job("j-b", [b1]) == 1
     assert queues.jobs() == set()
+
+
+# ---------------------------------------------------------------- functions' default
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"compute": "gcp", "events_queue": "pubsub://p-events/ev"},
+            "pubsub://p-events/skyhop-ctl",
+        ),
+        ({"compute": "gcp", "compute_options": {"project": "p-opt"}}, "pubsub://p-opt/skyhop-ctl"),
+        ({"compute": "azure", "events_queue": "azq://acct1/events"}, "azq://acct1/skyhop-ctl"),
+        ({"compute": "azure"}, None),
+        ({"compute": "local"}, None),
+        ({"compute": "gcp", "control_queues": "memory://mine"}, "memory://mine"),
+    ],
+)
+def test_functions_default_control_queues_per_compute(settings: dict, expected: str | None) -> None:
+    from functions.common import Settings, default_control_queues
+
+    found = default_control_queues(Settings.model_validate(settings))
+    assert found == expected
+    if found:
+        open_control_queues(found)  # a URI the registry takes
