@@ -226,7 +226,7 @@ class ControlPlane:
         if self.control_queues is None:
             raise UsageError(
                 f"compute provider {self.compute.name!r} reports gateways ready through events: "
-                "the control plane needs control queues (SKYHOP_CONTROL_QUEUES=sqs://skyhop-ctl)"
+                "the control plane needs control queues (SKYHOP_CONTROL_QUEUES=sqs://PREFIX, azq://ACCOUNT/PREFIX or pubsub://PROJECT/PREFIX)"
             )
         if self.event_sink == "pull":
             raise UsageError(
