@@ -22,12 +22,13 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gateway_vm import memory
 from gateway_vm.address import WILDCARDS, advertised_host
 from gateway_vm.control_api import ApiError, ControlServer
 from gateway_vm.control_queue import ControlQueuePoller
 from gateway_vm.events import EventRouter
 from gateway_vm.lifetime import pid_alive, set_parent_death_signal
-from gateway_vm.runtime import Counters, HookBudget
+from gateway_vm.runtime import Counters, HookBudget, SharedBudget
 from gateway_vm.worker import Shared, worker_main
 from skyhop import crypto
 from skyhop.errors import SkyhopError, UsageError
@@ -101,7 +102,10 @@ class Gateway:
     # ------------------------------------------------------------ start-up
 
     def start(self) -> dict[str, Any]:
-        cfg = self.cfg
+        cfg, notes = memory.plan(self.cfg)
+        self.cfg = cfg
+        for note in notes:
+            log.info("%s", note)
         data_key = resolve_data_key(cfg)
         if cfg.role == GatewayRole.SOURCE and not cfg.source_uri:
             raise UsageError("a source gateway needs source_uri")
@@ -129,6 +133,7 @@ class Gateway:
             ctl_qs=[mp.Queue() for _ in range(cfg.workers)],
             evt_q=mp.Queue(),
             counters=Counters(mp, cfg.workers),
+            budget=SharedBudget(mp, memory.pool_capacity(cfg)),
             hooks=hooks,
         )
         for i in range(cfg.workers):

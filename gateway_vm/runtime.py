@@ -113,67 +113,127 @@ class ByteBudget:
             self._cond.notify_all()
 
 
+class SharedBudget:
+    """Bytes of chunk buffers held by all of a gateway's workers together (in
+    shared memory, made before the workers fork). A request larger than the
+    whole budget is granted once nothing else is held, so it runs alone."""
+
+    def __init__(self, ctx: BaseContext, capacity: int) -> None:
+        self.capacity = capacity
+        self._used: Any = ctx.Value("q", 0, lock=False)
+        self._waiters: Any = ctx.Value("i", 0, lock=False)
+        self._cond: Any = ctx.Condition()
+
+    @property
+    def used(self) -> int:
+        return int(self._used.value)
+
+    @property
+    def contended(self) -> bool:
+        """True while some worker waits for memory."""
+        return int(self._waiters.value) > 0
+
+    def _fits(self, n: int) -> bool:
+        return self._used.value + n <= self.capacity or self._used.value == 0
+
+    def try_reserve(self, n: int, wait: float) -> bool:
+        """Reserve ``n`` bytes, waiting up to ``wait`` seconds for room."""
+        with self._cond:
+            if self._fits(n):
+                self._used.value += n
+                return True
+            self._waiters.value += 1
+            try:
+                self._cond.wait(wait)
+                if self._fits(n):
+                    self._used.value += n
+                    return True
+                return False
+            finally:
+                self._waiters.value -= 1
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self._used.value -= n
+            self._cond.notify_all()
+
+
 class BufferPool:
-    """A fixed budget of reusable chunk buffers.
+    """One worker's reusable chunk buffers, drawn from the gateway's SharedBudget.
 
     Fresh large allocations cost a page fault per 4 KiB (measured: a new
-    64 MiB buffer fills at ~0.6 GB/s, a reused one at ~4.5 GB/s), so buffers
-    go back to a free list and are reused. Bytes allocated (in use + free)
-    never exceed ``capacity``, except that a request larger than the whole
-    budget is served alone once nothing else is allocated.
+    64 MiB buffer fills at ~0.6 GB/s, a reused one at ~4.5 GB/s), so a
+    returned buffer is kept for reuse, unless another worker is waiting for
+    memory and none of this worker's connections is: then its bytes go back
+    to the budget (at once, or within one :meth:`trim` tick). Waiters of one
+    worker are served first come, first served: a connection whose chunk
+    waits for memory holds a sender hostage, so none may be overtaken
+    indefinitely.
     """
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.allocated = 0
+    def __init__(self, budget: SharedBudget) -> None:
+        self.budget = budget
+        self.held = 0  # bytes of this worker's buffers, in use or free
         self._free: list[bytearray] = []
         self._queue: deque[object] = deque()
         self._cond = threading.Condition()
 
     def get(self, n: int, stop: threading.Event | None = None) -> bytearray | None:
-        """A buffer of at least ``n`` bytes (None when stopping). Waiters are served
-        first come, first served: a connection whose chunk waits for memory holds
-        a sender hostage, so none may be overtaken indefinitely."""
+        """A buffer of at least ``n`` bytes (None when stopping)."""
         ticket = object()
+        size = max(n, 1)
         with self._cond:
             self._queue.append(ticket)
-            try:
-                while True:
-                    if self._queue[0] is ticket:
-                        buf = self._take(n)
-                        if buf is not None:
-                            return buf
-                    if stop is not None and stop.is_set():
-                        return None
-                    self._cond.wait(0.5)
-            finally:
+        try:
+            while True:
+                with self._cond:
+                    while self._queue[0] is not ticket:
+                        if stop is not None and stop.is_set():
+                            return None
+                        self._cond.wait(0.5)
+                    fits = [b for b in self._free if len(b) >= n]
+                    if fits:
+                        buf = min(fits, key=len)
+                        self._free.remove(buf)
+                        return buf
+                    self._release_free()  # all smaller than asked: of no use now
+                # Not under the local lock: buffers must come back meanwhile.
+                if self.budget.try_reserve(size, 0.2):
+                    with self._cond:
+                        self.held += size
+                    return bytearray(size)
+                if stop is not None and stop.is_set():
+                    return None
+        finally:
+            with self._cond:
                 self._queue.remove(ticket)
                 self._cond.notify_all()
 
-    def _take(self, n: int) -> bytearray | None:
-        fits = [b for b in self._free if len(b) >= n]
-        if fits:
-            buf = min(fits, key=len)
-            self._free.remove(buf)
-            return buf
-        while self._free and self.allocated + n > self.capacity:
-            self.allocated -= len(self._free.pop())
-        size = max(n, 1)
-        if self.allocated + size <= self.capacity or self.allocated == 0:
-            self.allocated += size
-            return bytearray(size)
-        return None
-
     def put(self, buf: bytearray) -> None:
         with self._cond:
-            if self.allocated > self.capacity:  # an oversized buffer: let it go
-                self.allocated -= len(buf)
+            oversized = len(buf) > self.budget.capacity
+            if oversized or (self.budget.contended and not self._queue):
+                self.held -= len(buf)
+                self.budget.release(len(buf))
             else:
                 self._free.append(buf)
             self._cond.notify_all()
 
     def forget(self, buf: bytearray) -> None:
-        """Stop counting a buffer that cannot be reused (someone kept a view of it)."""
+        """Give up a buffer that cannot be reused (someone kept a view of it)."""
         with self._cond:
-            self.allocated -= len(buf)
+            self.held -= len(buf)
+            self.budget.release(len(buf))
             self._cond.notify_all()
+
+    def trim(self) -> None:
+        """Hand idle buffers back when another worker waits for memory."""
+        with self._cond:
+            if self._free and self.budget.contended and not self._queue:
+                self._release_free()
+
+    def _release_free(self) -> None:
+        for buf in self._free:
+            self.held -= len(buf)
+            self.budget.release(len(buf))
+        self._free.clear()

@@ -24,7 +24,7 @@ from multiprocessing.queues import Queue as MPQueue
 from typing import Any
 
 from gateway_vm.lifetime import set_parent_death_signal
-from gateway_vm.runtime import BufferPool, Counters, HookBudget, TokenBucket
+from gateway_vm.runtime import BufferPool, Counters, HookBudget, SharedBudget, TokenBucket
 from skyhop import crypto
 from skyhop.errors import GatewayError
 from skyhop.models import (
@@ -60,6 +60,7 @@ class Shared:
     ctl_qs: list[MPQueue]  # per worker: ("peers", [json]) | ("stop", None)
     evt_q: MPQueue  # event JSON to the main process
     counters: Counters
+    budget: SharedBudget  # chunk buffers of all workers together
     hooks: dict[str, HookBudget] = field(default_factory=dict)
 
 
@@ -115,7 +116,7 @@ class WorkerContext:
         # the largest frame a peer of this job may send: one sealed segment
         self.max_payload = min(crypto.MAX_PAYLOAD, cfg.segment_size + crypto.TAG_BYTES + 1024)
         self.inbound = threading.BoundedSemaphore(MAX_INBOUND)
-        self.pool = BufferPool(max(cfg.buffer_budget_bytes // cfg.workers, cfg.segment_size * 2))
+        self.pool = BufferPool(shared.budget)
         # --bwlimit: this gateway's share, split evenly over its worker processes
         self.bwlimit = TokenBucket(cfg.bwlimit / cfg.workers) if cfg.bwlimit else None
         self._store: ObjectStore | None = None
@@ -331,7 +332,8 @@ def worker_main(shared: Shared, index: int) -> None:
         while not ctx.stop.is_set():
             if os.getppid() != parent:
                 break
-            ctx.stop.wait(0.5)
+            ctx.pool.trim()  # idle buffers go back while another worker waits
+            ctx.stop.wait(0.25)
     finally:
         ctx.stop.set()
         # a write under way finishes (or cleans up after itself) before the
