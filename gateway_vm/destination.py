@@ -98,6 +98,17 @@ def _receive_chunk(
     started = time.monotonic()
     opener.object_key = meta.dst_key
     need = meta.length
+    if need > ctx.pool.budget.capacity:
+        # Held whole until verified, it would break the gateway's memory bound.
+        ctx.chunk_failed(
+            chunk_id,
+            f"chunk {chunk_id} of {need} bytes exceeds this gateway's chunk buffer budget "
+            f"({ctx.pool.budget.capacity} bytes): use smaller chunks or a larger "
+            "buffer_budget_bytes",
+            object_id=meta.object_id,
+            retryable=False,
+        )
+        return _skip_chunk(reader, chunk_id, first)
     buf = ctx.pool.get(need, ctx.stop)
     if buf is None:
         return False

@@ -182,3 +182,31 @@ def test_source_spreads_chunks_over_several_next_hops(
     assert {e.gateway_id for e in verified.values()} == {"dst-0", "dst-1"}
     job.complete(chunks, verified)
     assert (dst / "wide.bin").read_bytes() == data
+
+
+def test_chunk_larger_than_the_buffer_budget_is_refused(
+    gateway_job: GatewayJob, tmp_path: Path
+) -> None:
+    """Held whole until verified, such a chunk would break the memory bound."""
+    job = gateway_job
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "huge.bin").write_bytes(os.urandom(9 * MiB))
+    job.launch(
+        job.config("src-0", GatewayRole.SOURCE, source_uri=str(src)),
+        job.config(
+            "dst-0", GatewayRole.DESTINATION, destination_uri=str(dst), buffer_budget_bytes=8 * MiB
+        ),
+    )
+    job.chain("src-0", "dst-0")
+    chunks = job.chunks_for(src / "huge.bin", dst / "huge.bin", 16 * MiB)  # one 9 MiB chunk
+    job.submit("src-0", chunks)
+    verified, failed = job.outcome({0})
+    assert not verified and "exceeds this gateway's chunk buffer budget" in failed[0][0].reason
+    assert failed[0][0].retryable is False
+    # the connection stays usable: a small object still goes through
+    (src / "small.bin").write_bytes(b"fine")
+    small = job.chunks_for(src / "small.bin", dst / "small.bin", MiB, object_id=1, first_chunk=1)
+    job.submit("src-0", small)
+    verified, failed = job.outcome({1})
+    assert set(verified) == {1} and (dst / "small.bin").read_bytes() == b"fine"
