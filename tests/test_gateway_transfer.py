@@ -156,15 +156,17 @@ def test_source_spreads_chunks_over_several_next_hops(
     job = gateway_job
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
-    data = os.urandom(8 * MiB)
-    (src / "wide.bin").write_bytes(data)
+    files = {f"obj-{i}": os.urandom(300_000) for i in range(4)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
     job.launch(
         job.config(
             "src-0",
             GatewayRole.SOURCE,
             source_uri=str(src),
-            connections=4,
-            test_hooks={"sleep_per_chunk": "0.3"},  # every sender thread gets a chunk
+            connections=2,  # one sender thread per next hop
+            workers=1,
+            test_hooks={"sleep_per_chunk": "1.0"},  # so that both threads take chunks
         ),
         job.config("dst-0", GatewayRole.DESTINATION, destination_uri=str(dst)),
         job.config("dst-1", GatewayRole.DESTINATION, destination_uri=str(dst)),
@@ -175,13 +177,17 @@ def test_source_spreads_chunks_over_several_next_hops(
             for g in ("dst-0", "dst-1")
         ]
     )
-    chunks = job.chunks_for(src / "wide.bin", dst / "wide.bin", MiB)
+    chunks = [
+        c
+        for i, name in enumerate(sorted(files))
+        for c in job.chunks_for(src / name, dst / name, MiB, object_id=i, first_chunk=i)
+    ]
     job.submit("src-0", chunks)
     verified, failed = job.outcome({c.chunk_id for c in chunks})
     assert not failed
     assert {e.gateway_id for e in verified.values()} == {"dst-0", "dst-1"}
-    job.complete(chunks, verified)
-    assert (dst / "wide.bin").read_bytes() == data
+    for name, data in files.items():
+        assert (dst / name).read_bytes() == data
 
 
 def test_chunk_larger_than_the_buffer_budget_is_refused(
