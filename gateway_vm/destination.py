@@ -18,6 +18,7 @@ import zstandard
 from pydantic import ValidationError
 
 from gateway_vm.checksum import crc32c_extend
+from gateway_vm.runtime import Buffer
 from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
 from gateway_vm.worker import CHUNK_STALL_TIMEOUT, WorkerContext
 from skyhop import crypto
@@ -195,7 +196,7 @@ def _receive_chunk(
 def _write(
     ctx: WorkerContext,
     meta: ChunkMeta,
-    buf: bytearray,
+    buf: Buffer,
     view: memoryview,
     crc: str,
     started: float,
@@ -210,7 +211,7 @@ def _write(
 def _write_verified(
     ctx: WorkerContext,
     meta: ChunkMeta,
-    buf: bytearray,
+    buf: Buffer,
     view: memoryview,
     crc: str,
     started: float,
@@ -272,7 +273,7 @@ def _idle(reader: FrameReader) -> None:
         pass
 
 
-def _recycle(ctx: WorkerContext, buf: bytearray, view: memoryview) -> None:
+def _recycle(ctx: WorkerContext, buf: Buffer, view: memoryview) -> None:
     """Return a chunk buffer to the pool, unless something still holds a view of it."""
     try:
         view.release()

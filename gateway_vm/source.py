@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import zstandard
 
 from gateway_vm.checksum import crc32c_extend
+from gateway_vm.runtime import Buffer, new_buffer
 from gateway_vm.wire import ChunkMeta, ChunkTrailer
 from gateway_vm.worker import PeerLink, WorkerContext
 from skyhop import crypto
@@ -54,8 +55,9 @@ def sender_loop(ctx: WorkerContext, slot: int) -> None:
     """Take chunk work until the gateway stops; one connection per thread."""
     link = PeerLink(ctx, slot)
     compressor = Compressor(ctx.cfg.compression)
-    out = bytearray(HEADER_SIZE + ctx.cfg.segment_size + TAG_BYTES)
-    inbuf = bytearray(ctx.cfg.segment_size)  # reused: fresh multi-MiB reads fault pages in
+    # reused for every segment: fresh multi-MiB buffers fault their pages in
+    out = new_buffer(HEADER_SIZE + ctx.cfg.segment_size + TAG_BYTES)
+    inbuf = new_buffer(ctx.cfg.segment_size)
     work_q = ctx.shared.work_q
     while not ctx.stop.is_set():
         if not ctx.peers.wait(ctx.stop):
@@ -103,9 +105,9 @@ def send_chunk(
     ctx: WorkerContext,
     link: PeerLink,
     compressor: Compressor,
-    out: bytearray,
+    out: Buffer,
     work: ChunkWork,
-    inbuf: bytearray | None = None,
+    inbuf: Buffer | None = None,
 ) -> int:
     """Send one chunk; returns the wire bytes sent. Stores offering
     ``iter_range_into`` read each segment into ``inbuf``."""

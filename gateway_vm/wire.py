@@ -14,6 +14,7 @@ import ssl
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway_vm.runtime import new_buffer
 from skyhop.crypto import HEADER_SIZE, MAX_PAYLOAD, FrameHeader, FrameType, parse_header
 from skyhop.errors import IntegrityError
 from skyhop.stores.base import ObjectMeta
@@ -96,7 +97,7 @@ class FrameReader:
         self.sock = sock
         self.job_digest = job_digest
         self.max_payload = max_payload
-        self._buf = bytearray(min(initial, HEADER_SIZE + max_payload))
+        self._buf = new_buffer(min(initial, HEADER_SIZE + max_payload))
         self.bytes_read = 0
 
     def next(self) -> Frame | None:
@@ -111,7 +112,7 @@ class FrameReader:
             raise IntegrityError(f"chunk {header.chunk_id}: oversized control frame")
         total = HEADER_SIZE + header.payload_len
         if total > len(self._buf):
-            grown = bytearray(total)
+            grown = new_buffer(total)
             grown[:HEADER_SIZE] = view[:HEADER_SIZE]
             view.release()
             self._buf = grown
