@@ -330,6 +330,56 @@ def send_to(sid: str, queue_arns: Sequence[str]) -> iam.PolicyStatement:
     )
 
 
+# ---------------------------------------------------------------- control queues
+#
+# What skyhop.queues.sqs.SQSControlQueues calls: one queue per gateway, named
+# ``PREFIX-JOB--GATEWAY`` and created (tagged, so TagQueue too) in the functions'
+# region, where the gateways read it wherever they run. ListQueues supports no
+# resource-level permissions (the Service Authorization Reference names no
+# resource type for it), so it alone is granted on ``*``; it only lists names.
+
+CONTROL_QUEUE_ACTIONS = [
+    "sqs:CreateQueue",
+    "sqs:TagQueue",
+    "sqs:DeleteQueue",
+    "sqs:SendMessage",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+]
+CONTROL_QUEUE_GATEWAY_ACTIONS = [
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueUrl",
+    "sqs:GetQueueAttributes",
+]
+
+
+def control_queue_arn(prefix: str) -> str:
+    """Every control queue under ``prefix`` in the stack's region and account."""
+    return f"arn:{Aws.PARTITION}:sqs:{Aws.REGION}:{Aws.ACCOUNT_ID}:{prefix}-*"
+
+
+def control_queues_manage(prefix: str) -> list[iam.PolicyStatement]:
+    """Create a job's control queues, send gateways their orders, find and delete them."""
+    return [
+        iam.PolicyStatement(
+            sid="ManageControlQueues",
+            actions=CONTROL_QUEUE_ACTIONS,
+            resources=[control_queue_arn(prefix)],
+        ),
+        iam.PolicyStatement(sid="ListControlQueues", actions=["sqs:ListQueues"], resources=["*"]),
+    ]
+
+
+def control_queues_consume(prefix: str) -> iam.PolicyStatement:
+    """A gateway takes (receives and deletes) the orders from its control queue."""
+    return iam.PolicyStatement(
+        sid="TakeControlMessages",
+        actions=CONTROL_QUEUE_GATEWAY_ACTIONS,
+        resources=[control_queue_arn(prefix)],
+    )
+
+
 def log_writes(log_group_arn: str) -> iam.PolicyStatement:
     """Write a function's own log group (created by the stack, so no CreateLogGroup)."""
     return iam.PolicyStatement(

@@ -28,8 +28,21 @@ RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731,
                   2192, 2557, 2922, 3288, 3653)  # fmt: skip
 
 
+# A gateway's control queue is ``PREFIX-JOB--GATEWAY`` and at most 80 characters
+# (skyhop.queues.base.control_queue_name): a job id takes 18, the separators 3 and
+# a gateway's part (or its hash) 10, which leaves at most 49 for the prefix.
+MAX_CONTROL_QUEUE_PREFIX = 44
+
+
 class SettingsError(UsageError):
     """A context value that is missing, unknown or malformed."""
+
+
+def control_queue_prefix(stack_name: str) -> str:
+    """The name prefix of the per-gateway control queues a stack's functions create
+    (``skyhop-ctl`` for the default stack ``Skyhop``, skyhop's own default): one per
+    stack, so one stack's reaper never deletes another stack's queues."""
+    return f"{stack_name.lower()}-ctl"
 
 
 class AppSettings(BaseModel):
@@ -87,6 +100,17 @@ class AppSettings(BaseModel):
         for name in value:
             if not _REGION.match(name.removeprefix("aws:")):
                 raise ValueError(f"{name!r} is not an AWS region name")
+        return value
+
+    @field_validator("stack_name")
+    @classmethod
+    def _names_control_queues(cls, value: str) -> str:
+        prefix = control_queue_prefix(value)
+        if len(prefix) > MAX_CONTROL_QUEUE_PREFIX:
+            longest = MAX_CONTROL_QUEUE_PREFIX - len(prefix) + len(value)
+            raise ValueError(
+                f"at most {longest} characters: it names the control queues ({prefix!r}-...)"
+            )
         return value
 
     @field_validator("log_retention_days")

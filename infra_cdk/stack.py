@@ -12,7 +12,7 @@ from infra_cdk.functions import SPECS, ControlFunctions
 from infra_cdk.gateway import GatewayFleet
 from infra_cdk.messaging import Messaging
 from infra_cdk.replication import ReplicationRules
-from infra_cdk.settings import AppSettings
+from infra_cdk.settings import AppSettings, control_queue_prefix
 from infra_cdk.storage import Storage
 from skyhop.models import ReplicationConfig
 
@@ -30,8 +30,12 @@ ENV_LAUNCH_TEMPLATE_NAME = "SKYHOP_LAUNCH_TEMPLATE_NAME"  # what EC2ComputeProvi
 ENV_INSTANCE_PROFILE = "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"
 ENV_GATEWAY_ROLE = "SKYHOP_GATEWAY_ROLE_ARN"  # EC2ComputeProvider's grantee_roles
 ENV_REGIONS = "SKYHOP_REGIONS"  # where the reaper and teardown look for gateways
+ENV_CONTROL_QUEUES = "SKYHOP_CONTROL_QUEUES"  # functions.common: sqs://PREFIX
 ENV_HOME = "SKYHOP_HOME"  # reports and job files: only /tmp is writable in Lambda
 LAMBDA_HOME = "/tmp/skyhop"
+# Functions that start jobs (gateways get their orders through a queue each),
+# tear them down and reap them (deleting the queues): submit, gateway_events, reaper.
+CONTROL_QUEUE_USERS = ("Submit", "GatewayEvents", "Reaper")
 
 
 class ControlPlaneStack(Stack):
@@ -54,6 +58,9 @@ class ControlPlaneStack(Stack):
         super().__init__(scope, id, **kwargs)
         Tags.of(self).add(permissions.TAG_KEY, id)
         rules = rules or ReplicationConfig(rules=[])
+        # One prefix names the control queues in the functions' environment and in
+        # the ARN both the functions and the gateways are granted.
+        self.control_queue_prefix = control_queue_prefix(id)
         where = f"rules file {settings.rules_file}" if settings.rules_file else "replication rules"
 
         self.messaging = Messaging(
@@ -112,7 +119,14 @@ class ControlPlaneStack(Stack):
             "Functions",
             architecture=settings.lambda_architecture,
             environment=environment,
-            extra_environment={"BucketEvents": {ENV_RULES: self.replication.rules_json}},
+            extra_environment={
+                "BucketEvents": {ENV_RULES: self.replication.rules_json},
+                # the functions that start, tear down and reap jobs
+                **dict.fromkeys(
+                    CONTROL_QUEUE_USERS,
+                    {ENV_CONTROL_QUEUES: f"sqs://{self.control_queue_prefix}"},
+                ),
+            },
             triggers={
                 "Submit": m.requests,
                 "GatewayEvents": m.gateway_events,
@@ -143,6 +157,7 @@ class ControlPlaneStack(Stack):
 
         gateway_role = self.gateway.role.role_arn
         common = [permissions.manifest_access(table), permissions.idempotency_access(idempotency)]
+        control = permissions.control_queues_manage(self.control_queue_prefix)
         # submit: plan, create the data key, set up the network, launch, open the firewall
         # (and undo all of it when a launch fails).
         fns.grant(
@@ -158,6 +173,7 @@ class ControlPlaneStack(Stack):
                 *permissions.ec2_launch(gateway_role),
                 *permissions.ec2_open_firewall(),
                 *permissions.ec2_teardown(),
+                *control,
                 *transfer,
             ],
         )
@@ -170,6 +186,7 @@ class ControlPlaneStack(Stack):
                 permissions.kms_retire_grants(key),
                 permissions.ec2_describe(),
                 *permissions.ec2_teardown(),
+                *control,
                 *transfer,
             ],
         )
@@ -197,12 +214,14 @@ class ControlPlaneStack(Stack):
                 *permissions.ec2_launch(gateway_role),
                 *permissions.ec2_open_firewall(),
                 *permissions.ec2_teardown(),
+                *control,
                 *transfer,
             ],
         )
         gateway = self.gateway.role
         for statement in [
             permissions.send_to("PostGatewayEvents", [m.gateway_events.queue_arn]),
+            permissions.control_queues_consume(self.control_queue_prefix),
             *transfer,
         ]:
             gateway.add_to_principal_policy(statement)

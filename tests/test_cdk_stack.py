@@ -21,8 +21,15 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 from aws_cdk import assertions  # noqa: E402
 
 from infra_cdk.app import build_app  # noqa: E402
-from infra_cdk.permissions import EC2_MUTATIONS, UNCONDITIONED_EC2  # noqa: E402
+from infra_cdk.permissions import (  # noqa: E402
+    CONTROL_QUEUE_ACTIONS,
+    CONTROL_QUEUE_GATEWAY_ACTIONS,
+    EC2_MUTATIONS,
+    UNCONDITIONED_EC2,
+)
+from infra_cdk.settings import SettingsError, settings_from_context  # noqa: E402
 from skyhop.models import ReplicationConfig  # noqa: E402
+from skyhop.queues.base import CONTROL_QUEUE_PREFIX, control_queue_name  # noqa: E402
 from skyhop.state import dynamodb as manifest_schema  # noqa: E402
 
 CDK_JSON = Path(__file__).resolve().parents[1] / "infra_cdk" / "cdk.json"
@@ -561,6 +568,101 @@ def test_gateway_role(resources: dict[str, dict]) -> None:
         f"arn:${{AWS::Partition}}:s3:::{b}"
         for b in ("acme-dr", "acme-eu-replica", "acme-logs", "acme-raw", "adhoc-in", "adhoc-out")
     }
+
+
+# ---------------------------------------------------------------- control queues
+
+CONTROL_QUEUE_USERS = {
+    "functions.aws.submit.handler",
+    "functions.aws.gateway_events.handler",
+    "functions.aws.reaper.handler",
+}
+# The stack is the default ``Skyhop``: its prefix is skyhop's own default.
+CONTROL_ARN = (
+    f"arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{CONTROL_QUEUE_PREFIX}-*"
+)
+
+
+def control_statements(resources: dict[str, dict], role: str) -> list[dict]:
+    return [
+        s
+        for s in role_statements(resources, role)
+        if any(arn_text(r) == CONTROL_ARN for r in as_list(s["Resource"]))
+    ]
+
+
+def test_functions_that_start_and_end_jobs_name_the_control_queues(
+    resources: dict[str, dict],
+) -> None:
+    for fn in skyhop_functions(resources).values():
+        env = fn["Properties"]["Environment"]["Variables"]
+        if fn["Properties"]["Handler"] in CONTROL_QUEUE_USERS:
+            assert env["SKYHOP_CONTROL_QUEUES"] == f"sqs://{CONTROL_QUEUE_PREFIX}"
+        else:
+            assert "SKYHOP_CONTROL_QUEUES" not in env
+
+
+def test_functions_manage_only_the_control_queues_under_the_prefix(
+    resources: dict[str, dict],
+) -> None:
+    for handler in HANDLERS:
+        role = function_role(resources, handler)
+        granted = control_statements(resources, role)
+        lists = [
+            s for s in role_statements(resources, role) if "sqs:ListQueues" in as_list(s["Action"])
+        ]
+        if handler not in CONTROL_QUEUE_USERS:
+            assert not granted and not lists, handler
+            continue
+        actions = {a for s in granted for a in as_list(s["Action"])}
+        assert actions == set(CONTROL_QUEUE_ACTIONS), handler
+        assert {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue"} <= actions
+        for statement in granted:
+            assert as_list(statement["Resource"]) != ["*"]
+            assert "sqs:ListQueues" not in as_list(statement["Action"])
+        # ListQueues supports no resource-level permission: alone on "*", nothing else there.
+        assert len(lists) == 1 and as_list(lists[0]["Action"]) == ["sqs:ListQueues"], handler
+        assert lists[0]["Resource"] == "*"
+    # Nothing else may create or delete queues.
+    for key, statement in statements(resources):
+        actions = set(as_list(statement["Action"]))
+        if actions & {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue"}:
+            assert [arn_text(r) for r in as_list(statement["Resource"])] == [CONTROL_ARN], key
+
+
+def test_gateway_role_takes_orders_from_its_control_queue(resources: dict[str, dict]) -> None:
+    profile = next(iter(of_type(resources, "AWS::IAM::InstanceProfile").values()))
+    role = ref_id(profile["Properties"]["Roles"][0])
+    granted = control_statements(resources, role)
+    actions = {a for s in granted for a in as_list(s["Action"])}
+    assert actions == set(CONTROL_QUEUE_GATEWAY_ACTIONS)
+    everything = {a for s in role_statements(resources, role) for a in as_list(s["Action"])}
+    assert not everything & {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:ListQueues"}
+    sends = [
+        s for s in role_statements(resources, role) if "sqs:SendMessage" in as_list(s["Action"])
+    ]
+    assert len(sends) == 1, "the gateway posts only to the events queue"
+    (target,) = as_list(sends[0]["Resource"])
+    env = next(iter(skyhop_functions(resources).values()))["Properties"]["Environment"]
+    assert ref_id(target) == ref_id(env["Variables"]["SKYHOP_EVENTS_QUEUE_URL"])
+
+
+def test_control_queue_names_fall_under_the_granted_arn() -> None:
+    name = control_queue_name(
+        CONTROL_QUEUE_PREFIX, "j-0123456789abcdef", "gw-j-0123456789abcdef-a1-h0-0"
+    )
+    assert name == f"{CONTROL_QUEUE_PREFIX}-j-0123456789abcdef--a1-h0-0"
+    assert name.startswith(CONTROL_ARN.rsplit(":", 1)[1].rstrip("*"))
+
+
+def test_stack_name_too_long_for_control_queue_names() -> None:
+    longest = "S" + "k" * 39
+    assert settings_from_context({"stackName": longest}).stack_name == longest
+    with pytest.raises(SettingsError, match="stackName: at most 40 characters.*control queues"):
+        settings_from_context({"stackName": longest + "x"})
+    # the longest prefix still leaves room for the longest gateway part
+    name = control_queue_name(f"{longest.lower()}-ctl", "j-0123456789abcdef", "gw-" + "x" * 90)
+    assert len(name) <= 80
 
 
 # ---------------------------------------------------------------- replication wiring
