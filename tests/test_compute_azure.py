@@ -17,11 +17,11 @@ import time
 
 import pytest
 from azure.core.credentials import AccessToken
+
 from skyhop.compute.azure_vm import AzureComputeProvider
 from skyhop.compute.base import ComputeProvider, open_provider
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole
-
 from tests.fakes.azure_arm import FakeARM
 
 SUB = "00000000-0000-0000-0000-000000000001"

@@ -16,11 +16,11 @@ import json
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
+
 from skyhop.compute.base import ComputeProvider, open_provider
 from skyhop.compute.gce import GCEComputeProvider
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole
-
 from tests.fakes.gce_api import FakeGCE
 
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from skyhop.compute.local import LocalComputeProvider
 from skyhop.controlplane.replication import ObjectEvent, replicate, rule_matches
 from skyhop.controlplane.service import ControlPlane

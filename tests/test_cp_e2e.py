@@ -13,9 +13,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from skyhop.models import ChunkState, JobState
-from skyhop.state.sqlite import SQLiteManifest
 
+from skyhop.models import ChunkState, JobState, ObjectState
+from skyhop.state.sqlite import SQLiteManifest
 from tests.fixtures.cli import (
     MIB,
     SMALL_PARTS,
@@ -227,10 +227,21 @@ def test_ctrl_c_leaves_no_gateway_and_is_resumable(tmp_path: Path, skyhop_home: 
     assert proc.returncode == 130
     assert f"--resume {job_id}" in err
     assert wait_no_gateways(job_id) == []
-    assert manifest(skyhop_home).get_job(job_id).state == JobState.INTERRUPTED
-    res = run_cli("cp", "--resume", job_id, "--json")
+    m = manifest(skyhop_home)
+    assert m.get_job(job_id).state == JobState.INTERRUPTED
+    # Ctrl-C can land between a chunk's verification and its object's completion:
+    # an object left pending with every chunk verified must still be completed
+    verified = next(iter(m.iter_objects(job_id, {ObjectState.VERIFIED})))
+    assert m.update_object(
+        job_id, verified.object_id, expect={ObjectState.VERIFIED}, state=ObjectState.PENDING
+    )
+    res = run_cli("cp", "--resume", job_id, "--json", timeout=120)
     assert res.code == 0, res.stderr
+    assert res.report["state"] == "succeeded"
     assert tree_digest(dst) == tree_digest(src)
+    assert manifest(skyhop_home).get_object(job_id, verified.object_id).state == (
+        ObjectState.VERIFIED
+    )
 
 
 def test_killed_cli_leaves_no_gateway(tmp_path: Path, skyhop_home: Path):

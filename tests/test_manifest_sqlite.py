@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from skyhop.errors import StoreError
 from skyhop.models import ChunkState, ObjectState
 from skyhop.state.sqlite import SCHEMA_VERSION, SQLiteManifest
-
 from tests.suites.manifest_suite import ManifestSuite, layout, make_job
 
 

@@ -7,11 +7,11 @@ import threading
 import uuid
 
 import pytest
+
 from skyhop.errors import UsageError
 from skyhop.queues.azure_queue import AzureQueue, parse_azq
 from skyhop.queues.base import Queue, open_queue
 from skyhop.queues.pubsub import PubSubQueue, parse_pubsub
-
 from tests.suites.queue_suite import QueueSuite
 
 
@@ -106,6 +106,7 @@ def test_nack_redelivers(queue):
 
 def test_long_bodies_are_parked_in_a_blob_and_cleaned_up_on_ack(azq, azurite_server):
     from azure.storage.blob import BlobServiceClient
+
     from skyhop.queues.azure_queue import PAYLOAD_CONTAINER
 
     long_body = "é" * 70_000

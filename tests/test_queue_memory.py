@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+
 from skyhop.errors import UsageError
 from skyhop.queues.base import open_queue
 from skyhop.queues.memory import MemoryQueue
-
 from tests.suites.queue_suite import QueueSuite
 
 

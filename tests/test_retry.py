@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from skyhop.errors import AccessError, NotFoundError, PreconditionFailed, StoreError, ThrottledError
 from skyhop.retry import Pacer, backoff_delay, is_retryable, is_throttle, retry
 

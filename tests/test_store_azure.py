@@ -6,11 +6,11 @@ import hashlib
 import os
 
 import pytest
+
 from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError, UsageError
 from skyhop.stores import azure
 from skyhop.stores.base import MultipartWriter, ObjectMeta, ObjectStore, capabilities, open_store
 from skyhop.uri import parse_uri
-
 from tests.suites.store_suite import StoreSuite
 
 

@@ -7,11 +7,11 @@ import os
 
 import google_crc32c
 import pytest
+
 from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError, UsageError
 from skyhop.stores import gcs
 from skyhop.stores.base import MultipartWriter, ObjectMeta, ObjectStore, capabilities, open_store
 from skyhop.uri import parse_uri
-
 from tests.suites.store_suite import StoreSuite
 
 

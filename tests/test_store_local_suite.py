@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from skyhop.uri import parse_uri
 
+from skyhop.uri import parse_uri
 from tests.suites.store_suite import StoreSuite
 
 local = pytest.importorskip(

@@ -15,6 +15,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+
 from skyhop.checksums import etag_part_count, md5_hex, s3_etag
 from skyhop.errors import (
     AccessError,
@@ -26,7 +27,6 @@ from skyhop.errors import (
 from skyhop.stores.base import capabilities, open_store
 from skyhop.stores.s3 import S3Store, classify_error
 from skyhop.uri import parse_uri
-
 from tests.fixtures.services import MotoServer, free_port
 from tests.suites.store_suite import StoreSuite, payload
 

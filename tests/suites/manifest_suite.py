@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
+
 from skyhop.errors import ConflictError, NotFoundError, SkyhopError
 from skyhop.models import (
     Chunk,

@@ -23,6 +23,7 @@ import time
 from typing import ClassVar
 
 import pytest
+
 from skyhop.queues.base import Message, Queue
 
 

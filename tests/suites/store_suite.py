@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import ClassVar
 
 import pytest
+
 from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError, StoreError
 from skyhop.stores.base import MultipartWriter, ObjectMeta, ObjectStore, capabilities
 

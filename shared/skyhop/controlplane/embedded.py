@@ -149,6 +149,8 @@ class EmbeddedRunner:
                 self._check_alive(job, pumps)
                 self.cp.redispatch_stuck(job_id)
                 self._resend_if_idle(job)
+                if self.cp.stalled(job_id):
+                    self.cp.complete_ready(job_id)
 
     def _resend_if_idle(self, job: Job) -> None:
         """Safety net: every gateway idle, no event for a while, yet chunks still

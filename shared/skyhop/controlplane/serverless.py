@@ -160,6 +160,8 @@ def _running(cp: ControlPlane, job: Job, report: ReapReport) -> None:
         return
     report.redispatched += cp.redispatch_stuck(job_id)
     cp.dispatch(job_id)
+    if cp.stalled(job_id):
+        cp.complete_ready(job_id)
     if cp.transfer_done(job_id):
         cp.finish(job_id)
         report.jobs_finished.append(job_id)

@@ -197,6 +197,7 @@ class ControlPlane:
             self.manifest.transition_chunk(
                 job_id, chunk.chunk_id, expect={ChunkState.DISPATCHED}, to=ChunkState.PENDING
             )
+        self.complete_ready(job_id)
         attempt = job.runtime.attempt + 1 if job.runtime else 1
         key_wrapper = self.key_wrapper_factory(job) if self.key_wrapper_factory else None
         if self.queued_control:
@@ -471,6 +472,23 @@ class ControlPlane:
         self.manifest.update_object(
             job_id, object_id, expect={ObjectState.PENDING}, state=ObjectState.FAILED, error=reason
         )
+
+    def complete_ready(self, job_id: str) -> int:
+        """Complete objects whose chunks are all verified but that were never
+        completed (the process stopped between the two steps: Ctrl-C, a killed
+        function). Without this such an object would wait forever with nothing
+        left to send. Returns how many were completed."""
+        completed = 0
+        for entry in list(self.manifest.iter_objects(job_id, {ObjectState.PENDING})):
+            completed += self.complete_object(job_id, entry.object_id)
+        return completed
+
+    def stalled(self, job_id: str) -> bool:
+        """Nothing pending or in flight, yet the transfer is not done."""
+        counts = self.manifest.progress(job_id).chunks
+        if counts.get(ChunkState.PENDING) or counts.get(ChunkState.DISPATCHED):
+            return False
+        return not self.transfer_done(job_id)
 
     def transfer_done(self, job_id: str) -> bool:
         """True when the listing is complete and every object is verified or failed."""
