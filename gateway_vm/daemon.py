@@ -145,7 +145,8 @@ class Gateway:
         del data_key
         tls = crypto.server_context(cfg.ca_cert_pem, cfg.cert_pem, cfg.key_pem)
         self.control = ControlServer(self, _control_host(cfg), cfg.control_port, tls)
-        _thread(self.control.serve_forever, "control-api")
+        # a short poll interval: shutdown() waits for the serving loop to notice
+        _thread(lambda: self.control.serve_forever(poll_interval=0.1), "control-api")
         _thread(self._pump_events, "events")
         _thread(self._watch, "watch")
         self.state = "ready"

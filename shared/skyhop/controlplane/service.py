@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -520,12 +521,15 @@ class ControlPlane:
         """List the destination, check every key and size, tear down, report."""
         # one finisher: a concurrent or repeated call loses this condition
         job = self.manifest.update_job(job_id, expect={JobState.RUNNING}, state=JobState.VERIFYING)
-        try:
-            summary = verify.listing_check(
-                self.manifest, job, self.store(job.request.destination_uri)
-            )
-        finally:
-            self.teardown(job_id)
+        # every chunk is written: the gateways go while the destination is listed
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="teardown") as pool:
+            teardown = pool.submit(self.teardown, job_id)
+            try:
+                summary = verify.listing_check(
+                    self.manifest, job, self.store(job.request.destination_uri)
+                )
+            finally:
+                teardown.result()
         failed = [o for o in self.manifest.iter_objects(job_id, {ObjectState.FAILED})]
         state = JobState.SUCCEEDED if not failed and summary.mismatches == 0 else JobState.FAILED
         if failed:
