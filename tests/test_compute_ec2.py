@@ -172,7 +172,7 @@ def test_instances_carry_tags_and_a_bootstrap_with_their_config(moto, tmp_path) 
     assert (config.data_port, config.parent_pid) == (spec.data_port, None)
     assert config.data_key_b64 is None and config.wrapped_data_key is None
     assert f"CONFIG={CONFIG_PATH}" in script
-    assert 'python -m gateway_vm --config "$CONFIG"' in script
+    assert f"python -m gateway_vm --config {CONFIG_PATH}" in script
     path = tmp_path / "user-data.sh"
     path.write_text(script)
     subprocess.run(["bash", "-n", str(path)], check=True)  # the script parses

@@ -19,6 +19,7 @@ from skyhop.models import GatewayConfig, GatewaySpec
 DATA_PORT = 7400
 CONTROL_PORT = 7401
 CONFIG_PATH = "/etc/skyhop/gateway.json"
+RUNNER_PATH = "/opt/skyhop/run-gateway"
 
 
 def vm_config(cfg: GatewayConfig) -> GatewayConfig:
@@ -53,9 +54,28 @@ fi
 test -x /opt/skyhop/bin/python || python3 -m venv /opt/skyhop
 /opt/skyhop/bin/pip install -q --upgrade pip
 /opt/skyhop/bin/pip install -q {shlex.quote(package_spec)}
+cat > {RUNNER_PATH} <<'SKYHOP_RUNNER'
+{runner_script()}SKYHOP_RUNNER
+chmod 700 {RUNNER_PATH}
 systemctl stop skyhop-gateway 2>/dev/null || true
-systemd-run --unit skyhop-gateway --property=Restart=on-failure \\
-  /opt/skyhop/bin/python -m gateway_vm --config "$CONFIG"
+systemd-run --unit skyhop-gateway --property=Restart=on-failure {RUNNER_PATH}
+"""
+
+
+def runner_script(python: str = "/opt/skyhop/bin/python", config: str = CONFIG_PATH) -> str:
+    """The gateway's systemd command. A clean exit (the job is done, it was told to
+    shut down, or it sat idle past its timeout) powers the VM off, so no VM idles
+    after its job: on EC2 that terminates the instance (launched with
+    InstanceInitiatedShutdownBehavior=terminate); on GCE and Azure it stops
+    compute billing until the reaper deletes the VM. A crash exits non-zero and
+    systemd restarts the gateway (Restart=on-failure)."""
+    return f"""#!/bin/bash
+{shlex.quote(python)} -m gateway_vm --config {shlex.quote(config)}
+code=$?
+if [ "$code" -eq 0 ]; then
+  systemctl poweroff
+fi
+exit "$code"
 """
 
 
