@@ -9,6 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from skyhop.models import JobState
+from skyhop.state.sqlite import SQLiteManifest
 from tests.fixtures.cli import Result, run_cli
 
 
@@ -127,3 +129,18 @@ def test_same_source_and_destination(src_file: Path):
     res = run_cli("cp", str(src_file), str(src_file))
     assert_one_line_error(res, "same")
     assert src_file.read_text() == "payload"
+
+
+def test_unknown_relay_region(tmp_path: Path, skyhop_home: Path):
+    """A --relay region the profile does not know fails before anything is sent:
+    one line naming it and the nearest known regions; the job is recorded failed."""
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"relay me")
+    dst = tmp_path / "out"
+    res = run_cli("cp", "-r", str(src), str(dst), "--relay", "aws:nowhere-1", "-y")
+    assert_one_line_error(res, "aws:nowhere-1", "nearest known")
+    assert not dst.exists()
+    jobs = SQLiteManifest(skyhop_home / "manifest.db").list_jobs()
+    assert [j.state for j in jobs] == [JobState.FAILED]
+    assert "aws:nowhere-1" in (jobs[0].error or "")

@@ -84,6 +84,10 @@ def test_relay_route(tmp_path: Path, skyhop_home: Path):
     relay = next(g for g in job.runtime.gateways if g.role.value == "relay")
     dest = next(g for g in job.runtime.gateways if g.role.value == "destination")
     assert relay.next_hops == [dest.gateway_id]
+    # the plan shown before the copy (and kept in the report) is the route that ran
+    assert job.plan is not None
+    assert [g.role for g in job.plan.gateways] == ["source", "relay", "destination"]
+    assert len(job.plan.path) == 3 and len(job.plan.edges) == 2
     assert wait_no_gateways(job.job_id) == []
 
 

@@ -432,3 +432,24 @@ def test_trivial_plans_have_a_source_and_a_destination_hop():
         route = plan(src, dst, bytes=10)
         assert route.path == [route.src_region, route.dst_region]
         assert [g.role for g in route.gateways] == ["source", "destination"]
+
+
+def test_forced_relays_are_the_plan():
+    """`skyhop cp --relay R`: the plan shows and costs the forced path, even where
+    the planner would have chosen another."""
+    src, dst, via = "aws:ap-southeast-2", "aws:af-south-1", "gcp:asia-south1-a"
+    forced = plan(src, dst, bytes=10**10, objects=10, relays=[via])
+    assert forced.planner == "forced"
+    assert forced.path == [src, via, dst]
+    assert [(g.region, g.role) for g in forced.gateways] == [
+        (src, "source"),
+        (via, "relay"),
+        (dst, "destination"),
+    ]
+    assert {(e.src, e.dst) for e in forced.edges} == {(src, via), (via, dst)}
+    assert forced.cost.egress_usd > 0 and forced.seconds > 0
+    local = plan("local", "local", bytes=10**9, objects=3, relays=["local", "local"])
+    assert [g.role for g in local.gateways] == ["source", "relay", "relay", "destination"]
+    assert local.path == ["local"] * 4 and len(local.edges) == 3
+    with pytest.raises(PlanError, match="nowhere-1.*nearest known"):
+        plan(src, dst, bytes=1, relays=["aws:nowhere-1"])

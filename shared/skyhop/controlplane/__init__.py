@@ -29,6 +29,7 @@ def default_planner(job: Job) -> RoutePlan | None:
         bytes=job.bytes_total,
         objects=job.objects_total,
         parts=job.chunks_total,
+        relays=options.relays or None,
     )
 
 

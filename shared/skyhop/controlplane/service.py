@@ -151,17 +151,19 @@ class ControlPlane:
                 raise NotFoundError(
                     f"nothing to copy: every object under {src_uri} was filtered out"
                 )
+            job = self.manifest.update_job(
+                job.job_id,
+                objects_total=totals["objects"],
+                bytes_total=totals["bytes"],
+                chunks_total=totals["chunks"],
+            )
+            # a plan that cannot be made (an unknown --relay region, say) fails the
+            # job here, before anything is sent, with its multipart uploads aborted
+            plan = self.planner(job) if self.planner else None
         except BaseException as exc:
             self.abort_uploads(job.job_id)
             self.manifest.update_job(job.job_id, state=JobState.FAILED, error=_one_line(exc))
             raise
-        job = self.manifest.update_job(
-            job.job_id,
-            objects_total=totals["objects"],
-            bytes_total=totals["bytes"],
-            chunks_total=totals["chunks"],
-        )
-        plan = self.planner(job) if self.planner else None
         return self.manifest.update_job(job.job_id, state=JobState.PLANNED, plan=plan)
 
     def _flush(self, objects: list[ObjectEntry], chunks: list[Chunk]) -> None:

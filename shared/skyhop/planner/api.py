@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from skyhop.errors import PlanError, SkyhopError, UsageError
 from skyhop.models import CostEstimate, Edge, Gateway, RoutePlan
-from skyhop.planner.base import Mode, PlanRequest, Route, to_route_plan
+from skyhop.planner.base import Mode, PlanRequest, Route, single_path_route, to_route_plan
 from skyhop.planner.costs import request_counts, request_usd, transfer_seconds, workload
 from skyhop.planner.direct import plan_direct
 from skyhop.planner.overlay import plan_overlay
@@ -47,6 +47,7 @@ def plan(
     vcpu_quota: int | Mapping[str, int] | None = None,
     regions: Iterable[str] | None = None,
     profile: Profile | str | Path | None = None,
+    relays: Sequence[str] | None = None,
 ) -> RoutePlan:
     """Plan moving ``bytes`` (in ``objects`` objects cut into ``parts`` chunks).
 
@@ -58,7 +59,9 @@ def plan(
     ``vcpu_quota`` (per region) caps them further to quota // vCPUs of the
     cloud's gateway instance. ``regions`` restricts the relay candidates (the
     MILP and overlay planners; default: every profiled region). A plan
-    touching ``local`` is the trivial local plan. Raises PlanError when the
+    touching ``local`` is the trivial local plan. ``relays`` forces the route
+    through those regions in order (``skyhop cp --relay``): the plan then shows
+    and costs that path instead of choosing one. Raises PlanError when the
     request cannot be met, naming the best achievable figure.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -78,10 +81,14 @@ def plan(
 
     src = _resolve_or_local(prof, src_region)
     dst = _resolve_or_local(prof, dst_region)
-    if LOCAL in (src, dst) or src == dst:
-        return _trivial_plan(prof, src, dst, work)
+    via = [_resolve_or_local(prof, r) for r in relays or ()]
+    if LOCAL in (src, dst, *via) or (src == dst and not via):
+        return _trivial_plan(prof, src, dst, work, via)
 
-    pool = [prof.resolve(r) for r in regions] if regions is not None else prof.region_names
+    if via:
+        pool = via
+    else:
+        pool = [prof.resolve(r) for r in regions] if regions is not None else prof.region_names
     candidates = tuple(dict.fromkeys([src, dst, *pool]))
     limits = {r: _limit(prof, r, max_vms, vcpu_quota) for r in candidates}
     for r in (src, dst):
@@ -105,8 +112,14 @@ def plan(
         limits=limits,
         candidates=candidates,
     )
-    route = PLANNERS[planner](req)
-    result = to_route_plan(req, route, planner)
+    if via:
+        route = single_path_route(req, [src, *via, dst], "the forced")
+        result = to_route_plan(req, route, "forced")
+        result.path = [src, *via, dst]
+        result.notes.insert(0, "route forced through " + ", ".join(via) + " (--relay)")
+    else:
+        route = PLANNERS[planner](req)
+        result = to_route_plan(req, route, planner)
     result.notes.append(f"profile: {prof.name}")
     return result
 
@@ -146,7 +159,9 @@ def _per_region(
     return value
 
 
-def _trivial_plan(prof: Profile, src: str, dst: str, work: object) -> RoutePlan:
+def _trivial_plan(
+    prof: Profile, src: str, dst: str, work: object, via: Sequence[str] = ()
+) -> RoutePlan:
     """Gateways as local processes (a laptop), or a same-region copy: one hop, no egress.
 
     Egress of a cloud side to a laptop is not estimated (internet egress is
@@ -156,7 +171,7 @@ def _trivial_plan(prof: Profile, src: str, dst: str, work: object) -> RoutePlan:
     from skyhop.planner.costs import Workload
 
     assert isinstance(work, Workload)
-    local = LOCAL in (src, dst)
+    local = LOCAL in (src, dst, *via)
     where = LOCAL if local else src
     if local:
         gbps = prof.local_gbps
@@ -174,16 +189,20 @@ def _trivial_plan(prof: Profile, src: str, dst: str, work: object) -> RoutePlan:
     if local and (cloud_of(src) != LOCAL or cloud_of(dst) != LOCAL):
         notes.append("egress from a cloud to this machine is not estimated")
     notes.append("requests: " + ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "none")
+    if via:
+        notes.insert(0, f"route forced through {len(via)} relay(s) (--relay)")
+    relays = [Gateway(region=where, count=1, role="relay", instance_type=instance) for _ in via]
     return RoutePlan(
         planner="local" if local else "direct",
         src_region=src,
         dst_region=dst,
         gateways=[
             Gateway(region=where, count=1, role="source", instance_type=instance),
+            *relays,
             Gateway(region=where, count=1, role="destination", instance_type=instance),
         ],
-        edges=[Edge(src=where, dst=where, gbps=gbps, connections=8)],
-        path=[src, dst],  # the control plane launches one hop per entry
+        edges=[Edge(src=where, dst=where, gbps=gbps, connections=8) for _ in range(len(via) + 1)],
+        path=[src, *via, dst],  # the control plane launches one hop per entry
         throughput_gbps=gbps,
         bytes=work.bytes,
         seconds=seconds,
