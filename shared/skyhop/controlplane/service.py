@@ -200,7 +200,8 @@ class ControlPlane:
             self.manifest.transition_chunk(
                 job_id, chunk.chunk_id, expect={ChunkState.DISPATCHED}, to=ChunkState.PENDING
             )
-        self.complete_ready(job_id)
+        if job.runtime is not None:  # a resumed job: it may have stopped mid-completion
+            self.complete_ready(job_id)
         attempt = job.runtime.attempt + 1 if job.runtime else 1
         key_wrapper = self.key_wrapper_factory(job) if self.key_wrapper_factory else None
         if self.queued_control:
