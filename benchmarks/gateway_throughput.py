@@ -7,6 +7,14 @@ this machine and in this run, how fast one core seals the same segment size
 with ``cryptography``'s AESGCM, and reports the ratio of the two, plus the
 peak RSS of each gateway (its processes summed, sampled with psutil).
 
+Two ceilings are measured in the same run, after the transfers, and printed
+beside the result: what bare TLS (the gateways' own TLS 1.3 contexts, same
+connection count) carries between two processes over loopback, and how fast
+fresh pages are written in the target directory. The pipeline does more than
+either (it reads, seals, opens and writes too), so they bound it from above;
+when ``cryptography`` seals much faster than the ``ssl`` module's OpenSSL
+encrypts TLS records, the ratio limit can lie above the TLS ceiling itself.
+
     python -m benchmarks.gateway_throughput            # 2 GiB
     python -m benchmarks.gateway_throughput --size 256M
 
@@ -20,13 +28,17 @@ gateway's peak RSS reaches --max-rss (512 MiB).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
+import socket
+import ssl
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import psutil
@@ -101,6 +113,78 @@ def aes_seal_rate(segment: int, seconds: float = 1.5) -> float:
         aead.encrypt(nonce, data, b"associated data")
         n += 1
     return n * segment / (time.perf_counter() - start)
+
+
+def _tls_sink(ca_pem: str, cert_pem: str, key_pem: str, conns: int, port_q: Any) -> None:
+    """Child process: accept ``conns`` TLS connections and read them to the end."""
+    ctx = crypto.server_context(ca_pem, cert_pem, key_pem)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port_q.put(listener.getsockname()[1])
+
+        def drain(raw: socket.socket) -> None:
+            with ctx.wrap_socket(raw, server_side=True) as tls:
+                view = memoryview(bytearray(4 * MiB))
+                while tls.recv_into(view):
+                    pass
+
+        threads = []
+        for _ in range(conns):
+            raw, _ = listener.accept()
+            t = threading.Thread(target=drain, args=(raw,))
+            t.start()
+            threads.append(t)
+        for t in threads:
+            t.join()
+
+
+def tls_loopback_rate(ca: crypto.JobCA, conns: int, total: int) -> float:
+    """Bytes per second that bare TLS (the gateways' own contexts: TLS 1.3, mutual
+    certificates) carries between two processes over loopback, with nothing else
+    to do: a ceiling for the pipeline, which also reads, seals, opens and writes."""
+    cert = ca.issue_gateway_cert("tls-sink", ["127.0.0.1"])
+    client = ca.issue_client_cert()
+    mp = multiprocessing.get_context("fork")
+    port_q = mp.Queue()
+    sink = mp.Process(
+        target=_tls_sink, args=(ca.cert_pem, cert.cert_pem, cert.key_pem, conns, port_q)
+    )
+    sink.start()
+    port = port_q.get(timeout=30)
+    ctx = crypto.client_context(ca.cert_pem, client.cert_pem, client.key_pem)
+    block = os.urandom(4 * MiB)
+    per_conn = max(1, total // conns // len(block))
+    socks = [
+        ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="tls-sink")
+        for _ in range(conns)
+    ]
+
+    def pour(tls: ssl.SSLSocket) -> None:
+        for _ in range(per_conn):
+            tls.sendall(block)
+        tls.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=pour, args=(s,)) for s in socks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sink.join()
+    return per_conn * conns * len(block) / (time.perf_counter() - start)
+
+
+def fresh_write_rate(directory: Path, size: int) -> float:
+    """Bytes per second written into a new file in ``directory`` (the destination
+    writes every part into fresh pages: on this kind of VM that is not free)."""
+    path = directory / "write-probe"
+    block = bytes(16 * MiB)
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as fh:
+        for _ in range(-(-size // len(block))):
+            fh.write(block)
+    rate = -(-size // len(block)) * len(block) / (time.perf_counter() - start)
+    path.unlink()
+    return rate
 
 
 def file_crc(path: Path) -> int:
@@ -350,6 +434,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         sampler.stop.set()
         sampler.join()
+        # Ceilings measured in this run, after the transfers: what bare TLS carries
+        # between two processes, and how fast fresh pages are written here.
+        probe = min(size, 1024 * MiB)
+        tls_rate = tls_loopback_rate(ca, args.connections, probe)
+        write_rate = fresh_write_rate(work, probe)
 
         print(
             f"{size:,} bytes ({n_chunks} chunks of {part // MiB} MiB, segments of "
@@ -375,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
             ("best ratio pipeline / AES", f"{best['ratio']:.3f}  (limit >= {args.min_ratio})"),
             ("median ratio", f"{ratios[len(ratios) // 2]:.3f}"),
             ("best pipeline GB/s", f"{best['gbps']:.3f}"),
+            (
+                "ceiling: bare TLS GB/s",
+                f"{tls_rate / 1e9:.3f}  ({ssl.OPENSSL_VERSION}; pipeline/TLS "
+                f"{best['gbps'] / (tls_rate / 1e9):.2f}; needed for the limit: "
+                f"{args.min_ratio * best['aes']:.3f})",
+            ),
+            ("ceiling: fresh-page writes GB/s", f"{write_rate / 1e9:.3f}"),
             (
                 "peak RSS source",
                 f"{sampler.peak['source'] / MiB:.0f} MiB  (limit < {max_rss // MiB})",
