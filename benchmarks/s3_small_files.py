@@ -1,7 +1,8 @@
 """1,000 small files (1-64 KiB) local -> S3 on one moto server: skyhop against
 `aws s3 cp --recursive` (awscli from pip) on the same endpoint, in the same run.
 
-Prints seconds for each and the ratio skyhop/aws-cli; exits non-zero when
+Prints seconds for each, the bare PUTs alone (boto3 threads in this process:
+the server's own floor, which both tools pay) and the ratio skyhop/aws-cli; exits non-zero when
 skyhop is slower than aws-cli (ratio > 1) or any object is missing or differs.
 """
 
@@ -54,6 +55,29 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
+def boto3_floor(src: Path, files: dict[str, bytes], bucket: str, threads: int = 10) -> float:
+    """Seconds for the bare PUTs: boto3 ``put_object`` from ``threads`` threads of this
+    process, client already made, no listing, no tool start-up. Both tools pay at
+    least this on the same server; what each adds on top is its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.config import Config
+
+    s3 = boto3.session.Session().client("s3", config=Config(max_pool_connections=threads))
+    s3.create_bucket(Bucket=bucket)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(
+            pool.map(
+                lambda rel: s3.put_object(
+                    Bucket=bucket, Key=f"data/{rel}", Body=(src / rel).read_bytes()
+                ),
+                files,
+            )
+        )
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=1000)
@@ -93,6 +117,7 @@ def main() -> int:
                     ]
                     times[name].append(timed(cmd, env))
                     bad += check(bucket, "data/", files)
+            floor = min(boto3_floor(src, files, f"bench-floor-{r}") for r in range(args.rounds))
         best = {k: min(v) for k, v in times.items()}
         ratio = best["skyhop cp"] / best["aws s3 cp"]
         print(
@@ -102,6 +127,10 @@ def main() -> int:
         print(f"{'tool':<12} {'seconds':>9} {'files/s':>9} {'MiB/s':>8}")
         for name, secs in best.items():
             print(f"{name:<12} {secs:>9.2f} {args.files / secs:>9.1f} {total / 2**20 / secs:>8.2f}")
+        print(
+            f"{'bare PUTs':<12} {floor:>9.2f} {args.files / floor:>9.1f} "
+            f"{total / 2**20 / floor:>8.2f}   (boto3, 10 threads, in process)"
+        )
         print(
             f"{'ratio':<12} {ratio:>9.2f}   (skyhop / aws-cli; <= 1.00 means skyhop is no slower)"
         )
