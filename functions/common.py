@@ -435,14 +435,28 @@ def find_job(cp: ControlPlane, request_id: str, scan: int = 1000) -> Job | None:
     return None
 
 
-def handle_request(body: str | bytes, *, delivery: int | None = None) -> Handled:
-    """A TransferRequest message: create and start its job, once."""
+def message_request_id(message_id: str) -> str:
+    """The ``request_id`` of a request that came without one: its queue message's id,
+    which SQS, Pub/Sub and Azure Storage Queue keep across redeliveries."""
+    return f"msg-{message_id}"
+
+
+def handle_request(
+    body: str | bytes, *, delivery: int | None = None, message_id: str | None = None
+) -> Handled:
+    """A TransferRequest message: create and start its job, once.
+
+    A request without a ``request_id`` is known by its queue message's id
+    (``message_id``), so a redelivered copy of it finds the job its first
+    delivery made instead of copying everything a second time."""
     loose = _loose(body)
     try:
         request = parse_request(body)
     except BadMessage as exc:
         _reject(loose.get("request_id"), loose.get("reply_to"), str(exc))
         return drop("request", str(exc), delivery, request_id=loose.get("request_id"))
+    if message_id and "request_id" not in request.model_fields_set:
+        request = request.model_copy(update={"request_id": message_request_id(message_id)})
 
     def run() -> Handled:
         cp = control_plane()

@@ -236,6 +236,33 @@ def test_submit_runs_a_job_to_its_report_through_the_queues(env: Env, tmp_path: 
     assert shared.control_plane().compute.list_gateways(job_id) == []
 
 
+def test_a_request_without_request_id_runs_once_per_message(env: Env, tmp_path: Path) -> None:
+    """SQS keeps a message's id across redeliveries: a request sent without a
+    request_id is known by it, so a redelivery (past the idempotency record too)
+    finds the job the first delivery made instead of copying everything again."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = _tree(src)
+    body = json.dumps(
+        {"source": f"{src}/", "destination": f"{dst}/", "options": {"recursive": True}}
+    )
+    event = sqs_event([body])
+    message_id = event["Records"][0]["messageId"]
+    assert submit.handler(event, Context()) == {"batchItemFailures": []}
+    [started] = results(env.results)
+    assert started["type"] == "job_started" and started["request_id"] == f"msg-{message_id}"
+    job_id = started["job_id"]
+
+    assert submit.handler(event, Context()) == {"batchItemFailures": []}  # idempotency record
+    again = shared.handle_request(body, message_id=message_id)  # the manifest itself
+    assert again.job_id == job_id and "already" in again.detail
+    assert [j.job_id for j in env.manifest.list_jobs()] == [job_id]
+
+    report = pump_events(env, job_id)
+    assert report.state == JobState.SUCCEEDED and report.objects == len(files)
+    for rel, data in files.items():
+        assert (dst / rel).read_bytes() == data
+
+
 # ---------------------------------------------------------------- gateway_events
 
 

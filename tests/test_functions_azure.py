@@ -297,6 +297,22 @@ def test_request_for_a_missing_container_is_rejected_not_retried(env, blobs, tmp
     assert common.control_plane().compute.list_gateways() == []
 
 
+def test_request_without_an_id_is_known_by_its_queue_message_id(env, blobs):
+    """Azure keeps a message's id across deliveries: a request that came without a
+    request_id takes it, so its rejection (or its job) names that id."""
+    body = json.dumps(
+        {
+            "source": f"az://{ACCOUNT}/nosuchcontainer2/",
+            "destination": f"az://{ACCOUNT}/{_container(blobs)}/",
+            "reply_to": env.uri("res"),
+        }
+    )
+    handled = fa.process_request(queue_message(body, msg_id="4f1c-az-msg"))
+    assert handled.action == "dropped" and "nosuchcontainer2" in handled.detail
+    (rejected,) = _results(env)
+    assert rejected["type"] == "request_rejected" and rejected["request_id"] == "msg-4f1c-az-msg"
+
+
 def test_parked_request_body_is_fetched_and_its_blob_deleted(env, blobs, tmp_path):
     """A request over 64 KiB travels as a claim check; the function reads the parked body."""
     src = tmp_path / "src"

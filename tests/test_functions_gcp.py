@@ -342,6 +342,8 @@ def test_plain_pubsub_push_envelope_is_understood(fns, env, tmp_path, capsys):
     assert response.status_code == 200
     (error,) = _error_lines(capsys)
     assert error["message"].startswith("request: dropped:") and str(missing) in error["message"]
+    # no request_id in the body: the request is known by its Pub/Sub message id
+    assert error["request_id"] == "msg-1234567890"
 
 
 def test_missing_bucket_field_is_dropped(fns, env, capsys):

@@ -35,35 +35,40 @@ from functions.aws.common import configure, idempotency, logger, metrics, tracer
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-def _settle(request: dict[str, Any], body: str) -> dict[str, Any]:
+def _settle(request: dict[str, Any], body: str, message_id: str | None) -> dict[str, Any]:
     # delivery=None: a transient error always raises; the queue's redrive policy,
     # not a count of ours, decides when a message stops coming back
-    return shared.handle_request(body).model_dump(mode="json")
+    return shared.handle_request(body, message_id=message_id).model_dump(mode="json")
 
 
-def settle_once(body: str) -> dict[str, Any]:
+def settle_once(body: str, message_id: str | None = None) -> dict[str, Any]:
     """The request's outcome, computed on its first settled delivery only."""
     layer, config = idempotency()
     once = idempotent_function(
         data_keyword_argument="request", persistence_store=layer, config=config
     )(_settle)
-    return once(request=_fields(body), body=body)
+    return once(request=_fields(body, message_id), body=body, message_id=message_id)
 
 
-def _fields(body: str) -> dict[str, Any]:
+def _fields(body: str, message_id: str | None = None) -> dict[str, Any]:
     """The body as a dict for the idempotency key (``{}`` when it is not one:
-    such a body is rejected without an idempotency record)."""
+    such a body is rejected without an idempotency record). A request without
+    a ``request_id`` is keyed by its SQS message id, as the job will be."""
     try:
         raw = json.loads(body)
     except ValueError:
         return {}
-    return raw if isinstance(raw, dict) else {}
+    if not isinstance(raw, dict):
+        return {}
+    if message_id and "request_id" not in raw:
+        raw["request_id"] = shared.message_request_id(message_id)
+    return raw
 
 
 def record_handler(record: SQSRecord) -> None:
-    request_id = _fields(record.body).get("request_id")
+    request_id = _fields(record.body, record.message_id).get("request_id")
     with logger.append_context_keys(request_id=request_id, message_id=record.message_id):
-        outcome = settle_once(record.body)
+        outcome = settle_once(record.body, record.message_id)
         with logger.append_context_keys(job_id=outcome.get("job_id")):
             logger.info("request %s: %s", outcome["action"], outcome["detail"])
         name = "JobsStarted" if outcome["action"] == "done" else "RequestsRejected"

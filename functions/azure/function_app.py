@@ -24,6 +24,7 @@ unlogged).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
@@ -157,7 +158,12 @@ def _settings_queue(name: str) -> str | None:
 
 def process_request(msg: func.QueueMessage) -> common.Handled:
     """A TransferRequest from the requests queue."""
-    return _queue_message("request", msg, _settings_queue("requests_queue"), common.handle_request)
+    return _queue_message(
+        "request",
+        msg,
+        _settings_queue("requests_queue"),
+        functools.partial(common.handle_request, message_id=msg.id),
+    )
 
 
 def process_gateway_event(msg: func.QueueMessage) -> common.Handled:

@@ -144,7 +144,9 @@ def on_gcs_object(cloud_event: CloudEvent) -> None:
 def on_request(cloud_event: CloudEvent) -> None:
     def run() -> common.Handled:
         message = published(cloud_event)
-        return common.handle_request(message.body(), delivery=message.delivery)
+        return common.handle_request(
+            message.body(), delivery=message.delivery, message_id=message.message.message_id
+        )
 
     _edge("request", cloud_event, run)
 

@@ -135,7 +135,12 @@ class TransferRequest(_Strict):
     """A request to copy SOURCE to DESTINATION (version 1 of the message)."""
 
     version: Literal[1] = 1
-    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        description="idempotency key: a request seen again with the same id resumes or "
+        "reports its job instead of starting a second one; a request that comes on a "
+        "queue without one is known by its queue message id (msg-ID)",
+    )
     source: str
     destination: str
     options: TransferOptions = Field(default_factory=TransferOptions)
