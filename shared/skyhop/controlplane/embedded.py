@@ -125,7 +125,10 @@ class EmbeddedRunner:
         last_progress = 0.0
         self._last_event = time.monotonic()
         while True:
-            messages = self.queue.receive(max_messages=256, wait_seconds=self.tick)
+            # wait only until the next tick is due: a full tick after the last event
+            # would make the job's end (and each dispatch) late by up to a tick
+            due = self.tick - (time.monotonic() - last_progress)
+            messages = self.queue.receive(max_messages=256, wait_seconds=max(0.0, due))
             if messages:
                 self._last_event = time.monotonic()
             for message in messages:
