@@ -2,8 +2,9 @@
 `aws s3 cp --recursive` (awscli from pip) on the same endpoint, in the same run.
 
 Prints seconds for each, the bare PUTs alone (boto3 threads in this process:
-the server's own floor, which both tools pay) and the ratio skyhop/aws-cli; exits non-zero when
-skyhop is slower than aws-cli (ratio > 1) or any object is missing or differs.
+the server's own floor, which both tools pay) and the ratio skyhop/aws-cli;
+exits non-zero when skyhop is slower than aws-cli (ratio > 1) or any object is
+missing or differs.
 """
 
 from __future__ import annotations
