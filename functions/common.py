@@ -583,8 +583,9 @@ def handle_object_events(
             level = logging.ERROR if o.action == "failed" else logging.INFO
             log(level, f"object {o.action}", **o.model_dump(exclude_none=True))
         failed = [o for o in outcomes if o.action == "failed"]
-        if failed and not any(o.action == "queued" for o in outcomes):
-            # copies are idempotent: the whole event may come again
+        if failed:
+            # the whole event may come again: copies are idempotent, and a batch
+            # queued again has the same request_id, so it starts no second job
             raise ReplicationFailed(
                 f"{failed[0].source} -> {failed[0].destination}: {failed[0].reason}"
             )

@@ -181,6 +181,38 @@ def test_rule_matching():
     assert rule_matches(tagged, parse_uri("s3://any/k"), {"replicate": "no"}) is None
 
 
+def test_a_prefix_is_a_folder_on_the_inline_and_the_batched_path(tmp_path: Path):
+    """'logs' means 'logs/': 'logs2/...' is not under it, and the key below it is
+    kept as it is, whether the function copies the object or queues it."""
+    src = tmp_path / "bucket"
+    for rel, size in {"logs/a.txt": 10, "logs/big.bin": 100, "logs2/b.txt": 10}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(os.urandom(size))
+    base = parse_uri(str(src))
+    rule = _rule(
+        source_bucket=base.bucket,
+        prefix=base.key + "/logs",
+        destination=str(tmp_path / "out") + "/",
+        inline_max_bytes=50,
+    )
+    assert rule.prefix == base.key + "/logs/"
+    assert rule_matches(rule, parse_uri(f"{src}/logs2/b.txt"), {}) is None
+    sent: list[TransferRequest] = []
+    events = [
+        ObjectEvent(kind="created", uri=f"file://{src}/{rel}", size=size)
+        for rel, size in {"logs/a.txt": 10, "logs/big.bin": 100, "logs2/b.txt": 10}.items()
+    ]
+    outcomes = replicate([rule], events, send_request=sent.append)
+    assert {(o.source.rsplit("/", 1)[1], o.action) for o in outcomes} == {
+        ("a.txt", "copied"),
+        ("big.bin", "queued"),
+    }
+    assert (tmp_path / "out" / "a.txt").read_bytes() == (src / "logs" / "a.txt").read_bytes()
+    assert not (tmp_path / "out" / "2").exists()
+    [request] = sent
+    assert request.keys == ["big.bin"] and request.source == f"{src}/logs/"
+
+
 def test_replicate_inline_queue_and_delete(tmp_path: Path):
     src = tmp_path / "bucket"
     small = os.urandom(1000)

@@ -421,6 +421,53 @@ def test_bucket_events_replicate_by_the_rules(env: Env, monkeypatch: pytest.Monk
     assert dst("tagged/t.txt") == small
 
 
+def test_a_failed_inline_copy_is_retried_even_when_another_rule_queued_a_batch(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule copies inline into a bucket that does not exist yet, another queues a
+    batch: the record must come again (the batch has the same request_id then)."""
+    s3 = boto3.client("s3")
+    for bucket in ("skyhop-src-two", "skyhop-bulk-dst"):
+        s3.create_bucket(Bucket=bucket)
+    rules = ReplicationConfig(
+        rules=[
+            ReplicationRule(
+                name="inline",
+                source_bucket="skyhop-src-two",
+                prefix="in/",
+                destination="s3://skyhop-late-dst/copy/",
+            ),
+            ReplicationRule(
+                name="bulk",
+                source_bucket="skyhop-src-two",
+                prefix="in/",
+                destination="s3://skyhop-bulk-dst/bulk/",
+                inline_max_bytes=0,
+            ),
+        ]
+    )
+    monkeypatch.setenv("SKYHOP_RULES", rules.model_dump_json(exclude_defaults=True))
+    aws_common.reset()
+    bucket_events.reset()
+    etag = s3.put_object(Bucket="skyhop-src-two", Key="in/a.txt", Body=b"hello")["ETag"]
+    body = _s3_notification("ObjectCreated:Put", "skyhop-src-two", "in/a.txt", 5, etag.strip('"'))
+    test_event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})
+    event = sqs_event([body, test_event])  # one record settles: a partial batch failure
+    response = bucket_events.handler(event, Context())
+    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
+
+    s3.create_bucket(Bucket="skyhop-late-dst")  # the operator fixes it; SQS delivers again
+    assert bucket_events.handler(event, Context()) == {"batchItemFailures": []}
+    assert s3.get_object(Bucket="skyhop-late-dst", Key="copy/a.txt")["Body"].read() == b"hello"
+    queued = [TransferRequest.model_validate_json(m.body) for m in env.requests.receive(10, 1)]
+    assert len({q.request_id for q in queued}) == 1  # the same batch both times
+
+
+def test_a_malformed_notification_is_dropped_not_retried(env: Env) -> None:
+    bad = json.dumps({"Records": [{"eventName": 5}]})
+    assert bucket_events.handler(sqs_event([bad]), Context()) == {"batchItemFailures": []}
+
+
 # ---------------------------------------------------------------- reaper
 
 

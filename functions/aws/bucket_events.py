@@ -103,7 +103,7 @@ def record_handler(record: SQSRecord) -> None:
     with logger.append_context_keys(message_id=record.message_id):
         try:
             events = object_events(record.body, bucket_tags if _tag_rules() else None)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("dropping a malformed bucket event: %s", str(exc).splitlines()[0])
             metrics.add_metric(name="MalformedBucketEvents", unit=MetricUnit.Count, value=1)
             return

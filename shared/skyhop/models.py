@@ -677,7 +677,11 @@ class ReplicationRule(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
     source_bucket: str | None = None
     bucket_tag: str | None = Field(None, pattern=r"^[^=]+=.*$")
-    prefix: str = ""
+    prefix: str = Field(
+        "",
+        description="a folder of the source bucket: 'logs' means 'logs/' (keys under "
+        "'logs2/' do not match); the key below it is kept under the destination",
+    )
     destination: str
     propagate_deletes: bool = False
     inline_max_bytes: int = Field(64 * 1024 * 1024, ge=0)
@@ -696,6 +700,13 @@ class ReplicationRule(_Strict):
     @classmethod
     def _valid_exclude(cls, value: list[str]) -> list[str]:
         return _check_globs(value, "exclude")
+
+    @field_validator("prefix")
+    @classmethod
+    def _folder_prefix(cls, value: str) -> str:
+        # one meaning on every path: inline copies match by it, batched copies list
+        # it as a folder, S3 and EventBridge filters select by it
+        return value if not value or value.endswith("/") else value + "/"
 
     @field_validator("destination")
     @classmethod

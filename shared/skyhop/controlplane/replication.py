@@ -61,13 +61,9 @@ def rule_matches(rule: ReplicationRule, uri: StoreURI, tags: dict[str, str]) -> 
         name, _, value = rule.bucket_tag.partition("=")
         if tags.get(name) != value:
             return None
-    if not uri.key.startswith(rule.prefix):
+    if not uri.key.startswith(rule.prefix):  # a folder: "logs/" (see ReplicationRule)
         return None
-    rel = (
-        uri.key[len(rule.prefix) :].lstrip("/")
-        if rule.prefix.endswith("/")
-        else uri.key[len(rule.prefix) :]
-    )
+    rel = uri.key[len(rule.prefix) :].lstrip("/")
     if not rel or rel.endswith("/"):
         return None
     return rel if matches(rel, rule.include, rule.exclude) else None
