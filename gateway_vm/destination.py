@@ -107,6 +107,7 @@ def _receive_chunk(
             f"({ctx.pool.budget.capacity} bytes): use smaller chunks or a larger "
             "buffer_budget_bytes",
             object_id=meta.object_id,
+            attempt=meta.attempt,
             retryable=False,
         )
         return _skip_chunk(reader, chunk_id, first)
@@ -179,13 +180,19 @@ def _receive_chunk(
             chunk_id,
             f"trailer of chunk {chunk_id} rejected: {_short(exc)}",
             object_id=meta.object_id,
+            attempt=meta.attempt,
         )
         return False
     except IntegrityError as exc:
-        ctx.chunk_failed(chunk_id, str(exc), object_id=meta.object_id)
+        ctx.chunk_failed(chunk_id, str(exc), object_id=meta.object_id, attempt=meta.attempt)
         return _skip_chunk(reader, chunk_id, frame)
     except (StreamClosed, OSError) as exc:
-        ctx.chunk_failed(chunk_id, f"chunk {chunk_id} cut off: {exc}", object_id=meta.object_id)
+        ctx.chunk_failed(
+            chunk_id,
+            f"chunk {chunk_id} cut off: {exc}",
+            object_id=meta.object_id,
+            attempt=meta.attempt,
+        )
         return False
     finally:
         _idle(reader)
@@ -241,6 +248,7 @@ def _write_verified(
                 gateway_id=ctx.cfg.gateway_id,
                 chunk_id=meta.chunk_id,
                 object_id=meta.object_id,
+                attempt=meta.attempt,
                 crc32c=crc,
                 length=meta.length,
                 part_etag=etag,
@@ -253,6 +261,7 @@ def _write_verified(
             meta.chunk_id,
             f"writing chunk {meta.chunk_id} to {meta.dst_key} failed: {exc}",
             object_id=meta.object_id,
+            attempt=meta.attempt,
             retryable=getattr(exc, "retryable", True) if isinstance(exc, StoreError) else True,
         )
     except Exception as exc:  # noqa: BLE001 - never crash the gateway on a store's bug
@@ -260,6 +269,7 @@ def _write_verified(
             meta.chunk_id,
             f"writing chunk {meta.chunk_id} failed: {type(exc).__name__}: {exc}",
             object_id=meta.object_id,
+            attempt=meta.attempt,
         )
     finally:
         _recycle(ctx, buf, view)

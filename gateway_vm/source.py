@@ -82,6 +82,7 @@ def sender_loop(ctx: WorkerContext, slot: int) -> None:
                 str(exc),
                 object_id=work.object_id,
                 retryable=getattr(exc, "retryable", True) if isinstance(exc, StoreError) else True,
+                attempt=work.attempt,
             )
         except (OSError, ssl.SSLError) as exc:
             link.close_if_dirty()
@@ -89,11 +90,15 @@ def sender_loop(ctx: WorkerContext, slot: int) -> None:
                 work.chunk_id,
                 f"sending to {link.name} failed: {type(exc).__name__}: {exc}",
                 object_id=work.object_id,
+                attempt=work.attempt,
             )
         except Exception as exc:  # noqa: BLE001 - a bad chunk must not stop the sender
             link.close_if_dirty()
             ctx.chunk_failed(
-                work.chunk_id, f"unexpected {type(exc).__name__}: {exc}", object_id=work.object_id
+                work.chunk_id,
+                f"unexpected {type(exc).__name__}: {exc}",
+                object_id=work.object_id,
+                attempt=work.attempt,
             )
         else:
             ctx.count("done")
@@ -148,6 +153,7 @@ def send_chunk(
         compression=str(cfg.compression),
         segment_size=segment,
         meta=work.meta,
+        attempt=work.attempt,
     )
     wire = 0
     frame = sealer.seal(meta.model_dump_json().encode(), ftype=FrameType.META, prefix=ephemeral)

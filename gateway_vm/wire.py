@@ -40,6 +40,7 @@ class ChunkMeta(BaseModel):
     compression: str
     segment_size: int
     meta: ObjectMeta | None = None  # written with a single-chunk object
+    attempt: int = 0  # the dispatch it belongs to, for the destination's chunk_failed
 
 
 class ChunkTrailer(BaseModel):

@@ -171,7 +171,13 @@ class WorkerContext:
         self.shared.evt_q.put(event.model_dump_json())
 
     def chunk_failed(
-        self, chunk_id: int, reason: str, *, object_id: int | None = None, retryable: bool = True
+        self,
+        chunk_id: int,
+        reason: str,
+        *,
+        object_id: int | None = None,
+        retryable: bool = True,
+        attempt: int = 0,
     ) -> None:
         self.count("failed")
         self.emit(
@@ -182,6 +188,7 @@ class WorkerContext:
                 object_id=object_id,
                 reason=_one_line(reason),
                 retryable=retryable,
+                attempt=attempt,
             )
         )
 

@@ -12,13 +12,18 @@ from pathlib import Path
 import pytest
 
 from skyhop.compute.local import LocalComputeProvider
+from skyhop.controlplane import provision
 from skyhop.controlplane.replication import ObjectEvent, replicate, rule_matches
 from skyhop.controlplane.service import ControlPlane
 from skyhop.integrity import crc32c, crc_hex
 from skyhop.models import (
+    ChunkBatch,
     ChunkFailed,
     ChunkState,
     ChunkVerified,
+    GatewaySpec,
+    JobRuntime,
+    JobState,
     ObjectState,
     ReplicationRule,
     TransferOptions,
@@ -115,6 +120,44 @@ def test_failed_chunk_goes_back_to_pending_then_fails_after_max_attempts(
     assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.FAILED
     entry = cp.manifest.get_object(job.job_id, 0)
     assert entry.state == ObjectState.FAILED and "crc mismatch" in (entry.error or "")
+
+
+def test_a_stale_or_duplicated_failure_changes_nothing(
+    cp: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Queues deliver at least once, and a re-sent chunk's earlier attempt may still
+    report: a failure names its attempt, and only the current one counts."""
+    _tree(tmp_path / "src", 1)
+    job = cp.create_job(
+        TransferRequest(source=str(tmp_path / "src" / "f0.bin"), destination=str(tmp_path / "o"))
+    )
+    # dispatch numbers the attempt it sends: the gateways echo it in chunk_failed
+    sent: list[ChunkBatch] = []
+    monkeypatch.setattr(provision, "submit", lambda runtime, gw, batch, queue: sent.append(batch))
+    source = GatewaySpec(gateway_id="s", job_id=job.job_id, region="local", role="source")
+    cp.manifest.update_job(
+        job.job_id, state=JobState.RUNNING, runtime=JobRuntime(gateways=[source])
+    )
+    assert cp.dispatch(job.job_id) == 1
+    assert [w.attempt for b in sent for w in b.chunks] == [1]
+    assert cp.manifest.get_chunk(job.job_id, 0).attempts == 1
+    first = ChunkFailed(job_id=job.job_id, gateway_id="g", chunk_id=0, reason="cut", attempt=1)
+    cp.handle_event(first)
+    assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.PENDING
+    last = cp.limits.max_attempts
+    for attempt in range(2, last + 1):
+        assert cp.manifest.transition_chunk(
+            job.job_id, 0, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED, attempts=attempt
+        )
+        cp.handle_event(first)  # the same message again, each time after a re-send
+        chunk = cp.manifest.get_chunk(job.job_id, 0)
+        assert (chunk.state, chunk.attempts) == (ChunkState.DISPATCHED, attempt)
+        if attempt < last:
+            cp.handle_event(first.model_copy(update={"attempt": attempt}))  # the current one
+            assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.PENDING
+    assert cp.manifest.get_object(job.job_id, 0).state == ObjectState.PENDING
+    cp.handle_event(first.model_copy(update={"attempt": last}))  # the last attempt's own
+    assert cp.manifest.get_object(job.job_id, 0).state == ObjectState.FAILED
 
 
 def test_wrong_crc_against_source_checksum_fails_object(cp: ControlPlane, tmp_path: Path):

@@ -102,10 +102,14 @@ def _flip_then_resend(job: GatewayJob, tmp_path: Path, hook: str) -> list[str]:
         job.config("dst-0", GatewayRole.DESTINATION, destination_uri=str(dst)),
     )
     job.chain("src-0", "dst-0")
-    chunks = job.chunks_for(src / "victim.bin", dst / "victim.bin", 8 * MiB)
+    chunks = [
+        c.model_copy(update={"attempt": 3})
+        for c in job.chunks_for(src / "victim.bin", dst / "victim.bin", 8 * MiB)
+    ]
     job.submit("src-0", chunks)
     verified, failed = job.outcome({0})
     assert verified == {} and set(failed) == {0}
+    assert {f.attempt for f in failed[0]} == {3}  # the destination names the attempt
     assert not (dst / "victim.bin").exists()  # nothing written
     reasons = [f.reason for f in failed[0]]
     job.submit("src-0", chunks)  # the hook is spent: the re-sent chunk passes
@@ -139,11 +143,15 @@ def test_changed_source_fails_the_chunk(gateway_job: GatewayJob, tmp_path: Path)
         job.config("dst-0", GatewayRole.DESTINATION, destination_uri=str(dst)),
     )
     job.chain("src-0", "dst-0")
-    chunks = job.chunks_for(src / "moving.bin", dst / "moving.bin", MiB)
+    chunks = [
+        c.model_copy(update={"attempt": 2})
+        for c in job.chunks_for(src / "moving.bin", dst / "moving.bin", MiB)
+    ]
     (src / "moving.bin").write_bytes(os.urandom(10_001))  # changes after listing
     job.submit("src-0", chunks)
     verified, failed = job.outcome({0})
     assert not verified and "changed since it was listed" in failed[0][0].reason
+    assert failed[0][0].attempt == 2  # the source names the attempt
     assert failed[0][0].retryable is False
     assert not (dst / "moving.bin").exists()
     # the gateway is still healthy

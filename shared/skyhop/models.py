@@ -461,6 +461,9 @@ class ChunkWork(_Strict):
     upload_id: str | None = None
     src_etag: str | None = Field(None, description="pin the version read (If-Match)")
     meta: ObjectMeta | None = Field(None, description="metadata of a single-chunk object's write")
+    attempt: int = Field(
+        0, ge=0, description="the dispatch this work belongs to, echoed in chunk_failed (0: none)"
+    )
 
 
 class ChunkBatch(_Strict):
@@ -543,6 +546,9 @@ class ChunkVerified(_Event):
     part_etag: str | None = None
     seconds: float = 0.0
     md5: str | None = Field(None, description="MD5 (hex) of the bytes written, when computed")
+    attempt: int = Field(
+        0, ge=0, description="the dispatch that wrote it (a late one's bytes are as good)"
+    )
 
 
 class ChunkFailed(_Event):
@@ -551,6 +557,12 @@ class ChunkFailed(_Event):
     object_id: int | None = None
     reason: str
     retryable: bool = True
+    attempt: int = Field(
+        0,
+        ge=0,
+        description="the dispatch that failed (0: unknown); the failure of an earlier "
+        "dispatch, late or delivered twice, changes nothing",
+    )
 
 
 class GatewayErrorEvent(_Event):

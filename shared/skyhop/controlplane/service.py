@@ -338,6 +338,7 @@ class ControlPlane:
                     upload_id=entry.upload_id,
                     src_etag=entry.src_etag,
                     meta=None if entry.multipart else entry.meta,
+                    attempt=chunk.attempts + 1,
                 )
             )
         size = self.limits.dispatch_batch
@@ -399,6 +400,11 @@ class ControlPlane:
     def _chunk_failed(self, event: ChunkFailed) -> None:
         chunk = self.manifest.get_chunk(event.job_id, event.chunk_id)
         if chunk is None or chunk.state != ChunkState.DISPATCHED:
+            return
+        if event.attempt and event.attempt != chunk.attempts:
+            # an earlier dispatch's failure, late or delivered twice: the chunk is on
+            # its way again, and this says nothing about that attempt
+            log.info("chunk %s: stale failure of attempt %d ignored", event.chunk_id, event.attempt)
             return
         if not event.retryable or chunk.attempts >= self.limits.max_attempts:
             if self.manifest.transition_chunk(
