@@ -284,6 +284,43 @@ def test_sync_source_errors(tmp_path: Path):
     assert not (tmp_path / "dst").exists()
 
 
+def test_symlinks_cannot_make_source_and_destination_overlap(tmp_path: Path):
+    """The local store follows links on the way to a key: a destination that is a
+    link into (or onto) the source, or the other way round, is refused before
+    anything is written or deleted."""
+    src = tmp_path / "a"
+    _tree(src, {"f1": b"1", "x/f2": b"2", "backup/old": b"3"})
+    (tmp_path / "up").symlink_to(".")  # the destination leads to the source's parent
+    (tmp_path / "into").symlink_to("a/backup")  # the destination leads inside the source
+    (tmp_path / "srclink").symlink_to("a/x")  # the source leads inside the destination
+    before = tree_digest(src)
+    for args in (
+        [str(src), str(tmp_path / "up")],
+        [str(src), str(tmp_path / "into")],
+        [str(tmp_path / "srclink"), str(src)],
+    ):
+        res = run_cli("sync", *args, "--delete")
+        _one_line_error(res, "overlap")
+        assert tree_digest(src) == before
+
+
+def test_names_that_are_not_utf8_are_left_alone_on_both_sides(tmp_path: Path):
+    """No object key can hold them: such a file is neither copied nor deleted, and
+    the rest of the tree moves."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _tree(src, {"a.txt": b"a"})
+    _tree(dst, {"old.txt": b"old"})
+    bad = os.fsdecode(b"bad\xffname")
+    (src / bad).write_bytes(b"b")
+    (dst / bad).write_bytes(b"keep me")
+    res = run_cli("sync", str(src), str(dst), "--delete")
+    assert res.code == 0, res.stderr
+    assert "not valid UTF-8" in res.stderr and "Traceback" not in res.stderr
+    assert (dst / "a.txt").read_bytes() == b"a" and not (dst / "old.txt").exists()
+    assert (dst / bad).read_bytes() == b"keep me"
+    assert sorted(os.listdir(dst)) == sorted(["a.txt", bad])
+
+
 # ---------------------------------------------------------------- in process
 
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import threading
 import time
@@ -256,6 +257,10 @@ class SyncPlan:
         if self.src_uri.store_id != self.dst_uri.store_id:
             return
         a, b = self.src_prefix, self.dst_prefix
+        if self.src_uri.scheme == "local":
+            # the local store follows symlinks on the way to a key: compare where
+            # both lead, or a link would let --delete remove the source's files
+            a, b = _real_prefix(a), _real_prefix(b)
         if a.startswith(b) or b.startswith(a):
             raise UsageError(
                 f"source {self.src_uri} and destination {self.dst_uri} overlap: "
@@ -717,6 +722,12 @@ class _Runner(EmbeddedRunner):
             raise StoreError(
                 f"listing failed: {str(error).splitlines()[0] if str(error) else error!r}"
             )
+
+
+def _real_prefix(prefix: str) -> str:
+    """A local key prefix (a directory) with every symlink on its path resolved."""
+    real = os.path.realpath("/" + prefix)
+    return real if real.endswith("/") else real + "/"
 
 
 def _line(planned: Planned, key: str) -> str:

@@ -19,6 +19,7 @@ first time removes temporary files of this host whose writer process is gone
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import socket
@@ -32,6 +33,8 @@ from skyhop.stores.base import BaseStore, Capabilities, ObjectInfo, ObjectMeta
 from skyhop.uri import StoreURI
 
 HIDDEN_PREFIX = ".skyhop-"
+
+log = logging.getLogger("skyhop.stores.local")
 _MPU_PREFIX = HIDDEN_PREFIX + "mpu-"
 _TMP_PREFIX = HIDDEN_PREFIX + "tmp-"
 _MAX_PARTS = 10_000
@@ -190,6 +193,15 @@ class LocalStore(BaseStore):
             raise StoreError(f"cannot list {path}: {exc.strerror or exc}") from None
         keyed: list[tuple[bytes, str, bool]] = []
         for name, entry in entries:
+            if not _is_utf8(name):
+                # no object store takes such a key, and no manifest or report can
+                # hold it: it is left alone on both sides (never copied, never deleted)
+                log.warning(
+                    "skipping %r in %s: the name is not valid UTF-8, as object keys must be",
+                    os.fsencode(name),
+                    path,
+                )
+                continue
             key = dir_key + name
             try:
                 is_dir = entry.is_dir(follow_symlinks=False)
@@ -526,3 +538,13 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _is_utf8(name: str) -> bool:
+    """Whether a file name decoded from the OS is valid UTF-8 (an undecodable byte
+    comes back as a lone surrogate, which does not encode)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
