@@ -146,6 +146,27 @@ def test_local_to_s3_and_back(moto, tmp_path: Path):
     assert tree_digest(back) == tree_digest(src)
 
 
+def test_s3_keys_that_climb_out_are_never_written_outside(moto, tmp_path: Path):
+    """S3 takes ``u/../../x`` as a plain name; as a local path it would land outside
+    the destination. Such an object fails with its reason; the rest is copied."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="skyhop-climb")
+    s3.put_object(Bucket="skyhop-climb", Key="u/ok.txt", Body=b"ok")
+    s3.put_object(Bucket="skyhop-climb", Key="u/../../escape.txt", Body=b"pwned")
+    s3.put_object(Bucket="skyhop-climb", Key="u/a//b.txt", Body=b"double")
+    dst = tmp_path / "deep" / "dst"
+    res = run_cli("cp", "-r", "s3://skyhop-climb/u/", f"{dst}/", "--json")
+    assert res.code == 1 and "Traceback" not in res.stderr
+    assert (dst / "ok.txt").read_bytes() == b"ok"
+    assert (
+        not (tmp_path / "escape.txt").exists() and not (tmp_path / "deep" / "escape.txt").exists()
+    )
+    assert not (dst / "a").exists()
+    assert res.report["objects_failed"] == 2
+    failures = res.report["failures"]
+    assert len(failures) == 2 and all("cannot be a local path" in f for f in failures), failures
+
+
 def test_s3_to_s3_through_relay(moto):
     files = {"a.txt": b"a" * 10, "b/c d.bin": os.urandom(6 * MIB + 5), "z/empty": b""}
     _s3_tree("skyhop-src", files)

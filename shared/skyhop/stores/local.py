@@ -104,10 +104,21 @@ class LocalStore(BaseStore):
 
     @staticmethod
     def path(key: str) -> str:
-        """The filesystem path of ``key``."""
+        """The filesystem path of ``key``.
+
+        A key from another store may hold ``..``, ``.`` or empty segments (S3 takes
+        ``a/../../b`` as a name like any other); as a path it would name another
+        place, so it is refused (never written outside the destination)."""
         if "\x00" in key:
             raise UsageError("malformed key: contains a NUL byte")
-        return "/" + key.lstrip("/")
+        rel = key.lstrip("/")
+        parts = rel.split("/")
+        if "." in parts or ".." in parts or "" in parts[:-1]:
+            raise StoreError(
+                f"key {key!r} cannot be a local path: a '.', '..' or empty segment "
+                "would put it somewhere else"
+            )
+        return "/" + rel
 
     @staticmethod
     def _key(path: str) -> str:
