@@ -461,6 +461,14 @@ def handle_request(
     def run() -> Handled:
         cp = control_plane()
         job = find_job(cp, request.request_id)
+        if job is not None and job.state == JobState.CREATED:
+            # its first delivery died while listing: that job holds part of a
+            # listing at most and cannot be resumed; this delivery lists again
+            cp.abort_uploads(job.job_id)
+            cp.manifest.update_job(
+                job.job_id, state=JobState.FAILED, error="listing interrupted; listed again"
+            )
+            job = None
         try:
             if job is None:
                 job = submit_request(cp, request)

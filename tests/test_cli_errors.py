@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from skyhop.models import JobState
+from skyhop.models import Chunk, Job, JobState, ObjectEntry, TransferRequest
 from skyhop.state.sqlite import SQLiteManifest
 from tests.fixtures.cli import Result, run_cli
 
@@ -108,6 +108,37 @@ def test_no_credentials(moto, src_file: Path, tmp_path: Path):
 def test_resume_unknown_job():
     res = run_cli("cp", "--resume", "j-doesnotexist")
     assert_one_line_error(res, "unknown job", "j-doesnotexist")
+
+
+def test_resume_of_a_job_killed_while_listing(src_file: Path, tmp_path: Path, skyhop_home: Path):
+    """A CLI killed while listing leaves its job 'created', with part of the source
+    in the manifest and no totals: resuming it must refuse, never report success."""
+    manifest = SQLiteManifest(skyhop_home / "manifest.db")
+    dst = tmp_path / "never"
+    job = Job(request=TransferRequest(source=str(src_file), destination=str(dst)))
+    manifest.create_job(job)
+    size = src_file.stat().st_size
+    key = str(src_file).lstrip("/")
+    manifest.put_objects(
+        [
+            ObjectEntry(
+                job_id=job.job_id,
+                object_id=0,
+                src_key=key,
+                dst_key=str(dst).lstrip("/"),
+                size=size,
+                chunk_size=size,
+                n_chunks=1,
+            )
+        ]
+    )
+    manifest.put_chunks(
+        [Chunk(job_id=job.job_id, chunk_id=0, object_id=0, index=0, offset=0, length=size)]
+    )
+    res = run_cli("cp", "--resume", job.job_id, "-y", "-q")
+    assert_one_line_error(res, job.job_id, "interrupted before its listing finished")
+    assert not dst.exists()
+    assert manifest.get_job(job.job_id).state == JobState.FAILED
 
 
 def test_status_unknown_job():

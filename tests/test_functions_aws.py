@@ -263,6 +263,33 @@ def test_a_request_without_request_id_runs_once_per_message(env: Env, tmp_path: 
         assert (dst / rel).read_bytes() == data
 
 
+def test_a_request_whose_first_delivery_died_listing_is_listed_again(
+    env: Env, tmp_path: Path
+) -> None:
+    """The function that took it died while listing: its job stayed 'created' with
+    part of a listing. The next delivery fails that job and runs a new one."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = _tree(src)
+    request = TransferRequest(
+        request_id="r-died-listing",
+        source=f"{src}/",
+        destination=f"{dst}/",
+        options=TransferOptions(recursive=True),
+    )
+    stale = Job(request=request)
+    env.manifest.create_job(stale)
+    assert submit.handler(sqs_event([request.model_dump_json()]), Context()) == {
+        "batchItemFailures": []
+    }
+    [started] = results(env.results)
+    assert started["type"] == "job_started" and started["job_id"] != stale.job_id
+    assert env.manifest.get_job(stale.job_id).state == JobState.FAILED
+    report = pump_events(env, started["job_id"])
+    assert report.state == JobState.SUCCEEDED and report.objects == len(files)
+    for rel, data in files.items():
+        assert (dst / rel).read_bytes() == data
+
+
 # ---------------------------------------------------------------- gateway_events
 
 

@@ -189,6 +189,15 @@ class ControlPlane:
         job = self.require(job_id)
         if job.state.finished:
             raise UsageError(f"job {job_id} already {job.state.value}; nothing to resume")
+        if job.state == JobState.CREATED:
+            # the process listing it was killed: the manifest holds part of the
+            # source at most, and the job's totals none of it (it would "succeed")
+            self.abort_uploads(job_id)
+            self.manifest.update_job(job_id, state=JobState.FAILED, error="listing interrupted")
+            raise UsageError(
+                f"job {job_id} was interrupted before its listing finished and copied "
+                "nothing: run the same copy again"
+            )
         if not job.listing_complete and job.state != JobState.PLANNED:
             self.abort_uploads(job_id)
             self.manifest.update_job(job_id, state=JobState.FAILED, error="listing interrupted")
