@@ -46,6 +46,9 @@ from tests.fixtures.cli import run_cli, tree_digest
         ("[ab]*", "b.log", True),
         ("[!ab]*", "b.log", False),
         ("[a-c]x", "cx", True),
+        ("[a\\-z]", "-", True),  # an escaped '-' is itself, not a range
+        ("[a\\-z]", "z", True),
+        ("[a\\-z]", "b", False),
         ("{logs,tmp}/**", "tmp/a/b", True),
         ("{logs,tmp}/**", "data/a", False),
         ("*.{jpg,png}", "p/q.png", True),

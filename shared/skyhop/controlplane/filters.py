@@ -156,13 +156,29 @@ def _char_class(pattern: str, s: str, i: int) -> tuple[str, int]:
     members = s[start:j]
     if not members:
         raise UsageError(f"invalid pattern {pattern!r}: empty character class '[]'")
-    escaped = "".join("\\" + ch if ch in "\\^[]" else ch for ch in members.replace("\\", ""))
+    escaped = _class_members(members)
     regex = ("[^/" if negate else "[") + escaped + "]"
     try:
         re.compile(regex)
     except re.error as exc:
         raise UsageError(f"invalid pattern {pattern!r}: bad character class ({exc})") from None
     return regex, j + 1
+
+
+def _class_members(members: str) -> str:
+    """A class's members as regex: ``\\x`` is the character x itself (so ``[a\\-z]``
+    holds a, - and z), an unescaped ``-`` between two members is a range."""
+    out: list[str] = []
+    k = 0
+    while k < len(members):
+        if members[k] == "\\" and k + 1 < len(members):
+            out.append(re.escape(members[k + 1]))
+            k += 2
+            continue
+        ch = members[k]
+        out.append("\\" + ch if ch in "\\^[]" else ch)
+        k += 1
+    return "".join(out)
 
 
 def check_patterns(patterns: Iterable[str], what: str = "pattern") -> list[str]:
