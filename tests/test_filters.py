@@ -213,6 +213,21 @@ def test_cp_dry_run_lists_filtered_objects(tmp_path: Path):
     assert not dst.exists()
 
 
+def test_filters_apply_to_a_single_object_too(tmp_path: Path):
+    src = tmp_path / "f.tmp"
+    src.write_bytes(b"abc")
+    for args in (["--exclude", "*.tmp"], ["--min-size", "1K"], ["--include", "*.txt"]):
+        res = run_cli("cp", str(src), str(tmp_path / "o"), *args)
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert res.code != 0 and len(lines) == 1 and "filtered out" in lines[0], res.stderr
+        assert not (tmp_path / "o").exists()
+    res = run_cli("cp", str(src), str(tmp_path / "o"), "--exclude", "*.tmp", "--dry-run")
+    assert res.code == 0 and "would copy   0 objects" in res.stdout, res.stdout
+    res = run_cli("cp", str(src), str(tmp_path / "o"), "--include", "f.*")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "o").read_bytes() == b"abc"
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -118,6 +118,9 @@ def entries(
     selected = selected or Filter.of(options)
     for info in listing:
         if selection.single:
+            # filters apply to one object too, by its name
+            if not selected.accepts(posixpath.basename(info.key), info):
+                continue
             dst_key = selection.single_dst_key or ""
         else:
             rel = info.key[len(selection.src_prefix) :]

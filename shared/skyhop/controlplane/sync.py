@@ -753,6 +753,9 @@ def cp_dry_run(
     with CsvReport(job_id) as rows:
         for info in objects:
             if selection.single:
+                if not selected.accepts(posixpath.basename(info.key), info):
+                    summary.excluded += 1
+                    continue
                 key = selection.single_dst_key or ""
             else:
                 rel = info.key[len(selection.src_prefix) :]
