@@ -218,6 +218,11 @@ def test_max_delete_refuses_and_writes_nothing(tmp_path: Path, skyhop_home: Path
     assert not reports.exists() or not list(reports.iterdir())
     jobs = SQLiteManifest(skyhop_home / "manifest.db").list_jobs()
     assert [j.state for j in jobs] == [JobState.FAILED]
+    # a dry run says that the real sync would refuse
+    res = run_cli("sync", str(src), str(dst), "--delete", "--max-delete", "2", "--dry-run")
+    assert res.code == 0, res.stderr
+    assert "refused      3 deletes planned, more than --max-delete 2" in res.stdout
+    assert tree_digest(dst) == before
     # within the limit it runs
     res = _sync(str(src), str(dst), "--delete", "--max-delete", "3", *SMALL_PARTS)
     assert res.code == 0, res.stderr

@@ -511,6 +511,8 @@ def _print_dry_run(args: argparse.Namespace, report: JobReport) -> None:
     ]
     if s.excluded:
         lines.append(f"  excluded     {s.excluded} objects by the filters")
+    if s.deletes_skipped:
+        lines.append(f"  refused      {s.deletes_skipped}")
     cost = report.plan.cost if report.plan is not None else None
     if cost is not None:
         lines.append(

@@ -466,6 +466,12 @@ class SyncJob:
                     out.write(_line(planned, self.plan.dst_key(planned.rel)) + "\n")
                     shown += 1
         summary = self.summary
+        limit = self.options.max_delete
+        if limit is not None and summary.to_delete > limit:
+            summary.deletes_skipped = (
+                f"{summary.to_delete} deletes planned, more than --max-delete {limit}: "
+                "the sync would refuse and change nothing"
+            )
         if out is not None and shown < summary.to_copy + summary.skipped + summary.to_delete:
             more = summary.to_copy + summary.skipped + summary.to_delete - shown
             out.write(f"... and {more} more (every action: {report_paths(job_id)[1]})\n")
