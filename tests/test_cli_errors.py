@@ -141,6 +141,21 @@ def test_resume_of_a_job_killed_while_listing(src_file: Path, tmp_path: Path, sk
     assert manifest.get_job(job.job_id).state == JobState.FAILED
 
 
+def test_tree_onto_an_existing_file(tmp_path: Path, skyhop_home: Path):
+    tree = tmp_path / "tree"
+    (tree / "x").mkdir(parents=True)
+    (tree / "x" / "a").write_bytes(b"a")
+    target = tmp_path / "existing.txt"
+    target.write_bytes(b"keep")
+    res = run_cli("cp", "-r", str(tree), str(target), "-y")
+    assert_one_line_error(res, str(target), "is not a directory")
+    assert target.read_bytes() == b"keep"
+    assert (
+        not (skyhop_home / "manifest.db").exists()
+        or not SQLiteManifest(skyhop_home / "manifest.db").list_jobs()
+    )
+
+
 def test_status_unknown_job():
     res = run_cli("status", "j-doesnotexist")
     assert_one_line_error(res, "unknown job")

@@ -126,6 +126,10 @@ class ControlPlane:
             selection, objects = listing.select_keys(src, src_uri, dst_uri, request.keys)
         else:
             selection, objects = listing.select(src, src_uri, dst_uri, request.options, dst_is_dir)
+        check_writable = getattr(dst, "check_writable", None)
+        if not selection.single and selection.dst_prefix and callable(check_writable):
+            # a tree lands in a directory: an existing file there fails now, in one line
+            check_writable(selection.dst_prefix)
         objects = fanout.with_meta(src, objects)
         job = Job(request=request)
         self.manifest.create_job(job)
