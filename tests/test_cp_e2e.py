@@ -269,6 +269,25 @@ def test_ctrl_c_leaves_no_gateway_and_is_resumable(tmp_path: Path, skyhop_home: 
     )
 
 
+def test_a_running_job_is_not_resumed_by_another_process(tmp_path: Path, skyhop_home: Path):
+    """Both would run the job, each with its own gateways."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _big_tree(src, 4)
+    proc = start_cli(
+        "cp", "-r", str(src), str(dst), *SMALL_PARTS,
+        env={"SKYHOP_TEST_HOOKS": "source:sleep_per_chunk=20"},
+    )  # fmt: skip
+    job_id = _wait_verified(skyhop_home, 0)
+    assert gateway_processes(job_id)
+    res = run_cli("cp", "--resume", job_id, "-q")
+    assert res.code == 2 and "still running in another process" in res.stderr, res.stderr
+    assert manifest(skyhop_home).get_job(job_id).state == JobState.RUNNING
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert wait_no_gateways(job_id) == []
+
+
 def test_killed_cli_leaves_no_gateway(tmp_path: Path, skyhop_home: Path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _big_tree(src)

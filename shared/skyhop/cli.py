@@ -230,6 +230,15 @@ def cmd_cp(args: argparse.Namespace) -> int:
             raise UsageError("--resume takes a job id only, not SOURCE and DESTINATION")
         if job.state.finished:
             raise UsageError(f"job {job.job_id} already {job.state.value}; nothing to resume")
+        if job.runtime is not None and job.runtime.compute == "local":
+            from skyhop.compute.local import live_gateway_pids
+
+            pids = live_gateway_pids(job.runtime.gateways)
+            if pids:
+                raise UsageError(
+                    f"job {job.job_id} is still running in another process (gateway pid "
+                    f"{pids[0]}): wait for it, or stop it with Ctrl-C, then resume"
+                )
         _say(args, f"resuming {job.job_id}: {job.request.source} -> {job.request.destination}")
     else:
         if not args.source or not args.destination:

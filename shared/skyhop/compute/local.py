@@ -305,6 +305,26 @@ class LocalComputeProvider:
         _remove(r.config_path)
 
 
+def live_gateway_pids(specs: list[GatewaySpec]) -> list[int]:
+    """Pids of ``specs`` (local gateways) still running a gateway of their job, in
+    whatever process started them: a job whose gateways live is being run by
+    another process (Linux; elsewhere nothing is found)."""
+    found: list[int] = []
+    for spec in specs:
+        try:
+            pid = int(spec.instance_id or 0)
+        except ValueError:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except OSError:
+            continue
+        if pid > 0 and b"gateway_vm" in cmdline and spec.job_id.encode() in cmdline:
+            found.append(pid)
+    return found
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     # The child must import the same skyhop and gateway_vm as this process.
