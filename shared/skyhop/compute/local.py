@@ -315,12 +315,14 @@ def live_gateway_pids(specs: list[GatewaySpec]) -> list[int]:
             pid = int(spec.instance_id or 0)
         except ValueError:
             continue
+        if pid <= 0:
+            continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmdline = fh.read()
         except OSError:
             continue
-        if pid > 0 and b"gateway_vm" in cmdline and spec.job_id.encode() in cmdline:
+        if b"gateway_vm" in cmdline and spec.job_id.encode() in cmdline:
             found.append(pid)
     return found
 
