@@ -282,6 +282,8 @@ def test_a_running_job_is_not_resumed_by_another_process(tmp_path: Path, skyhop_
     res = run_cli("cp", "--resume", job_id, "-q")
     assert res.code == 2 and "still running in another process" in res.stderr, res.stderr
     assert manifest(skyhop_home).get_job(job_id).state == JobState.RUNNING
+    res = run_cli("status", job_id)
+    assert res.code == 0 and "running" in res.stdout and "gone" not in res.stdout
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -297,6 +299,10 @@ def test_killed_cli_leaves_no_gateway(tmp_path: Path, skyhop_home: Path):
     proc.kill()
     proc.communicate(timeout=30)
     assert wait_no_gateways(job_id) == []
+    # the manifest still says running; status tells that nothing runs it any more
+    res = run_cli("status", job_id)
+    assert res.code == 0 and "its process is gone" in res.stdout, res.stdout
+    assert f"skyhop cp --resume {job_id}" in res.stdout
     # the job stays resumable from the manifest
     res = run_cli("cp", "--resume", job_id, "--json")
     assert res.code == 0, res.stderr

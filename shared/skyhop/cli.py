@@ -334,7 +334,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for job in jobs:
         table.add_row(
             job.job_id,
-            job.state.value,
+            _shown_state(job),
             str(job.objects_total),
             _human(job.bytes_total),
             job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -349,7 +349,8 @@ def _status_one(job: Job, progress: JobProgress) -> None:
     from rich.table import Table
 
     table = Table(title=f"job {job.job_id}", show_header=False)
-    table.add_row("state", job.state.value)
+    state = _shown_state(job)
+    table.add_row("state", state)
     table.add_row("source", job.request.source)
     table.add_row("destination", job.request.destination)
     table.add_row(
@@ -363,9 +364,30 @@ def _status_one(job: Job, progress: JobProgress) -> None:
     table.add_row("updated", job.updated_at.isoformat())
     if job.error:
         table.add_row("error", job.error)
-    if job.state.value in ("interrupted", "running"):
+    if job.state.value == "interrupted" or state.endswith(_GONE):
         table.add_row("resume", f"skyhop cp --resume {job.job_id}")
     Console().print(table)
+
+
+_GONE = "(stopped: its process is gone)"
+
+
+def _shown_state(job: Job) -> str:
+    """The job's state, and whether a job this machine runs is really still running
+    (a CLI killed with SIGKILL leaves it 'running' in the manifest; its gateways
+    die with it)."""
+    runtime = job.runtime
+    if (
+        job.state.value in ("provisioning", "running", "verifying")
+        and runtime is not None
+        and runtime.compute == "local"
+        and runtime.gateways
+    ):
+        from skyhop.compute.local import live_gateway_pids
+
+        if not live_gateway_pids(runtime.gateways):
+            return f"{job.state.value} {_GONE}"
+    return job.state.value
 
 
 # ---------------------------------------------------------------- rendering
