@@ -101,13 +101,12 @@ def _receive_chunk(
     need = meta.length
     if need > ctx.pool.budget.capacity:
         # Held whole until verified, it would break the gateway's memory bound.
-        ctx.chunk_failed(
-            chunk_id,
+        _meta_failed(
+            ctx,
+            meta,
             f"chunk {chunk_id} of {need} bytes exceeds this gateway's chunk buffer budget "
             f"({ctx.pool.budget.capacity} bytes): use smaller chunks or a larger "
             "buffer_budget_bytes",
-            object_id=meta.object_id,
-            attempt=meta.attempt,
             retryable=False,
         )
         return _skip_chunk(reader, chunk_id, first)
@@ -176,23 +175,13 @@ def _receive_chunk(
         handed_off = True
         return True
     except ValidationError as exc:
-        ctx.chunk_failed(
-            chunk_id,
-            f"trailer of chunk {chunk_id} rejected: {_short(exc)}",
-            object_id=meta.object_id,
-            attempt=meta.attempt,
-        )
+        _meta_failed(ctx, meta, f"trailer of chunk {chunk_id} rejected: {_short(exc)}")
         return False
     except IntegrityError as exc:
-        ctx.chunk_failed(chunk_id, str(exc), object_id=meta.object_id, attempt=meta.attempt)
+        _meta_failed(ctx, meta, str(exc))
         return _skip_chunk(reader, chunk_id, frame)
     except (StreamClosed, OSError) as exc:
-        ctx.chunk_failed(
-            chunk_id,
-            f"chunk {chunk_id} cut off: {exc}",
-            object_id=meta.object_id,
-            attempt=meta.attempt,
-        )
+        _meta_failed(ctx, meta, f"chunk {chunk_id} cut off: {exc}")
         return False
     finally:
         _idle(reader)
@@ -257,22 +246,31 @@ def _write_verified(
             )
         )
     except SkyhopError as exc:
-        ctx.chunk_failed(
-            meta.chunk_id,
+        _meta_failed(
+            ctx,
+            meta,
             f"writing chunk {meta.chunk_id} to {meta.dst_key} failed: {exc}",
-            object_id=meta.object_id,
-            attempt=meta.attempt,
             retryable=getattr(exc, "retryable", True) if isinstance(exc, StoreError) else True,
         )
     except Exception as exc:  # noqa: BLE001 - never crash the gateway on a store's bug
-        ctx.chunk_failed(
-            meta.chunk_id,
-            f"writing chunk {meta.chunk_id} failed: {type(exc).__name__}: {exc}",
-            object_id=meta.object_id,
-            attempt=meta.attempt,
+        _meta_failed(
+            ctx, meta, f"writing chunk {meta.chunk_id} failed: {type(exc).__name__}: {exc}"
         )
     finally:
         _recycle(ctx, buf, view)
+
+
+def _meta_failed(
+    ctx: WorkerContext, meta: ChunkMeta, reason: str, *, retryable: bool = True
+) -> None:
+    """A chunk whose metadata was opened failed: its object and attempt are known."""
+    ctx.chunk_failed(
+        meta.chunk_id,
+        reason,
+        object_id=meta.object_id,
+        retryable=retryable,
+        attempt=meta.attempt,
+    )
 
 
 def _idle(reader: FrameReader) -> None:
