@@ -193,22 +193,20 @@ class ControlPlane:
         job = self.require(job_id)
         if job.state.finished:
             raise UsageError(f"job {job_id} already {job.state.value}; nothing to resume")
-        if job.state == JobState.CREATED:
-            # the process listing it was killed: the manifest holds part of the
-            # source at most, and the job's totals none of it (it would "succeed")
+        # A job still 'created' lost the process listing it: the manifest holds part
+        # of the source at most and its totals none of it (it would "succeed"). A
+        # sync interrupted mid-listing cannot go on either.
+        if job.state == JobState.CREATED or (
+            not job.listing_complete and job.state != JobState.PLANNED
+        ):
             self.abort_uploads(job_id)
             self.manifest.update_job(job_id, state=JobState.FAILED, error="listing interrupted")
-            raise UsageError(
-                f"job {job_id} was interrupted before its listing finished and copied "
-                "nothing: run the same copy again"
+            advice = (
+                " and copied nothing: run the same copy again"
+                if job.state == JobState.CREATED
+                else "; run the same `skyhop sync` again (it skips what was already copied)"
             )
-        if not job.listing_complete and job.state != JobState.PLANNED:
-            self.abort_uploads(job_id)
-            self.manifest.update_job(job_id, state=JobState.FAILED, error="listing interrupted")
-            raise UsageError(
-                f"job {job_id} was interrupted before its listing finished; run the same "
-                "`skyhop sync` again (it skips what was already copied)"
-            )
+            raise UsageError(f"job {job_id} was interrupted before its listing finished{advice}")
         for chunk in list(self.manifest.iter_chunks(job_id, {ChunkState.DISPATCHED})):
             self.manifest.transition_chunk(
                 job_id, chunk.chunk_id, expect={ChunkState.DISPATCHED}, to=ChunkState.PENDING
