@@ -230,15 +230,12 @@ def cmd_cp(args: argparse.Namespace) -> int:
             raise UsageError("--resume takes a job id only, not SOURCE and DESTINATION")
         if job.state.finished:
             raise UsageError(f"job {job.job_id} already {job.state.value}; nothing to resume")
-        if job.runtime is not None and job.runtime.compute == "local":
-            from skyhop.compute.local import live_gateway_pids
-
-            pids = live_gateway_pids(job.runtime.gateways)
-            if pids:
-                raise UsageError(
-                    f"job {job.job_id} is still running in another process (gateway pid "
-                    f"{pids[0]}): wait for it, or stop it with Ctrl-C, then resume"
-                )
+        pids = _live_local_gateways(job)
+        if pids:
+            raise UsageError(
+                f"job {job.job_id} is still running in another process (gateway pid "
+                f"{pids[0]}): wait for it, or stop it with Ctrl-C, then resume"
+            )
         _say(args, f"resuming {job.job_id}: {job.request.source} -> {job.request.destination}")
     else:
         if not args.source or not args.destination:
@@ -372,21 +369,25 @@ def _status_one(job: Job, progress: JobProgress) -> None:
 _GONE = "(stopped: its process is gone)"
 
 
+def _live_local_gateways(job: Job) -> list[int] | None:
+    """Pids of the job's local gateways still alive in any process; None when the
+    job has no local gateways to look for."""
+    runtime = job.runtime
+    if runtime is None or runtime.compute != "local" or not runtime.gateways:
+        return None
+    from skyhop.compute.local import live_gateway_pids
+
+    return live_gateway_pids(runtime.gateways)
+
+
 def _shown_state(job: Job) -> str:
     """The job's state, and whether a job this machine runs is really still running
     (a CLI killed with SIGKILL leaves it 'running' in the manifest; its gateways
     die with it)."""
-    runtime = job.runtime
-    if (
-        job.state.value in ("provisioning", "running", "verifying")
-        and runtime is not None
-        and runtime.compute == "local"
-        and runtime.gateways
+    if job.state.value in ("provisioning", "running", "verifying") and (
+        _live_local_gateways(job) == []
     ):
-        from skyhop.compute.local import live_gateway_pids
-
-        if not live_gateway_pids(runtime.gateways):
-            return f"{job.state.value} {_GONE}"
+        return f"{job.state.value} {_GONE}"
     return job.state.value
 
 
