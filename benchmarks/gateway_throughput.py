@@ -82,8 +82,9 @@ def write_random(path: Path, size: int) -> None:
             left -= n
 
 
-def warm_up_memory(directory: Path, size: int) -> None:
-    """Write and delete ``size`` bytes in ``directory``.
+def warm_up_memory(directory: Path, size: int) -> float:
+    """Write and delete ``size`` bytes in ``directory``; returns the seconds the
+    writes took (the unlink not counted).
 
     Guest memory of this kind of VM is backed lazily by the host: the first
     touch of a never-used page costs a host-side fault (measured: tmpfs writes
@@ -95,10 +96,13 @@ def warm_up_memory(directory: Path, size: int) -> None:
     """
     path = directory / "warm-up"
     block = bytes(16 * MiB)
+    start = time.perf_counter()
     with open(path, "wb", buffering=0) as fh:
         for _ in range(-(-size // len(block))):
             fh.write(block)
+    seconds = time.perf_counter() - start
     path.unlink()
+    return seconds
 
 
 def aes_seal_rate(segment: int, seconds: float = 1.5) -> float:
@@ -176,15 +180,8 @@ def tls_loopback_rate(ca: crypto.JobCA, conns: int, total: int) -> float:
 def fresh_write_rate(directory: Path, size: int) -> float:
     """Bytes per second written into a new file in ``directory`` (the destination
     writes every part into fresh pages: on this kind of VM that is not free)."""
-    path = directory / "write-probe"
-    block = bytes(16 * MiB)
-    start = time.perf_counter()
-    with open(path, "wb", buffering=0) as fh:
-        for _ in range(-(-size // len(block))):
-            fh.write(block)
-    rate = -(-size // len(block)) * len(block) / (time.perf_counter() - start)
-    path.unlink()
-    return rate
+    written = -(-size // (16 * MiB)) * 16 * MiB  # warm_up_memory writes whole blocks
+    return written / warm_up_memory(directory, size)
 
 
 def file_crc(path: Path) -> int:
