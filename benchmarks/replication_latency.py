@@ -34,47 +34,11 @@ from typing import Any
 
 import boto3
 
+from tests.fixtures.events import LambdaContext, sqs_event
 from tests.fixtures.services import running_moto
 
 SRC, DST = "skyhop-bench-src", "skyhop-bench-dst"
 TARGET_P99 = 5.0
-
-
-class Context:
-    """The parts of a Lambda context the handler reads."""
-
-    function_name = "skyhop-bench"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:skyhop-bench"
-    aws_request_id = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 300_000
-
-
-def sqs_event(messages: list[dict[str, Any]], arn: str) -> dict[str, Any]:
-    """Received SQS messages as Lambda's event."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": {
-                    "ApproximateReceiveCount": "1",
-                    "SentTimestamp": "0",
-                    "SenderId": "s3",
-                    "ApproximateFirstReceiveTimestamp": "0",
-                },
-                "messageAttributes": {},
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": arn,
-                "awsRegion": "us-east-1",
-            }
-            for m in messages
-        ]
-    }
 
 
 def keys_of(body: str) -> list[str]:
@@ -110,7 +74,7 @@ def poll(queue_url: str, queue_arn: str, env: dict[str, str], results: Any, stop
         ).get("Messages", [])
         if not got:
             continue
-        response = bucket_events.handler(sqs_event(got, queue_arn), Context())
+        response = bucket_events.handler(sqs_event(got, queue_arn), LambdaContext())
         finished = time.monotonic()
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
         for m in got:

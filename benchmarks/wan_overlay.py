@@ -11,7 +11,9 @@ veth pairs rate-shaped with tc tbf to the profile's Gbit/s scaled down
 (``--scale`` Mbit/s per Gbit/s), checks each link's rate with a plain TCP
 stream, lets the planner choose among the emulated regions, and copies the
 same files with real gateways (``python -m gateway_vm`` in the namespaces)
-direct and along the planned relay. Prints predicted and measured throughput
+direct and along the planned relay, and then copies them once more with
+``rclone copy`` (rclone serve webdav in the destination region, its default
+4 transfers) over the direct link, the peer's way between the same regions. Prints predicted and measured throughput
 of both routes, the measured speedup and measured/predicted. Exits non-zero
 unless the overlay is measured at least 1.5x faster and both routes are within
 25% of the prediction. Needs root; everything it creates is removed on exit.
@@ -23,6 +25,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,9 +37,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "shared")]
 
-from skyhop.planner import load_profile, plan  # noqa: E402
-from skyhop.planner.profile import Profile  # noqa: E402
-from tests.fixtures.netns import EmulatedWAN, scaled_rates, why_not  # noqa: E402
+from skyhop.planner import load_profile, plan  # noqa: E402 - after sys.path names the checkout
+from skyhop.planner.profile import Profile  # noqa: E402 - after sys.path names the checkout
+from tests.fixtures.netns import EmulatedWAN, scaled_rates, why_not  # noqa: E402 - after sys.path names the checkout
 
 MIN_MBIT, MAX_MBIT = 5.0, 50.0
 MAX_RELAY_MBIT = 40.0  # keep the fastest route well inside what 2 busy cores carry
@@ -78,6 +81,44 @@ def choose(profile: Profile, scale: float, src: str | None, dst: str | None) -> 
     if best is None:
         raise SystemExit("no region pair in the profile fits the emulation's constraints")
     return best[1], best[2], best[3]
+
+
+def rclone_copy(
+    wan: EmulatedWAN, src: str, dst: str, src_dir: Path, dst_dir: Path, port: int = 8765
+) -> dict[str, float] | None:
+    """``rclone copy`` between the same two emulated regions, over the direct link:
+    ``rclone serve webdav`` on the destination region's address, ``rclone copy`` (its
+    defaults: 4 transfers at once) from the source region. None without rclone."""
+    rclone = shutil.which("rclone")
+    if rclone is None:
+        return None
+    url = f"http://{wan.host_ips[dst]}:{port}"
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", wan.namespaces[dst], rclone, "serve", "webdav", str(dst_dir),
+         "--addr", f"{wan.host_ips[dst]}:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = dict(os.environ, RCLONE_CONFIG_WAN_TYPE="webdav", RCLONE_CONFIG_WAN_URL=url)
+    in_src = ["ip", "netns", "exec", wan.namespaces[src], rclone]
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([*in_src, "lsd", "wan:"], env=env, capture_output=True).returncode:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("wan_overlay: rclone serve webdav did not come up")
+            time.sleep(0.3)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [*in_src, "copy", str(src_dir), "wan:"], env=env, capture_output=True, text=True
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"wan_overlay: rclone copy failed: {done.stderr.strip()[-300:]}")
+    finally:
+        server.terminate()
+        server.wait(10)
+    size = sum(f.stat().st_size for f in src_dir.iterdir())
+    return {"seconds": seconds, "mbit_per_s": size * 8 / seconds / 1e6}
 
 
 def main() -> int:
@@ -158,6 +199,13 @@ def main() -> int:
                 for f in src_dir.iterdir():
                     if (dst_dir / f.name).read_bytes() != f.read_bytes():
                         raise SystemExit(f"wan_overlay: {name}: {f.name} differs after the copy")
+            for f in dst_dir.iterdir():
+                f.unlink()
+            rclone = rclone_copy(wan, src, dst, src_dir, dst_dir)
+            if rclone is not None:
+                for f in src_dir.iterdir():
+                    if (dst_dir / f.name).read_bytes() != f.read_bytes():
+                        raise SystemExit(f"wan_overlay: rclone: {f.name} differs after the copy")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -188,6 +236,18 @@ def main() -> int:
             f"{r['mbit_per_s'] / predicted:.3f}",
             f"{r['seconds']:.1f}",
         )
+    if rclone is not None:
+        predicted = direct_plan.throughput_gbps * args.scale
+        table.add_row(
+            "rclone copy",
+            f"{src} -> {dst} (webdav, 4 transfers)",
+            f"{predicted:.2f}",
+            "",
+            "",
+            f"{rclone['mbit_per_s']:.2f}",
+            f"{rclone['mbit_per_s'] / predicted:.3f}",
+            f"{rclone['seconds']:.1f}",
+        )
     console.print(table)
     console.print(
         "measured = the steady rate once the route is full: bytes of the chunks after the first "
@@ -202,6 +262,13 @@ def main() -> int:
         "direct within 25% of prediction": abs(ratios["direct"] - 1) <= 0.25,
         "overlay within 25% of prediction": abs(ratios["overlay"] - 1) <= 0.25,
     }
+    if rclone is not None:
+        vs_rclone = results["overlay"]["mbit_per_s"] / rclone["mbit_per_s"]
+        checks["overlay end-to-end >= 1.5x rclone copy on the direct link"] = vs_rclone >= 1.5
+        console.print(
+            f"skyhop overlay / rclone copy: {vs_rclone:.2f}x end-to-end; skyhop direct / rclone: "
+            f"{results['direct']['mbit_per_s'] / rclone['mbit_per_s']:.2f}x"
+        )
     console.print(
         f"measured speedup {steady:.2f}x (end-to-end {e2e:.2f}x, predicted "
         f"{predicted_speedup:.2f}x); run took {time.monotonic() - started:.0f} s"

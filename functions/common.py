@@ -1,5 +1,5 @@
 """What the GCP and Azure function apps share: settings from the environment,
-the :class:`~skyhop.controlplane.ControlPlane` built from them, parsing of
+the :class:`~skyhop.controlplane.service.ControlPlane` built from them, parsing of
 message bodies into pydantic models, and the rule that decides, for every
 message, between *done*, *dropped* and *retry*.
 
@@ -7,7 +7,10 @@ No cloud SDK is imported here; each cloud's entry-point file turns its
 trigger's payload (a CloudEvent, a queue message, an Event Grid event) into
 text or :class:`~skyhop.controlplane.replication.ObjectEvent` and calls one of
 
-    handle_request         a TransferRequest body  -> a running job
+    handle_request         a TransferRequest body  -> a running job (or, with ``hold``,
+                           a planned one); a start_job / cancel_job body
+                           (handle_job_control) -> the job started, or cancelled
+                           and torn down in the cloud
     handle_gateway_event   an EventEnvelope body   -> the manifest, more dispatch, the report
     handle_object_events   bucket events           -> replication (inline copy or a request)
     run_reaper             a timer / scheduler tick -> stuck chunks, budgets, orphans
@@ -25,8 +28,12 @@ with an error line too.
 Environment (``skyhop deploy`` sets it):
 
 ==========================  ===================================================
-``SKYHOP_MANIFEST``         ``sqlite:///ABS/PATH`` (default: the SQLite manifest
-                            under ``SKYHOP_HOME``) or ``dynamodb://TABLE[?region=R]``
+``SKYHOP_MANIFEST``         the cloud's own manifest, as ``skyhop deploy`` sets it:
+                            ``firestore://PROJECT/DATABASE/COLLECTION`` (GCP),
+                            ``aztable://ACCOUNT/TABLE`` (Azure); or
+                            ``dynamodb://TABLE[?region=R]``, or
+                            ``sqlite:///ABS/PATH`` (default: the SQLite manifest
+                            under ``SKYHOP_HOME``, private to one instance)
 ``SKYHOP_COMPUTE``          ``local`` (default), ``gcp``, ``azure`` or ``aws``
 ``SKYHOP_COMPUTE_OPTIONS``  JSON object of keyword arguments for the provider
                             (e.g. ``{"project": "p", "machine_type": "n2-standard-8"}``)
@@ -48,6 +55,17 @@ Environment (``skyhop deploy`` sets it):
 ``SKYHOP_RULES``            the :class:`~skyhop.models.ReplicationConfig` as JSON
 ``SKYHOP_MAX_DELIVERIES``   deliveries of one message before it is dropped (default 5)
 ``SKYHOP_JOB_BUDGET_HOURS`` the reaper fails running jobs older than this (default 24)
+``SKYHOP_TRANSFER_LOCATIONS`` comma-separated URIs requests may read and write
+                            besides the rules' sources and destinations
+                            (``s3://bucket``, ``gs://bucket/prefix/``,
+                            ``file:///srv/exchange/``); nothing else is admitted
+                            (:mod:`skyhop.controlplane.admission`)
+``SKYHOP_REPLY_QUEUES``     comma-separated queue URIs a request may name as
+                            ``reply_to`` (the results queue always may)
+``SKYHOP_MAX_RELAYS``       relays a request may force (default 2)
+``SKYHOP_MAX_GATEWAYS_PER_REGION`` gateways per region a request may ask (default 8)
+``SKYHOP_MAX_GATEWAYS_PER_JOB``    gateways one job may launch (default 16)
+``SKYHOP_MAX_GATEWAYS``     gateways all live jobs together may run (default 64)
 ==========================  ===================================================
 """
 
@@ -60,23 +78,40 @@ import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from pathlib import Path
 from typing import IO, Any, Literal
-from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from skyhop.compute.base import ComputeProvider, open_provider
-from skyhop.controlplane import ControlPlane, default_planner
-from skyhop.controlplane.embedded import parse_event
+from skyhop.controlplane.admission import Admission
+from skyhop.controlplane.planning import default_planner
 from skyhop.controlplane.replication import ObjectEvent, ReplicationOutcome, replicate
-from skyhop.controlplane.serverless import ReapReport, on_gateway_event, reap, submit_request
+from skyhop.controlplane.serverless import (
+    ReapReport,
+    on_gateway_event,
+    parse_event,
+    reap,
+    start_job,
+    submit_request,
+)
+from skyhop.controlplane.service import ControlPlane, Limits
 from skyhop.crypto import KeyWrapper
-from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError
-from skyhop.models import Job, JobReport, JobState, ReplicationConfig, TransferRequest
+from skyhop.errors import GatewayError, SkyhopError, StoreError, UsageError, first_line
+from skyhop.models import (
+    CancelJob,
+    Job,
+    JobControlEnvelope,
+    JobReport,
+    JobState,
+    ReplicationConfig,
+    StartJob,
+    TransferRequest,
+    parse_message,
+)
 from skyhop.queues.base import CONTROL_QUEUE_PREFIX, Queue, open_control_queues, open_queue
 from skyhop.state.base import ManifestStore
-from skyhop.stores.base import ObjectStore, open_store
+from skyhop.state.base import open_manifest as open_manifest_uri
+from skyhop.stores.base import ObjectStore, open_store, store_cache_key
 from skyhop.uri import StoreURI, parse_uri
 
 LOGGER_NAME = "skyhop.functions"
@@ -94,6 +129,12 @@ ENV = {
     "rules": "SKYHOP_RULES",
     "max_deliveries": "SKYHOP_MAX_DELIVERIES",
     "job_budget_hours": "SKYHOP_JOB_BUDGET_HOURS",
+    "transfer_locations": "SKYHOP_TRANSFER_LOCATIONS",
+    "reply_queues": "SKYHOP_REPLY_QUEUES",
+    "max_relays": "SKYHOP_MAX_RELAYS",
+    "max_gateways_per_region": "SKYHOP_MAX_GATEWAYS_PER_REGION",
+    "max_gateways_per_job": "SKYHOP_MAX_GATEWAYS_PER_JOB",
+    "max_gateways": "SKYHOP_MAX_GATEWAYS",
 }
 
 
@@ -120,14 +161,9 @@ def transient(exc: BaseException) -> bool:
         return exc.retryable
     if isinstance(exc, GatewayError | ConfigError | ReplicationFailed):
         return True
-    if isinstance(exc, SkyhopError):
-        return False  # usage, not found, access, plan, integrity: the same again fails again
-    return True  # connection failures and the unexpected: retried, up to the delivery cap
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:500] if text else type(exc).__name__
+    # usage, not found, access, plan, integrity: the same again fails again; connection
+    # failures and the unexpected: retried, up to the delivery cap
+    return not isinstance(exc, SkyhopError)
 
 
 def validation_message(exc: ValidationError, what: str) -> str:
@@ -206,8 +242,26 @@ class Settings(BaseModel):
     rules: ReplicationConfig | None = None
     max_deliveries: int = Field(5, ge=1)
     job_budget_hours: float = Field(24.0, gt=0)
+    transfer_locations: list[str] = Field(default_factory=list)
+    reply_queues: list[str] = Field(default_factory=list)
+    max_relays: int = Field(2, ge=0)
+    max_gateways_per_region: int = Field(8, ge=1)
+    max_gateways_per_job: int = Field(16, ge=2)
+    max_gateways: int = Field(64, ge=2)
 
-    @field_validator("compute_options", "rules", mode="before")
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rules(cls, value: Any) -> Any:
+        # the rules are a published message: read as strictly as a request
+        if isinstance(value, str):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON: {exc}") from None
+            return parse_message(ReplicationConfig, value)
+        return value
+
+    @field_validator("compute_options", mode="before")
     @classmethod
     def _json(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -217,7 +271,7 @@ class Settings(BaseModel):
                 raise ValueError(f"not JSON: {exc}") from None
         return value
 
-    @field_validator("regions", mode="before")
+    @field_validator("regions", "transfer_locations", "reply_queues", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -245,27 +299,17 @@ def settings() -> Settings:
 
 
 def open_manifest(uri: str | None) -> ManifestStore:
-    """``sqlite:///ABS/PATH`` (or None: the default SQLite file) or ``dynamodb://TABLE[?region=R]``."""
+    """``firestore://``, ``aztable://``, ``dynamodb://``, ``sqlite:///ABS/PATH`` (or
+    None: the default SQLite file): any scheme :func:`skyhop.state.open_manifest` knows."""
     if not uri:
         from skyhop.config import manifest_path
         from skyhop.state.sqlite import SQLiteManifest
 
         return SQLiteManifest(manifest_path())
-    split = urlsplit(uri)
-    if split.scheme == "sqlite":
-        from skyhop.state.sqlite import SQLiteManifest
-
-        if split.netloc or not split.path.startswith("/"):
-            raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: expected sqlite:///ABSOLUTE/PATH")
-        return SQLiteManifest(Path(split.path))
-    if split.scheme == "dynamodb":
-        from skyhop.state.dynamodb import DynamoDBManifest
-
-        if not split.netloc:
-            raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: expected dynamodb://TABLE[?region=R]")
-        region = parse_qs(split.query).get("region", [None])[-1]
-        return DynamoDBManifest(split.netloc, region=region)
-    raise ConfigError(f"SKYHOP_MANIFEST {uri!r}: use sqlite:///PATH or dynamodb://TABLE")
+    try:
+        return open_manifest_uri(uri)
+    except UsageError as exc:
+        raise ConfigError(f"SKYHOP_MANIFEST: {exc}") from None
 
 
 def default_control_queues(s: Settings) -> str | None:
@@ -307,10 +351,42 @@ def use_key_wrapper(factory: KeyWrapperFactory | None) -> None:
 
 
 @cache
+def admission() -> Admission:
+    """What this deployment admits from its request queue (built once)."""
+    s = settings()
+    try:
+        return Admission.build(
+            transfer_locations=s.transfer_locations,
+            rules=s.rules,
+            reply_queues=s.reply_queues,
+            results_queue=s.results_queue,
+            max_relays=s.max_relays,
+            max_gateways_per_region=s.max_gateways_per_region,
+        )
+    except UsageError as exc:
+        raise ConfigError(f"SKYHOP_TRANSFER_LOCATIONS: {exc}") from None
+
+
+def reply_queue(reply_to: str | None) -> str | None:
+    """Where a request's results go: its ``reply_to`` when that is allowed, else the
+    results queue (a sender never makes a function post to a queue of its choice)."""
+    try:
+        allowed = admission().reply_allowed(reply_to)
+    except ConfigError:
+        allowed = False
+    return reply_to if reply_to and allowed else _results_queue()
+
+
+@cache
 def control_plane() -> ControlPlane:
     """The control plane of this process (built on first use, then kept)."""
     s = settings()
     return ControlPlane(
+        limits=Limits(
+            max_relays=s.max_relays,
+            max_gateways_per_job=s.max_gateways_per_job,
+            max_gateways_total=s.max_gateways,
+        ),
         manifest=open_manifest(s.manifest),
         compute=open_compute(s),
         event_sink=s.events_queue,
@@ -332,15 +408,18 @@ _STORES: dict[str, ObjectStore] = {}
 def store(uri: StoreURI) -> ObjectStore:
     """One store (and SDK client) per bucket per process, reused across invocations:
     making an SDK client costs more than copying a small object."""
-    found = _STORES.get(uri.store_id)
+    # a local store is opened at the object's folder: its root, below which it follows no link
+    at = uri.with_key(uri.key.rpartition("/")[0] + "/") if uri.scheme == "local" else uri
+    found = _STORES.get(store_cache_key(at))
     if found is None:
-        found = _STORES[uri.store_id] = open_store(uri)
+        found = _STORES[store_cache_key(at)] = open_store(at)
     return found
 
 
 def reset() -> None:
     """Forget settings and clients (tests change the environment between cases)."""
     settings.cache_clear()
+    admission.cache_clear()
     control_plane.cache_clear()
     queue.cache_clear()
     _key_wrappers.clear()
@@ -382,7 +461,7 @@ def publish(uri: str | None, body: str) -> bool:
     try:
         queue(uri).send(body)
     except SkyhopError as exc:
-        log(logging.WARNING, f"could not publish to {uri}: {one_line(exc)}", queue=uri)
+        log(logging.WARNING, f"could not publish to {uri}: {first_line(exc, limit=500)}", queue=uri)
         return False
     return True
 
@@ -393,7 +472,7 @@ def settle(kind: str, delivery: int | None, fn: Callable[[], Handled], **fields:
     try:
         return fn()
     except Exception as exc:
-        reason = one_line(exc)
+        reason = first_line(exc, limit=500)
         cap = _max_deliveries()
         if transient(exc) and (delivery is None or delivery < cap):
             log(logging.WARNING, f"{kind}: will retry: {reason}", delivery=delivery, **fields)
@@ -420,8 +499,9 @@ def _max_deliveries() -> int:
 
 
 def parse_request(body: str | bytes) -> TransferRequest:
+    """A request from a queue, read strictly (as its published schema says)."""
     try:
-        return TransferRequest.model_validate_json(body)
+        return parse_message(TransferRequest, body)
     except ValidationError as exc:
         raise BadMessage(validation_message(exc, "request")) from None
 
@@ -450,6 +530,8 @@ def handle_request(
     (``message_id``), so a redelivered copy of it finds the job its first
     delivery made instead of copying everything a second time."""
     loose = _loose(body)
+    if loose.get("type") in JOB_CONTROL_TYPES:
+        return handle_job_control(body, delivery=delivery)
     try:
         request = parse_request(body)
     except BadMessage as exc:
@@ -460,6 +542,12 @@ def handle_request(
 
     def run() -> Handled:
         cp = control_plane()
+        try:
+            admission().check(request)
+        except UsageError as exc:
+            _reject(request.request_id, request.reply_to, first_line(exc, limit=500))
+            _record_rejection(cp, request, first_line(exc, limit=500))
+            raise
         job = find_job(cp, request.request_id)
         if job is not None and job.state == JobState.CREATED:
             # its first delivery died while listing: that job holds part of a
@@ -472,8 +560,14 @@ def handle_request(
         try:
             if job is None:
                 job = submit_request(cp, request)
+                if request.hold:
+                    log(logging.INFO, "job planned; held for start_job", job_id=job.job_id)
+                    return Handled(action="done", detail="job planned (held)", job_id=job.job_id)
+            elif job.state == JobState.PLANNED and job.request.hold:
+                # delivered again: the job still waits for its sender's start_job
+                return Handled(action="done", detail="job planned (held)", job_id=job.job_id)
             elif job.state in (JobState.PLANNED, JobState.INTERRUPTED):
-                job = cp.start(job.job_id)
+                job = start_job(cp, job.job_id)
             else:
                 log(logging.INFO, f"job already {job.state.value}", job_id=job.job_id)
                 return Handled(
@@ -481,11 +575,12 @@ def handle_request(
                 )
         except SkyhopError as exc:
             if not transient(exc):
-                _reject(request.request_id, request.reply_to, one_line(exc))
+                _reject(request.request_id, request.reply_to, first_line(exc, limit=500))
+                _record_rejection(cp, request, first_line(exc, limit=500))
             raise
         log(logging.INFO, "job started", job_id=job.job_id, request_id=request.request_id)
         publish(
-            request.reply_to or _results_queue(),
+            reply_queue(request.reply_to),
             JobStarted(request_id=request.request_id, job_id=job.job_id).model_dump_json(),
         )
         return Handled(action="done", detail="job started", job_id=job.job_id)
@@ -493,9 +588,33 @@ def handle_request(
     return settle("request", delivery, run, request_id=request.request_id)
 
 
+def _record_rejection(cp: ControlPlane, request: TransferRequest, error: str) -> None:
+    """A request refused before it had a job (a source that does not exist, a
+    destination it may not write) gets a failed job naming why, so a sender that
+    follows the manifest (``skyhop cp --on``) learns it, as the results queue does."""
+    try:
+        if find_job(cp, request.request_id) is None:
+            job = Job(request=request, state=JobState.FAILED, error=error)
+            report = JobReport(
+                job_id=job.job_id,
+                state=JobState.FAILED,
+                source=request.source,
+                destination=request.destination,
+                objects=0,
+                objects_failed=0,
+                bytes=0,
+                seconds=0.0,
+                gbps=0.0,
+                failures=[f"refused: {error}"],
+            )
+            cp.manifest.create_job(job.model_copy(update={"report": report}))
+    except SkyhopError as exc:
+        log(logging.WARNING, f"could not record the rejection: {first_line(exc)}")
+
+
 def _reject(request_id: str | None, reply_to: str | None, error: str) -> None:
     body = RequestRejected(request_id=request_id, error=error).model_dump_json()
-    publish(reply_to or _results_queue(), body)
+    publish(reply_queue(reply_to), body)
 
 
 def _results_queue() -> str | None:
@@ -513,7 +632,61 @@ def _loose(body: str | bytes) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         return {}
-    return {k: raw[k] for k in ("request_id", "reply_to") if isinstance(raw.get(k), str)}
+    return {k: raw[k] for k in ("request_id", "reply_to", "type") if isinstance(raw.get(k), str)}
+
+
+# ---------------------------------------------------------------- job control
+
+
+JOB_CONTROL_TYPES = ("start_job", "cancel_job")
+
+
+def parse_job_control(body: str | bytes) -> StartJob | CancelJob:
+    """A job control message, read strictly (as its published schema says)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        return parse_message(JobControlEnvelope, f'{{"message": {text}}}').message
+    except ValidationError as exc:
+        raise BadMessage(validation_message(exc, "job control message")) from None
+    except ValueError as exc:
+        raise BadMessage(f"job control message is not JSON: {first_line(exc)}") from None
+
+
+def handle_job_control(body: str | bytes, *, delivery: int | None = None) -> Handled:
+    """A ``start_job`` or ``cancel_job`` message on the requests queue: start a held
+    (or interrupted) job, or cancel one: it fails, its gateways are terminated, its
+    firewall rules revoked, its control queues deleted and its uploads aborted; the
+    report is kept with the job and sent to its ``reply_to`` or the results queue."""
+    try:
+        message = parse_job_control(body)
+    except BadMessage as exc:
+        return drop("job control", str(exc), delivery)
+
+    def run() -> Handled:
+        cp = control_plane()
+        job = cp.manifest.get_job(message.job_id)
+        if job is None:
+            raise BadMessage(f"unknown job {message.job_id!r}")
+        if isinstance(message, StartJob):
+            if job.state not in (JobState.PLANNED, JobState.INTERRUPTED):
+                return Handled(
+                    action="done", detail=f"job already {job.state.value}", job_id=job.job_id
+                )
+            job = start_job(cp, job.job_id)
+            log(logging.INFO, "job started", job_id=job.job_id)
+            return Handled(action="done", detail="job started", job_id=job.job_id)
+        was = job.state
+        job = cp.cancel(job.job_id, message.reason)
+        if was.finished or job.state != JobState.FAILED or job.error != message.reason:
+            return Handled(
+                action="done", detail=f"job already {job.state.value}", job_id=job.job_id
+            )
+        log(logging.INFO, "job cancelled", job_id=job.job_id, reason=message.reason)
+        if job.report is not None:
+            publish(job.request.reply_to or _results_queue(), job.report.model_dump_json())
+        return Handled(action="done", detail="job cancelled", job_id=job.job_id, report=job.report)
+
+    return settle("job control", delivery, run, job_id=message.job_id)
 
 
 # ---------------------------------------------------------------- gateway events
@@ -543,7 +716,7 @@ def handle_gateway_event(body: str | bytes, *, delivery: int | None = None) -> H
         )
         job = cp.manifest.get_job(event.job_id)
         reply_to = job.request.reply_to if job is not None else None
-        publish(reply_to or _results_queue(), report.model_dump_json())
+        publish(reply_queue(reply_to), report.model_dump_json())
         return Handled(
             action="done", detail=f"job {report.state.value}", job_id=event.job_id, report=report
         )

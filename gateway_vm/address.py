@@ -12,7 +12,9 @@ public one:
   for the AWS SDKs.
 * GCE: the metadata server (``Metadata-Flavor: Google``), its host from
   ``GCE_METADATA_HOST`` as for the Google libraries.
-* Azure: IMDS (``Metadata: true``), ``api-version=2021-02-01``.
+* Azure: IMDS (``Metadata: true``), ``api-version=2021-02-01``;
+  ``SKYHOP_AZURE_IMDS_ENDPOINT`` overrides the endpoint (as the EC2 and GCE
+  variables do theirs).
 
 Only link-local metadata addresses are contacted, each with a short timeout.
 """
@@ -88,7 +90,8 @@ def gce_address() -> str | None:
 
 def azure_address() -> str | None:
     """An Azure VM's public (else private) address from IMDS."""
-    base = f"{AZURE_ENDPOINT}/metadata/instance/network/interface/0/ipv4/ipAddress/0"
+    endpoint = os.environ.get("SKYHOP_AZURE_IMDS_ENDPOINT", AZURE_ENDPOINT).rstrip("/")
+    base = f"{endpoint}/metadata/instance/network/interface/0/ipv4/ipAddress/0"
     query = "?api-version=2021-02-01&format=text"
     headers = {"Metadata": "true"}
     return _first_ip(
@@ -108,9 +111,10 @@ def _first_ip(*candidates: Callable[[], str | None]) -> str | None:
 
 
 def _fetch(url: str, headers: dict[str, str], *, method: str = "GET") -> str | None:
-    request = urllib.request.Request(url, headers=headers, method=method)  # noqa: S310
+    request = urllib.request.Request(url, headers=headers, method=method)  # noqa: S310 - an http(s) metadata URL built here
     try:
         with _DIRECT.open(request, timeout=TIMEOUT) as response:
-            return response.read(4096).decode("ascii", "replace")
+            text: str = response.read(4096).decode("ascii", "replace")
+            return text
     except (urllib.error.URLError, OSError, ValueError):
         return None

@@ -1,5 +1,8 @@
-"""The gateway's control API: HTTPS with mutual TLS against the job CA, and a
-bearer token scoped to the job. Bound to ``listen_host`` only.
+"""The gateway's control API: HTTPS with mutual TLS against the job CA, where the
+client must present the control plane's own certificate (its SHA-256 pinned in
+``GatewayConfig.control_client_sha256``: another gateway's certificate, from the
+same CA, is refused), and this gateway's own bearer token. Bound to
+``listen_host`` only.
 
 Routes (JSON in, JSON out):
 
@@ -7,7 +10,8 @@ Routes (JSON in, JSON out):
 - ``GET  /v1/status``   -> GatewayStatus
 - ``POST /v1/peers``    list[PeerSpec] -> ``{"peers": n}``
 - ``GET  /v1/events?after=N&wait=S`` -> ``{"events": [...], "next": M}``
-- ``POST /v1/drain?wait=S`` -> GatewayStatus once idle or after S seconds
+- ``POST /v1/drain?wait=S[&discard=1]`` -> GatewayStatus once idle or after S seconds
+  (``discard``: a source drops its queued chunks first; those under way finish)
 - ``POST /v1/shutdown`` -> ``{"stopping": true}``, then the gateway exits
 
 Each action is one function (:func:`apply_chunks`, :func:`apply_peers`,
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import socket
 import ssl
 import threading
@@ -29,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
+from skyhop import crypto
 from skyhop.crypto import token_matches
 from skyhop.errors import SkyhopError
 from skyhop.models import ChunkBatch, GatewayStatus, PeerSpec
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway_vm")
 
 MAX_BODY = 32 * 1024 * 1024
+DISCARD_LIMIT = 1024 * 1024  # a refused request's body read before answering
 _PEERS = TypeAdapter(list[PeerSpec])
 
 
@@ -62,38 +69,55 @@ class ControlServer(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Runs in the connection's thread: the TLS handshake happens here, so a
         slow or hostile client never blocks the accept loop."""
-        request.settimeout(30)
+        serve_tls(self, self.tls, request, client_address, _Handler, "control")
+
+
+def serve_tls(
+    server: Any,
+    tls: ssl.SSLContext,
+    request: Any,
+    client_address: Any,
+    handler: Any,
+    what: str,
+) -> None:
+    """One connection of a threaded HTTPS server: the handshake (30 s deadline), the
+    handler, the close; a failed handshake is logged as a refused ``what`` connection."""
+    request.settimeout(30)
+    try:
+        conn = tls.wrap_socket(request, server_side=True)
+    except (ssl.SSLError, OSError) as exc:
+        log.warning("refused %s connection from %s: %s", what, client_address[0], exc)
+        return
+    try:
+        handler(conn, client_address, server)
+    finally:
         try:
-            conn = self.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as exc:
-            log.warning("refused control connection from %s: %s", client_address[0], exc)
-            return
-        try:
-            self.RequestHandlerClass(conn, client_address, self)
-        finally:
-            try:
-                conn.close()
-            except OSError:
-                pass
+            conn.close()
+        except OSError:
+            pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: ControlServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("control %s: " + format, self.client_address[0], *args)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
+            if not self._from_control_plane():
+                raise ApiError(
+                    403, "only the control plane's client certificate may call the control API"
+                )
             if not self._authorised():
                 raise ApiError(401, "missing or wrong bearer token")
             route = _ROUTES.get((method, url.path))
@@ -105,16 +129,28 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = route(self.server.gateway, body, query)
         except ApiError as exc:
             status, payload = exc.status, {"error": str(exc)}
+            if status in (401, 403):
+                self._discard_body()  # read, so the refusal reaches the caller intact
         except ValidationError as exc:
-            first = exc.errors()[0] if exc.errors() else {}
+            errors = exc.errors()
+            first: dict[str, Any] = dict(errors[0]) if errors else {}
             where = ".".join(str(p) for p in first.get("loc", ())) or "body"
             status, payload = 400, {"error": f"invalid {where}: {first.get('msg', 'bad value')}"}
         except SkyhopError as exc:
             status, payload = 409, {"error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - the API must answer, not die
+        except Exception as exc:
             log.exception("control API error")
             status, payload = 500, {"error": f"internal error: {type(exc).__name__}"}
         self._reply(status, payload)
+
+    def _from_control_plane(self) -> bool:
+        """The peer's certificate is the control plane's own (pinned by fingerprint)."""
+        pinned = self.server.gateway.cfg.control_client_sha256
+        conn = self.connection
+        der = conn.getpeercert(binary_form=True) if isinstance(conn, ssl.SSLSocket) else None
+        return bool(pinned and der) and secrets.compare_digest(
+            crypto.der_fingerprint(der or b"").encode(), (pinned or "").lower().encode()
+        )
 
     def _authorised(self) -> bool:
         header = self.headers.get("Authorization", "")
@@ -132,6 +168,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(413, f"body of {length} bytes is over the {MAX_BODY}-byte limit")
         return self.rfile.read(length)
 
+    def _discard_body(self) -> None:
+        """Read and drop a small unread request body (a large one: the connection
+        closes with it unread)."""
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            return
+        if 0 < length <= DISCARD_LIMIT:
+            self.rfile.read(length)
+
     def _reply(self, status: int, payload: Any) -> None:
         data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
         self.send_response(status)
@@ -139,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if status == 401:
             self.send_header("WWW-Authenticate", 'Bearer realm="skyhop-gateway"')
-        if status in (401, 404, 405, 413):  # the body may be unread: do not reuse
+        if status in (401, 403, 404, 405, 413):  # the body may be unread: do not reuse
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
@@ -167,9 +213,10 @@ def apply_peers(gw: Gateway, peers: list[PeerSpec]) -> int:
     return len(peers)
 
 
-def apply_drain(gw: Gateway, wait: float) -> GatewayStatus:
-    """Accept no more chunks; the status once idle or after ``wait`` seconds."""
-    return gw.drain(wait)
+def apply_drain(gw: Gateway, wait: float, *, discard: bool = False) -> GatewayStatus:
+    """Accept no more chunks (``discard``: drop those queued); the status once idle
+    or after ``wait`` seconds."""
+    return gw.drain(wait, discard=discard)
 
 
 def apply_shutdown(gw: Gateway) -> None:
@@ -203,7 +250,8 @@ def _events(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
 
 
 def _drain(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
-    return 200, apply_drain(gw, _float(query, "wait", 0.0)).model_dump_json()
+    discard = query.get("discard", "0") in ("1", "true")
+    return 200, apply_drain(gw, _float(query, "wait", 0.0), discard=discard).model_dump_json()
 
 
 def _shutdown(gw: Gateway, body: bytes, query: dict[str, str]) -> tuple[int, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -29,7 +29,7 @@ from gateway_vm.control_api import (
     apply_peers,
     apply_shutdown,
 )
-from skyhop.errors import NotFoundError, SkyhopError
+from skyhop.errors import NotFoundError, SkyhopError, first_line
 from skyhop.models import (
     ChunksMessage,
     ControlMessage,
@@ -86,7 +86,10 @@ class ControlQueuePoller:
             except Exception as exc:  # noqa: BLE001 - the poller must outlive a bad call
                 backoff = min(max(backoff * 2, 0.5), MAX_BACKOFF)
                 log.warning(
-                    "control queue %s: %s; again in %.1f s", self.uri, _one_line(exc), backoff
+                    "control queue %s: %s; again in %.1f s",
+                    self.uri,
+                    first_line(exc, limit=500),
+                    backoff,
                 )
                 stop.wait(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 continue
@@ -107,7 +110,8 @@ class ControlQueuePoller:
             message = _MESSAGE.validate_json(body)
         except ValidationError as exc:
             self.rejected += 1
-            first = exc.errors()[0] if exc.errors() else {}
+            errors = exc.errors()
+            first: dict[str, Any] = dict(errors[0]) if errors else {}
             where = ".".join(str(p) for p in first.get("loc", ())) or "body"
             log.warning(
                 "control queue %s: dropped a malformed message: %s: %s",
@@ -124,7 +128,7 @@ class ControlQueuePoller:
             elif isinstance(message, ChunksMessage):
                 apply_chunks(gw, message.batch)
             elif isinstance(message, DrainMessage):
-                apply_drain(gw, 0.0)
+                apply_drain(gw, 0.0, discard=message.discard)
             elif isinstance(message, ShutdownMessage):
                 apply_shutdown(gw)
                 self.applied += 1
@@ -135,8 +139,3 @@ class ControlQueuePoller:
             return False
         self.applied += 1
         return False
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

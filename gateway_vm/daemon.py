@@ -9,6 +9,7 @@ ready line is printed.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import multiprocessing
@@ -22,18 +23,21 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from gateway_vm import memory
+from gateway_vm import memory, scope
 from gateway_vm.address import WILDCARDS, advertised_host
 from gateway_vm.control_api import ApiError, ControlServer
 from gateway_vm.control_queue import ControlQueuePoller
+from gateway_vm.enrol import enrol, enrol_queued
 from gateway_vm.events import EventRouter
-from gateway_vm.lifetime import pid_alive, set_parent_death_signal
+from gateway_vm.lifetime import set_parent_death_signal
 from gateway_vm.runtime import Counters, HookBudget, SharedBudget
 from gateway_vm.worker import Shared, worker_main
-from skyhop import crypto
+from skyhop import crypto, store_access, testhooks
 from skyhop.errors import SkyhopError, UsageError
 from skyhop.models import (
     ChunkBatch,
+    ChunkWork,
+    Encryption,
     GatewayConfig,
     GatewayErrorEvent,
     GatewayReady,
@@ -41,6 +45,7 @@ from skyhop.models import (
     GatewayStatus,
     PeerSpec,
 )
+from skyhop.processes import pid_alive
 
 log = logging.getLogger("gateway_vm")
 
@@ -53,6 +58,10 @@ def resolve_data_key(cfg: GatewayConfig) -> bytes | None:
     key, a source the job's public key, a relay nothing (and it must be given
     nothing: a relay or a source handed the private key refuses to start)."""
     has_private = cfg.data_key_b64 is not None or cfg.wrapped_data_key is not None
+    if cfg.encryption == Encryption.NONE:
+        if has_private or cfg.recipient_key_b64 is not None:
+            raise UsageError("a gateway of a job with encryption none must not be given a key")
+        return None
     if cfg.role == GatewayRole.RELAY:
         if has_private or cfg.recipient_key_b64 is not None:
             raise UsageError("a relay gateway must not be given any job key")
@@ -82,13 +91,31 @@ def _hook_count(cfg: GatewayConfig, name: str) -> int:
         raise UsageError(f"test hook {name}={value!r} is not an integer") from None
 
 
+def inert_hooks(cfg: GatewayConfig) -> GatewayConfig:
+    """``cfg`` without its test hooks unless the test suite started this gateway
+    (:mod:`skyhop.testhooks`): a configuration that asks a cloud gateway to flip
+    bits or drop chunks is obeyed nowhere but in the tests."""
+    if not cfg.test_hooks or testhooks.enabled():
+        return cfg
+    log.warning(
+        "ignoring test hooks %s: this gateway was not started by the test suite",
+        ",".join(sorted(cfg.test_hooks)),
+    )
+    return cfg.model_copy(update={"test_hooks": {}})
+
+
 class Gateway:
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
+        # its own side's storage remote, and no other: never a remotes file (workers
+        # are forked after this, so they inherit it)
+        store_access.install([cfg.store_access] if cfg.store_access else [], only=True)
         self.state = "starting"
         self.stop_event = threading.Event()
         self.stop_reason = ""
-        self.router = EventRouter(cfg.event_sink)
+        self.router = EventRouter(
+            cfg.event_sink, base64.b64decode(cfg.event_key_b64) if cfg.event_key_b64 else None
+        )
         self.submitted = 0
         self._submit_lock = threading.Lock()
         self._last_activity = time.monotonic()
@@ -102,7 +129,7 @@ class Gateway:
     # ------------------------------------------------------------ start-up
 
     def start(self) -> dict[str, Any]:
-        cfg, notes = memory.plan(self.cfg)
+        cfg, notes = memory.plan(inert_hooks(self.cfg))
         self.cfg = cfg
         for note in notes:
             log.info("%s", note)
@@ -120,9 +147,9 @@ class Gateway:
             self.listener = _bind(cfg.listen_host, cfg.data_port)
             self.listener.listen(256)
         mp = multiprocessing.get_context("fork")
-        hooks = {
+        hooks: dict[str, HookBudget] = {
             name: HookBudget(mp, _hook_count(cfg, name))
-            for name in ("flip_wire", "flip_plain", "drop_chunk")
+            for name in ("flip_wire", "flip_plain", "drop_chunk", "fail_write")
             if name in cfg.test_hooks
         }
         self.shared = Shared(
@@ -185,6 +212,8 @@ class Gateway:
             raise ApiError(409, f"gateway {self.cfg.gateway_id} is a {self.cfg.role}, not a source")
         if self.state != "ready":
             raise ApiError(409, f"gateway {self.cfg.gateway_id} is {self.state}")
+        for work in batch.chunks:
+            _check_work(self.cfg, work)
         assert self.shared is not None
         with self._submit_lock:
             for work in batch.chunks:
@@ -215,13 +244,19 @@ class Gateway:
             chunks_done=done,
             bytes_sent=c.total("bytes_sent"),
             bytes_received=c.total("bytes_received"),
+            bytes_read=c.total("bytes_read"),
             errors=c.total("errors") + failed,
         )
 
-    def drain(self, wait: float) -> GatewayStatus:
-        """Accept no more chunks; return once nothing is queued or in flight, or after ``wait`` s."""
+    def drain(self, wait: float, *, discard: bool = False) -> GatewayStatus:
+        """Accept no more chunks; return once nothing is queued or in flight, or after
+        ``wait`` s. ``discard``: a source also drops the chunks it has queued and not
+        started (a job stopping: they stay dispatched in the manifest and go again
+        on resume), so only those under way finish."""
         if self.state == "ready":
             self.state = "draining"
+        if discard and self.cfg.role == GatewayRole.SOURCE:
+            self._discard_queued()
         deadline = time.monotonic() + min(max(wait, 0.0), 600.0)
         while True:
             status = self.status()
@@ -231,6 +266,22 @@ class Gateway:
                 return status
             time.sleep(0.05)
             self.touch()
+
+    def _discard_queued(self) -> None:
+        assert self.shared is not None
+        dropped = 0
+        with self._submit_lock:
+            while True:
+                try:
+                    self.shared.work_q.get(timeout=0.05)
+                except queue.Empty:
+                    break
+                except (EOFError, OSError):
+                    break
+                dropped += 1
+            self.submitted -= dropped
+        if dropped:
+            log.info("draining: %d queued chunk(s) dropped", dropped)
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_event.is_set():
@@ -290,7 +341,7 @@ class Gateway:
                     fatal=fatal,
                 ).model_dump_json()
             )
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - reporting an error must not raise another
             pass
 
     # ------------------------------------------------------------ shutdown
@@ -316,13 +367,27 @@ class Gateway:
                 proc.join(1.0)
         if self.shared is not None:
             # Never block interpreter exit on undelivered work or control messages.
-            for q in [self.shared.work_q, *self.shared.ctl_qs]:
+            self.shared.work_q.cancel_join_thread()
+            for q in self.shared.ctl_qs:
                 q.cancel_join_thread()
         if self.listener is not None:
             self.listener.close()
         if self.control is not None:
             self.control.shutdown()
             self.control.server_close()
+
+
+def _check_work(cfg: GatewayConfig, work: ChunkWork) -> None:
+    """Refuse (400, the whole batch) a chunk that reads outside this source's own
+    location, or names a destination key no destination may write."""
+    try:
+        scope.check_key(cfg.source_uri, work.src_key, f"chunk {work.chunk_id} source")
+        for dst_key in [work.dst_key, *(t.dst_key for t in work.targets)]:
+            problem = scope.key_problem(dst_key)
+            if problem is not None:
+                raise scope.OutOfScope(f"chunk {work.chunk_id} destination: {problem} is refused")
+    except scope.OutOfScope as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _control_host(cfg: GatewayConfig) -> str:
@@ -347,6 +412,12 @@ def _thread(target: Any, name: str) -> threading.Thread:
     return t
 
 
+def _announce(line: dict[str, Any]) -> None:
+    """The one line a launcher reads on stdout (then it may close the pipe)."""
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
 def run(config_path: str) -> int:
     """Run a gateway from its config file until it is told, or has reason, to stop."""
     logging.basicConfig(
@@ -363,6 +434,24 @@ def run(config_path: str) -> int:
     except ValueError as exc:
         print(f"gateway: invalid config {config_path}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    announced = False
+    if cfg.enrol_token:  # a cloud VM's boot configuration: its secrets come after boot
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda _signum, _frame: stop.set())
+        try:
+            if cfg.control_queue:  # over its queues: the launcher need not wait for it
+                _announce({"enrolling": True, "gateway_id": cfg.gateway_id, "pid": os.getpid()})
+                announced = True
+                cfg = enrol_queued(cfg, stop)
+            else:  # over mutual TLS, the control plane calling it
+                cfg = enrol(cfg, stop)
+        except SkyhopError as exc:  # never enrolled: the job is gone, the VM powers off
+            print(f"gateway {cfg.gateway_id}: {exc}", file=sys.stderr)
+            return 0
+        except OSError as exc:
+            print(f"gateway {cfg.gateway_id}: cannot enrol: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     gateway = Gateway(cfg)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda signum, _frame: gateway.request_stop(signal.Signals(signum).name))
@@ -376,8 +465,8 @@ def run(config_path: str) -> int:
         print(f"gateway {cfg.gateway_id}: cannot start: {exc.strerror or exc}", file=sys.stderr)
         gateway.close()
         return 2
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
+    if not announced:
+        _announce(ready)
     log.info("gateway %s (%s) ready: %s", cfg.gateway_id, cfg.role, ready)
     gateway.wait()
     gateway.close()

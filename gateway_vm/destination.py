@@ -17,15 +17,18 @@ from typing import Any
 import zstandard
 from pydantic import ValidationError
 
+from gateway_vm import scope
 from gateway_vm.checksum import crc32c_extend
+from gateway_vm.context import CHUNK_STALL_TIMEOUT, WorkerContext
 from gateway_vm.runtime import Buffer
 from gateway_vm.wire import ChunkMeta, ChunkTrailer, Frame, FrameReader, StreamClosed
-from gateway_vm.worker import CHUNK_STALL_TIMEOUT, WorkerContext
 from skyhop import crypto
 from skyhop.checksums import md5_hex
 from skyhop.crypto import FLAG_ZSTD, TAG_BYTES, FrameType, SegmentOpener
 from skyhop.errors import IntegrityError, SkyhopError, StoreError
-from skyhop.models import ChunkVerified
+from skyhop.errors import retryable as is_retryable
+from skyhop.models import ChunkVerified, Encryption
+from skyhop.plainframes import PlainOpener
 from skyhop.stores.base import MultipartWriter
 
 _writers: dict[int, ThreadPoolExecutor] = {}
@@ -43,7 +46,7 @@ def _writer_pool(ctx: WorkerContext) -> ThreadPoolExecutor:
 
 def serve_connection(ctx: WorkerContext, sock: ssl.SSLSocket) -> None:
     """Receive chunks from one inbound connection until it closes."""
-    if ctx.key is None:
+    if ctx.key is None and ctx.cfg.encryption != Encryption.NONE:
         ctx.error("destination gateway has no job key; closing data connection", fatal=True)
         return
     reader = FrameReader(sock, ctx.digest, max_payload=ctx.max_payload)
@@ -80,24 +83,45 @@ def _receive_chunk(
 ) -> bool:
     """Receive one chunk whose META frame is ``first``. Returns False when the
     connection can no longer be used."""
-    if ctx.key is None:
-        return False
     chunk_id = first.header.chunk_id
     ctx.count("taken")
+    opener: SegmentOpener | PlainOpener
     try:
-        ephemeral = bytes(first.payload[: crypto.EPHEMERAL_BYTES])
-        aead = crypto.receiver_chunk_key(ctx.key, ephemeral, ctx.cfg.job_id, chunk_id)
-        opener = SegmentOpener(aead, ctx.cfg.job_id, chunk_id)
+        if ctx.cfg.encryption == Encryption.NONE:  # the configuration decides, not the frame
+            opener = PlainOpener(ctx.cfg.job_id, chunk_id)
+            prefix = 0
+        elif ctx.key is None:
+            return False
+        else:
+            ephemeral = bytes(first.payload[: crypto.EPHEMERAL_BYTES])
+            aead = crypto.receiver_chunk_key(ctx.key, ephemeral, ctx.cfg.job_id, chunk_id)
+            opener = SegmentOpener(aead, ctx.cfg.job_id, chunk_id)
+            prefix = crypto.EPHEMERAL_BYTES
         meta = ChunkMeta.model_validate_json(
-            opener.open(first.header, first.payload, prefix_len=crypto.EPHEMERAL_BYTES)
+            opener.open(first.header, first.payload, prefix_len=prefix)
         )
         if meta.chunk_id != chunk_id or meta.length < 0:
             raise IntegrityError(f"chunk {chunk_id}: metadata does not match its frame")
     except (IntegrityError, ValidationError) as exc:
-        ctx.chunk_failed(chunk_id, f"metadata of chunk {chunk_id} rejected: {_short(exc)}")
+        ctx.chunk_failed(
+            chunk_id, f"metadata of chunk {chunk_id} rejected: {_short(exc)}", leg=ctx.cfg.leg
+        )
         return _skip_chunk(reader, chunk_id, first)
     started = time.monotonic()
+    # the frames are sealed under the chunk's first key (once for every destination)
     opener.object_key = meta.dst_key
+    mine = meta.for_leg(ctx.cfg.leg)
+    if mine is None:
+        # multicast: a relay sends each chunk down every subtree; this one is for
+        # other destinations (sent again to them alone), so it is read and dropped
+        ctx.count("done")
+        return _skip_chunk(reader, chunk_id, first)
+    meta = mine
+    try:
+        scope.check_key(ctx.cfg.destination_uri, meta.dst_key, f"chunk {chunk_id}")
+    except scope.OutOfScope as exc:
+        _meta_failed(ctx, meta, f"{exc}: not written", retryable=False)
+        return _skip_chunk(reader, chunk_id, first)
     need = meta.length
     if need > ctx.pool.budget.capacity:
         # Held whole until verified, it would break the gateway's memory bound.
@@ -197,7 +221,7 @@ def _write(
     crc: str,
     started: float,
 ) -> None:
-    """Write a verified chunk. Stores that declare ``accepts_buffers = True`` get a
+    """Write a verified chunk. Stores whose capabilities say ``accepts_buffers`` get a
     memoryview of the pooled buffer (and must not keep it after returning);
     others get a copy as ``bytes``."""
     with ctx.writing():  # the worker does not exit under a write
@@ -213,11 +237,16 @@ def _write_verified(
     started: float,
 ) -> None:
     try:
+        pause = ctx.cfg.test_hooks.get("sleep_per_write")
+        if pause:  # test hook: hold a write so tests can stop a job with writes under way
+            time.sleep(float(pause))
         store = ctx.store()
         # the part's MD5, for checking S3 ETags (single-part and multipart) and
         # Content-MD5 / md5Hash after the transfer; hashlib releases the GIL
         md5 = md5_hex(view) if ctx.cfg.part_md5 else None
-        data: Any = view if getattr(store, "accepts_buffers", False) else view.tobytes()
+        if ctx.hook("fail_write"):  # test hook: the store refuses a write (retryable)
+            raise StoreError(f"test hook: writing chunk {meta.chunk_id} refused", retryable=True)
+        data: Any = view if ctx.store_capabilities().accepts_buffers else view.tobytes()
         if meta.multipart:
             if not isinstance(store, MultipartWriter) or not meta.upload_id:
                 raise StoreError(f"chunk {meta.chunk_id}: multipart write without an upload id")
@@ -243,6 +272,7 @@ def _write_verified(
                 part_etag=etag,
                 seconds=time.monotonic() - started,
                 md5=md5,
+                leg=ctx.cfg.leg,
             )
         )
     except SkyhopError as exc:
@@ -250,7 +280,7 @@ def _write_verified(
             ctx,
             meta,
             f"writing chunk {meta.chunk_id} to {meta.dst_key} failed: {exc}",
-            retryable=getattr(exc, "retryable", True) if isinstance(exc, StoreError) else True,
+            retryable=is_retryable(exc),
         )
     except Exception as exc:  # noqa: BLE001 - never crash the gateway on a store's bug
         _meta_failed(
@@ -270,6 +300,7 @@ def _meta_failed(
         object_id=meta.object_id,
         retryable=retryable,
         attempt=meta.attempt,
+        leg=ctx.cfg.leg,
     )
 
 

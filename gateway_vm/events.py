@@ -1,5 +1,7 @@
 """Where a gateway's events go: the control API's outbox (long-polled with
-``GET /v1/events``) and, when ``event_sink`` is a queue URI, that queue."""
+``GET /v1/events``) and, when ``event_sink`` is a queue URI, that queue. Every
+event is signed on its way out with the gateway's own event key
+(:mod:`skyhop.eventauth`): the control plane counts no event without it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from itertools import islice
 
 from pydantic import TypeAdapter
 
+from skyhop import eventauth
 from skyhop.errors import SkyhopError
 from skyhop.models import EventEnvelope, GatewayEvent
 from skyhop.queues.base import Queue, open_queue
@@ -68,13 +71,16 @@ class Outbox:
 class EventRouter:
     """Validates events from workers and delivers them to the outbox and the sink."""
 
-    def __init__(self, sink: str) -> None:
+    def __init__(self, sink: str, key: bytes | None = None) -> None:
         self.outbox = Outbox()
+        self._key = key
         self._queue: Queue | None = None if sink == "pull" else open_queue(sink)
         self._sink = sink
 
     def publish(self, event_json: str) -> None:
         event = _EVENT.validate_json(event_json)
+        if self._key is not None:
+            event = eventauth.sign(event, self._key)
         body = event.model_dump_json()
         self.outbox.add(body)
         if self._queue is not None:

@@ -9,7 +9,7 @@ from collections import deque
 from multiprocessing.context import BaseContext
 from typing import Any
 
-FIELDS = ("taken", "done", "failed", "bytes_sent", "bytes_received", "errors")
+FIELDS = ("taken", "done", "failed", "bytes_sent", "bytes_received", "errors", "bytes_read")
 _INDEX = {name: i for i, name in enumerate(FIELDS)}
 
 
@@ -86,34 +86,6 @@ class TokenBucket:
         return wait
 
 
-class ByteBudget:
-    """A byte semaphore: ``acquire(n)`` waits until ``n`` bytes fit. A request
-    larger than the whole budget waits until nothing else is held, then runs
-    alone, so nothing deadlocks and the budget is exceeded by one chunk at most."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, n: int, stop: threading.Event | None = None) -> bool:
-        with self._cond:
-            while not self._fits(n):
-                if stop is not None and stop.is_set():
-                    return False
-                self._cond.wait(0.5)
-            self.used += n
-            return True
-
-    def _fits(self, n: int) -> bool:
-        return self.used + n <= self.capacity or self.used == 0
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self.used -= n
-            self._cond.notify_all()
-
-
 Buffer = bytearray | mmap.mmap
 
 
@@ -160,7 +132,8 @@ class SharedBudget:
         return int(self._waiters.value) > 0
 
     def _fits(self, n: int) -> bool:
-        return self._used.value + n <= self.capacity or self._used.value == 0
+        used = int(self._used.value)
+        return used + n <= self.capacity or used == 0
 
     def try_reserve(self, n: int, wait: float) -> bool:
         """Reserve ``n`` bytes, waiting up to ``wait`` seconds for room."""

@@ -12,11 +12,12 @@ from __future__ import annotations
 import socket
 import ssl
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway_vm.runtime import new_buffer
 from skyhop.crypto import HEADER_SIZE, MAX_PAYLOAD, FrameHeader, FrameType, parse_header
 from skyhop.errors import IntegrityError
+from skyhop.models import ChunkTarget
 from skyhop.stores.base import ObjectMeta
 
 #: Sealed META / END frames are small; anything bigger is an attack or a bug.
@@ -41,6 +42,25 @@ class ChunkMeta(BaseModel):
     segment_size: int
     meta: ObjectMeta | None = None  # written with a single-chunk object
     attempt: int = 0  # the dispatch it belongs to, for the destination's chunk_failed
+    # multicast: each destination still needing the chunk, with its key, upload and
+    # attempt there; a destination writes its own and drops a chunk not for it
+    targets: list[ChunkTarget] = Field(default_factory=list)
+
+    def for_leg(self, leg: int) -> ChunkMeta | None:
+        """This chunk as destination ``leg`` writes it (None: it is not for ``leg``)."""
+        if not self.targets:
+            return self if leg == 0 else None
+        for t in self.targets:
+            if t.leg == leg:
+                return self.model_copy(
+                    update={
+                        "dst_key": t.dst_key,
+                        "upload_id": t.upload_id,
+                        "meta": t.meta,
+                        "attempt": t.attempt,
+                    }
+                )
+        return None
 
 
 class ChunkTrailer(BaseModel):

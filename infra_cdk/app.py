@@ -16,19 +16,29 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `infra_cdk` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aws_cdk as cdk  # noqa: E402
+import aws_cdk as cdk
 
-from infra_cdk.rules import load_rules  # noqa: E402
-from infra_cdk.settings import settings_from_context  # noqa: E402
-from infra_cdk.stack import ControlPlaneStack  # noqa: E402
-from skyhop.errors import SkyhopError  # noqa: E402
+from infra_cdk.nag import add_checks
+from infra_cdk.rules import load_rules
+from infra_cdk.settings import settings_from_context
+from infra_cdk.stack import ControlPlaneStack
+from skyhop.errors import SkyhopError
+
+#: set to 1 (``skyhop deploy aws --dry-run`` does) to synthesise without building
+#: assets (the dependencies layer's pip install): the template is the same
+NO_BUNDLING_ENV = "SKYHOP_CDK_NO_BUNDLING"
 
 
 def build_app(
     context: Mapping[str, Any] | None = None, *, outdir: str | None = None
 ) -> tuple[cdk.App, ControlPlaneStack]:
-    """Create the app and its one stack; raise :class:`SkyhopError` for bad settings or rules."""
-    app = cdk.App(context=dict(context or {}), outdir=outdir)
+    """Create the app and its one stack; raise :class:`SkyhopError` for bad settings or rules.
+
+    cdk-nag's AwsSolutions checks run at synthesis: an unacknowledged finding fails it
+    (see :mod:`infra_cdk.nag`)."""
+    post = {"aws:cdk:bundling-stacks": []} if os.environ.get(NO_BUNDLING_ENV) == "1" else None
+    app = cdk.App(context=dict(context or {}), outdir=outdir, post_cli_context=post)
+    add_checks(app)
     settings = settings_from_context(app.node.get_all_context())
     rules = load_rules(settings.rules_file) if settings.rules_file else None
     env = cdk.Environment(

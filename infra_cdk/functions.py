@@ -31,6 +31,7 @@ class FunctionSpec:
     description: str
     memory_mb: int
     timeout: Duration
+    concurrency: int
     batch_size: int = 10
     batching_window: Duration | None = None
 
@@ -52,6 +53,8 @@ SPECS: dict[str, FunctionSpec] = {
         memory_mb=1024,
         # launching waits for the gateways to boot and accept connections
         timeout=Duration.minutes(15),
+        # each run may start a job's gateways: at most this many jobs start at once
+        concurrency=5,
         batch_size=1,
     ),
     "GatewayEvents": FunctionSpec(
@@ -61,6 +64,7 @@ SPECS: dict[str, FunctionSpec] = {
         memory_mb=512,
         # finishing a job lists the destination and waits for its gateways to terminate
         timeout=Duration.minutes(5),
+        concurrency=10,
         batch_size=25,
         batching_window=Duration.seconds(1),
     ),
@@ -70,6 +74,7 @@ SPECS: dict[str, FunctionSpec] = {
         "skyhop: replicate new and deleted objects by the replication rules",
         memory_mb=1024,
         timeout=Duration.minutes(5),
+        concurrency=10,
         batch_size=10,
     ),
     "Reaper": FunctionSpec(
@@ -78,8 +83,13 @@ SPECS: dict[str, FunctionSpec] = {
         "skyhop: redispatch stuck work, finish or fail jobs, remove what crashes left behind",
         memory_mb=512,
         timeout=Duration.minutes(15),
+        # one run at a time: a run lasting past the next schedule never overlaps it
+        concurrency=1,
     ),
 }
+
+# SQS event sources take at least 2 concurrent invocations (ScalingConfig).
+MIN_EVENT_SOURCE_CONCURRENCY = 2
 
 
 def powertools_parameter(architecture: str, version: str) -> str:
@@ -94,6 +104,15 @@ class ControlFunctions(Construct):
     layers (Powertools, the dependencies). Each has its own role with nothing
     but the statements the stack adds and its own log group; the three queue
     consumers report partial batch failures; the reaper runs every five minutes.
+
+    Each function has reserved concurrency (:attr:`FunctionSpec.concurrency`), so
+    a flood of requests or events can neither start more jobs at once nor starve
+    the account's other functions; the SQS event sources have the same maximum
+    concurrency, so their pollers never take more messages than the function may
+    run (no throttled batches on their way to the dead-letter queue). The reaper
+    runs alone: its reserved concurrency is 1 and a scheduled run that finds the
+    previous one still running is dropped (no retries, events expire before the
+    next schedule) instead of queueing up behind it.
     """
 
     def __init__(
@@ -179,6 +198,7 @@ class ControlFunctions(Construct):
                 logging_format=lambda_.LoggingFormat.JSON,
                 tracing=lambda_.Tracing.ACTIVE,
                 environment={**environment, **extra_environment.get(spec.id, {})},
+                reserved_concurrent_executions=spec.concurrency,
             )
             queue = triggers.get(spec.id)
             if queue is not None:
@@ -188,10 +208,13 @@ class ControlFunctions(Construct):
                         batch_size=spec.batch_size,
                         max_batching_window=spec.batching_window,
                         report_batch_item_failures=True,
+                        max_concurrency=max(spec.concurrency, MIN_EVENT_SOURCE_CONCURRENCY),
                     )
                 )
             self.functions[spec.id] = fn
             self.roles[spec.id] = role
+        # A scheduled run throttled by the one still running is dropped, not retried.
+        self.functions["Reaper"].configure_async_invoke(max_event_age=REAPER_RATE, retry_attempts=0)
         self.schedule = events.Rule(
             self,
             "ReaperSchedule",

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsii
+from aws_cdk import Aws
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces import aws_s3 as s3_refs
 from constructs import Construct
 
 from infra_cdk import permissions
@@ -25,10 +27,56 @@ from infra_cdk.rules import (
 )
 from skyhop.models import ReplicationConfig
 
+#: S3 -> SQS event types per notification kind. A lifecycle expiration removes an
+#: object as a DELETE does (EventBridge's ``Object Deleted`` carries both), so a rule
+#: that propagates deletes hears of both on either path.
 _S3_EVENTS = {
-    "created": s3.EventType.OBJECT_CREATED,
-    "removed": s3.EventType.OBJECT_REMOVED,
+    "created": (s3.EventType.OBJECT_CREATED,),
+    "removed": (s3.EventType.OBJECT_REMOVED, s3.EventType.LIFECYCLE_EXPIRATION),
 }
+
+
+@jsii.implements(s3.IBucketNotificationDestination)
+class AccountQueueDestination:
+    """S3 -> SQS notifications whose queue policy admits S3 only for this bucket *and*
+    this account (``aws:SourceArn`` and ``aws:SourceAccount``): a bucket ARN names no
+    account, so without the account a bucket of the same name that another account
+    created after this one was deleted could still send events (the confused deputy
+    AWS's S3 notification guide warns of). CDK's ``SqsDestination`` sets only the ARN.
+    """
+
+    def __init__(self, queue: sqs.IQueue) -> None:
+        self.queue = queue
+        self._bound: list[str] = []  # node paths of the buckets allowed
+
+    def bind(
+        self,
+        scope: Construct,
+        bucket: s3_refs.IBucketRef,
+    ) -> s3.BucketNotificationDestinationConfig:
+        """Add the queue policy statement for ``bucket`` (once) and name the queue."""
+        if bucket.node.path not in self._bound:
+            self._allow(bucket)
+        return s3.BucketNotificationDestinationConfig(
+            arn=self.queue.queue_arn,
+            type=s3.BucketNotificationDestinationType.QUEUE,
+            dependencies=[self.queue],
+        )
+
+    def _allow(self, bucket: s3_refs.IBucketRef) -> None:
+        self._bound.append(bucket.node.path)
+        self.queue.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid=f"BucketEvents{len(self._bound)}",
+                principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+                actions=["sqs:SendMessage"],
+                resources=[self.queue.queue_arn],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": bucket.bucket_ref.bucket_arn},
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                },
+            )
+        )
 
 
 class ReplicationRules(Construct):
@@ -107,12 +155,11 @@ class ReplicationRules(Construct):
             )
 
     def _wire_sqs(self, queue: sqs.IQueue) -> None:
-        destination = s3n.SqsDestination(queue)
+        destination = AccountQueueDestination(queue)
         for note in bucket_notifications(self.config):
             filters = [s3.NotificationKeyFilter(prefix=note.prefix)] if note.prefix else []
-            self._bucket(note.bucket).add_event_notification(
-                _S3_EVENTS[note.kind], destination, *filters
-            )
+            for event in _S3_EVENTS[note.kind]:
+                self._bucket(note.bucket).add_event_notification(event, destination, *filters)
 
     @property
     def buckets(self) -> list[str]:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from skyhop.errors import UsageError
-from skyhop.models import ReplicationConfig, ReplicationRule
+from skyhop.models import ReplicationConfig, ReplicationRule, parse_message
 from skyhop.uri import parse_uri
 
 NotificationMode = Literal["eventbridge", "sqs"]
@@ -52,7 +52,9 @@ def parse_rules(data: Any, *, where: str = "rules") -> ReplicationConfig:
     if not isinstance(data, dict):
         raise RulesFileError(f"{where}: expected a mapping with 'version' and 'rules'")
     try:
-        return ReplicationConfig.model_validate(data)
+        # strictly, as the published replication_config schema says (YAML's own
+        # types: a quoted "64" is text, not a size)
+        return parse_message(ReplicationConfig, json.dumps(data, default=str))
     except ValidationError as exc:
         raise RulesFileError(f"{where}: {_describe(exc, data)}") from None
 
@@ -70,9 +72,10 @@ def check_rules(
                 raise RulesFileError(
                     f"{label}: source_bucket {rule.source_bucket!r} is not an S3 bucket name"
                 ) from None
-            if _loops(rule):
+            looping = _loops(rule)
+            if looping:
                 raise RulesFileError(
-                    f"{label}: destination {rule.destination} lies inside the rule's own "
+                    f"{label}: destination {looping} lies inside the rule's own "
                     f"source s3://{rule.source_bucket}/{rule.prefix}; replication would loop"
                 )
         if rule.prefix.startswith("/"):
@@ -195,9 +198,10 @@ def data_access(config: ReplicationConfig) -> DataAccess:
             sources.append((rule.source_bucket, rule.prefix))
         else:
             tag_keys.append((rule.bucket_tag or "").partition("=")[0])
-        dest = parse_uri(rule.destination)
-        if dest.scheme == "s3":
-            destinations.append((dest.bucket, dest.key, rule.propagate_deletes))
+        for destination in rule.all_destinations:
+            dest = parse_uri(destination)
+            if dest.scheme == "s3":
+                destinations.append((dest.bucket, dest.key, rule.propagate_deletes))
     return DataAccess(
         sources=tuple(_unique(sources)),
         destinations=tuple(_unique(destinations)),
@@ -244,19 +248,26 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _loops(rule: ReplicationRule) -> bool:
-    dest = parse_uri(rule.destination)
-    if dest.scheme != "s3" or dest.bucket != rule.source_bucket:
-        return False
-    return dest.key.startswith(rule.prefix) or rule.prefix.startswith(dest.key)
+def _loops(rule: ReplicationRule) -> str | None:
+    """The destination of ``rule`` that lies inside its own source, if one does."""
+    for destination in rule.all_destinations:
+        dest = parse_uri(destination)
+        if dest.scheme != "s3" or dest.bucket != rule.source_bucket:
+            continue
+        if dest.key.startswith(rule.prefix) or rule.prefix.startswith(dest.key):
+            return destination
+    return None
 
 
 def _feeds(a: ReplicationRule, b: ReplicationRule) -> bool:
     """Whether objects ``a`` writes can land under ``b``'s (named) source prefix."""
-    dest = parse_uri(a.destination)
-    if dest.scheme != "s3" or dest.bucket != b.source_bucket:
-        return False
-    return dest.key.startswith(b.prefix) or b.prefix.startswith(dest.key)
+    for destination in a.all_destinations:
+        dest = parse_uri(destination)
+        if dest.scheme != "s3" or dest.bucket != b.source_bucket:
+            continue
+        if dest.key.startswith(b.prefix) or b.prefix.startswith(dest.key):
+            return True
+    return False
 
 
 def _cycle(rules: list[ReplicationRule]) -> list[str]:

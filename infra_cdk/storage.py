@@ -71,6 +71,10 @@ class Storage(Construct):
                 name=IDEMPOTENCY_KEY, type=dynamodb.AttributeType.STRING
             ),
             billing=dynamodb.Billing.on_demand(),
+            # its records are small and short-lived; recovery keeps a bad write undoable
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
             time_to_live_attribute=IDEMPOTENCY_TTL,
             encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
             removal_policy=RemovalPolicy.DESTROY,

@@ -19,7 +19,7 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from infra_cdk import packaging  # noqa: E402
+from infra_cdk import packaging
 
 
 def test_stage_source_holds_the_handlers_and_the_skyhop_package(tmp_path: Path) -> None:

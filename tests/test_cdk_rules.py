@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from infra_cdk.rules import (  # noqa: E402
+from infra_cdk.rules import (
     RULES_ENV_BUDGET,
     RulesFileError,
     bucket_notifications,
@@ -29,8 +29,8 @@ from infra_cdk.rules import (  # noqa: E402
     rules_json,
     subscriptions,
 )
-from infra_cdk.settings import SettingsError, settings_from_context  # noqa: E402
-from skyhop.errors import UsageError  # noqa: E402
+from infra_cdk.settings import SettingsError, settings_from_context
+from skyhop.errors import UsageError
 
 INFRA = Path(__file__).resolve().parents[1] / "infra_cdk"
 
@@ -454,9 +454,19 @@ def test_sqs_mode_wires_per_bucket_notifications(tmp_path: Path) -> None:
     assert [c["Events"] for c in b1] == [["s3:ObjectCreated:*"]]
     assert b1[0]["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "logs/"}]}}
     b2 = configs["bkt2"]["QueueConfigurations"]
-    assert sorted(c["Events"][0] for c in b2) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    assert sorted(c["Events"][0] for c in b2) == [
+        "s3:LifecycleExpiration:*",  # deleted by a lifecycle rule: a delete, as EventBridge says
+        "s3:ObjectCreated:*",
+        "s3:ObjectRemoved:*",
+    ]
     assert all("Filter" not in c for c in b2)
     policy = next(iter(template.find_resources("AWS::SQS::QueuePolicy").values()))
     statements = policy["Properties"]["PolicyDocument"]["Statement"]
     assert {s["Principal"]["Service"] for s in statements} == {"s3.amazonaws.com"}
     assert all("aws:SourceArn" in json.dumps(s["Condition"]) for s in statements)
+    # a bucket ARN names no account: the account is required too (issue 19 item 11)
+    assert len(statements) == 2, "one statement per bucket"
+    assert all(
+        s["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+        for s in statements
+    )

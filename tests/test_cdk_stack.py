@@ -1,10 +1,11 @@
 """The synthesised ControlPlaneStack, asserted with aws_cdk.assertions.
 
-One stack is synthesised for the whole module (jsii start-up is the slow part):
-the context of ``infra_cdk/cdk.json`` plus a rules file with a named-bucket
-rule that propagates deletes, a whole-bucket rule to S3, and a tag-selector
-rule. Bundling is skipped with the standard ``aws:cdk:bundling-stacks=[]``
-context, so synthesis needs no network and no pip.
+The stack is synthesised once for the session (``tests/fixtures/cdk.py``'s
+``cdk_default``: ``infra_cdk/cdk.json``'s context plus a rules file with a
+named-bucket rule that propagates deletes, a whole-bucket rule to S3, and a
+tag-selector rule; ``cdk_sqs`` for the S3 -> SQS shape). Bundling is skipped with
+the standard ``aws:cdk:bundling-stacks=[]`` context, so synthesis needs no network
+and no pip.
 """
 
 from __future__ import annotations
@@ -18,39 +19,19 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from aws_cdk import assertions  # noqa: E402
+from aws_cdk import assertions
 
-from infra_cdk.app import build_app  # noqa: E402
-from infra_cdk.permissions import (  # noqa: E402
+from infra_cdk.permissions import (
     CONTROL_QUEUE_ACTIONS,
     CONTROL_QUEUE_GATEWAY_ACTIONS,
     EC2_MUTATIONS,
     UNCONDITIONED_EC2,
 )
-from infra_cdk.settings import SettingsError, settings_from_context  # noqa: E402
-from skyhop.models import ReplicationConfig  # noqa: E402
-from skyhop.queues.base import CONTROL_QUEUE_PREFIX, control_queue_name  # noqa: E402
-from skyhop.state import dynamodb as manifest_schema  # noqa: E402
-
-CDK_JSON = Path(__file__).resolve().parents[1] / "infra_cdk" / "cdk.json"
-
-RULES = """\
-version: 1
-rules:
-  - name: logs-to-gcs
-    source_bucket: acme-logs
-    prefix: app/
-    destination: gs://acme-archive/logs/
-    propagate_deletes: true
-  - name: raw-to-dr
-    source_bucket: acme-raw
-    destination: s3://acme-dr/raw/
-  - name: tagged-datasets
-    bucket_tag: skyhop-replicate=eu
-    prefix: datasets/
-    destination: s3://acme-eu-replica/datasets/
-    propagate_deletes: true
-"""
+from infra_cdk.settings import SettingsError, settings_from_context
+from skyhop.models import ReplicationConfig
+from skyhop.queues.base import CONTROL_QUEUE_PREFIX, control_queue_name
+from skyhop.state import dynamodb as manifest_schema
+from tests.fixtures.cdk import Synthesis
 
 ENV_NAMES = {
     "SKYHOP_TABLE",
@@ -62,8 +43,11 @@ ENV_NAMES = {
     "SKYHOP_KMS_KEY_ID",
     "SKYHOP_LAUNCH_TEMPLATE_ID",
     "SKYHOP_LAUNCH_TEMPLATE_NAME",
-    "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN",
-    "SKYHOP_GATEWAY_ROLE_ARN",
+    "SKYHOP_GATEWAY_SOURCE_PROFILE_ARN",
+    "SKYHOP_GATEWAY_RELAY_PROFILE_ARN",
+    "SKYHOP_GATEWAY_DESTINATION_PROFILE_ARN",
+    "SKYHOP_GATEWAY_DESTINATION_ROLE_ARN",
+    "SKYHOP_GATEWAY_WHEEL",
     "SKYHOP_REGIONS",
     "SKYHOP_HOME",
     "POWERTOOLS_SERVICE_NAME",
@@ -78,23 +62,8 @@ HANDLERS = {
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, assertions.Template, dict]:
-    work = tmp_path_factory.mktemp("cdk")
-    rules = work / "rules.yaml"
-    rules.write_text(RULES)
-    context = json.loads(CDK_JSON.read_text())["context"]
-    context.update(
-        {
-            "rulesFile": str(rules),
-            "transferBuckets": "adhoc-in,adhoc-out",
-            "gatewayRegions": ["us-west-2", "eu-west-1"],
-            "alarmEmail": "ops@example.com",
-            "aws:cdk:bundling-stacks": [],
-        }
-    )
-    _, stack = build_app(context, outdir=str(work / "cdk.out"))
-    template = assertions.Template.from_stack(stack)
-    return stack, template, template.to_json()
+def synth(cdk_default: Synthesis) -> tuple[Any, assertions.Template, dict]:
+    return cdk_default.stack, cdk_default.template, cdk_default.json
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +140,8 @@ def arn_text(value: Any) -> str:
         return "".join(arn_text(v) for v in value["Fn::Join"][1])
     if "Ref" in value:
         return "${" + value["Ref"] + "}"
+    if "Fn::Sub" in value:  # an asset bucket's name
+        return str(value["Fn::Sub"])
     return "${" + ".".join(value["Fn::GetAtt"]) + "}"
 
 
@@ -185,7 +156,7 @@ def test_resource_counts(template: assertions.Template) -> None:
     template.resource_count_is("AWS::Lambda::EventSourceMapping", 3)
     template.resource_count_is("AWS::Lambda::LayerVersion", 1)  # dependencies; Powertools is public
     template.resource_count_is("AWS::EC2::LaunchTemplate", 1)
-    template.resource_count_is("AWS::IAM::InstanceProfile", 1)
+    template.resource_count_is("AWS::IAM::InstanceProfile", 3)  # source, relay, destination
     template.resource_count_is("AWS::Events::Rule", 4)  # 3 replication rules + the reaper
     template.resource_count_is("Custom::S3BucketNotifications", 2)  # the two named buckets
     template.resource_count_is("AWS::SNS::Subscription", 1)
@@ -203,7 +174,7 @@ def test_four_functions_with_handlers_runtime_layers(resources: dict[str, dict])
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert len(props["Layers"]) == 2
-        assert ENV_NAMES <= set(props["Environment"]["Variables"])
+        assert set(props["Environment"]["Variables"]) >= ENV_NAMES
         env = props["Environment"]["Variables"]
         assert env["POWERTOOLS_SERVICE_NAME"] == "skyhop"
         assert env["SKYHOP_REGIONS"] == "us-west-2,eu-west-1"
@@ -243,21 +214,30 @@ def test_environment_points_at_the_stack_resources(resources: dict[str, dict]) -
             resources[ref_id(env["SKYHOP_LAUNCH_TEMPLATE_ID"])]["Type"]
             == "AWS::EC2::LaunchTemplate"
         )
-        assert (
-            resources[ref_id(env["SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"])]["Type"]
-            == "AWS::IAM::InstanceProfile"
-        )
+        profiles = {
+            ref_id(env[f"SKYHOP_GATEWAY_{role.upper()}_PROFILE_ARN"]) for role in GATEWAY_ROLES
+        }
+        assert len(profiles) == 3  # one identity per gateway role
+        assert {resources[p]["Type"] for p in profiles} == {"AWS::IAM::InstanceProfile"}
+        destination = ref_id(env["SKYHOP_GATEWAY_DESTINATION_ROLE_ARN"])
+        assert destination == gateway_role(resources, "destination")
 
 
 def test_bucket_events_function_reads_the_validated_rules(resources: dict[str, dict]) -> None:
+    """The rules drive replication (bucket_events) and what requests are admitted
+    (submit, with the transfer buckets: controlplane.admission); nothing else reads them."""
     by_handler = {f["Properties"]["Handler"]: f for f in skyhop_functions(resources).values()}
-    env = by_handler["functions.aws.bucket_events.handler"]["Properties"]["Environment"]
-    config = ReplicationConfig.model_validate_json(env["Variables"]["SKYHOP_RULES"])
-    assert [r.name for r in config.rules] == ["logs-to-gcs", "raw-to-dr", "tagged-datasets"]
-    assert config.rules[0].propagate_deletes and config.rules[0].prefix == "app/"
-    others = [h for h in by_handler if h != "functions.aws.bucket_events.handler"]
+    readers = ["functions.aws.bucket_events.handler", "functions.aws.submit.handler"]
+    for handler in readers:
+        env = by_handler[handler]["Properties"]["Environment"]
+        config = ReplicationConfig.model_validate_json(env["Variables"]["SKYHOP_RULES"])
+        assert [r.name for r in config.rules] == ["logs-to-gcs", "raw-to-dr", "tagged-datasets"]
+        assert config.rules[0].propagate_deletes and config.rules[0].prefix == "app/"
+    others = [h for h in by_handler if h not in readers]
     for handler in others:
         assert "SKYHOP_RULES" not in by_handler[handler]["Properties"]["Environment"]["Variables"]
+    submit = by_handler["functions.aws.submit.handler"]["Properties"]["Environment"]["Variables"]
+    assert submit["SKYHOP_TRANSFER_LOCATIONS"] == "s3://adhoc-in,s3://adhoc-out"
 
 
 def test_every_sqs_trigger_reports_batch_item_failures(resources: dict[str, dict]) -> None:
@@ -497,10 +477,10 @@ def test_pass_role_only_for_the_gateway_role_to_ec2(resources: dict[str, dict]) 
     passes = [s for _, s in statements(resources) if "iam:PassRole" in as_list(s["Action"])]
     assert passes
     for statement in passes:
-        role = ref_id(statement["Resource"])
-        assert resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0][
-            "Principal"
-        ] == {"Service": "ec2.amazonaws.com"}
+        for role in (ref_id(r) for r in as_list(statement["Resource"])):
+            assert resources[role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0][
+                "Principal"
+            ] == {"Service": "ec2.amazonaws.com"}
         assert statement["Condition"] == {
             "StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}
         }
@@ -533,13 +513,12 @@ def test_replication_grants_follow_the_rules(resources: dict[str, dict]) -> None
 def test_data_key_grants_only_decrypt_to_the_gateway_role_per_job(
     resources: dict[str, dict],
 ) -> None:
-    profile = next(iter(of_type(resources, "AWS::IAM::InstanceProfile").values()))
-    gateway_role = ref_id(profile["Properties"]["Roles"][0])
+    destination = gateway_role(resources, "destination")  # sources and relays get no key
     submit = role_statements(resources, function_role(resources, "functions.aws.submit.handler"))
     grant = next(s for s in submit if "kms:CreateGrant" in as_list(s["Action"]))
     assert grant["Condition"] == {
         "StringEquals": {
-            "kms:GranteePrincipal": {"Fn::GetAtt": [gateway_role, "Arn"]},
+            "kms:GranteePrincipal": {"Fn::GetAtt": [destination, "Arn"]},
             "kms:GrantConstraintType": "EncryptionContextEquals",
         },
         "ForAllValues:StringEquals": {"kms:GrantOperations": ["Decrypt"]},
@@ -552,22 +531,426 @@ def test_data_key_grants_only_decrypt_to_the_gateway_role_per_job(
             assert statement["Resource"] == {"Fn::GetAtt": [key, "Arn"]}
 
 
-def test_gateway_role(resources: dict[str, dict]) -> None:
-    profile = next(iter(of_type(resources, "AWS::IAM::InstanceProfile").values()))
-    role = ref_id(profile["Properties"]["Roles"][0])
-    actions = {a for s in role_statements(resources, role) for a in as_list(s["Action"])}
-    assert {"sqs:SendMessage", "s3:GetObject", "s3:PutObject"} <= actions
-    assert not any(a.startswith(("ec2:", "dynamodb:", "iam:", "kms:")) for a in actions)
-    buckets = {
-        arn_text(r)
-        for s in role_statements(resources, role)
-        if s.get("Sid") == "TransferDataBuckets"
-        for r in as_list(s["Resource"])
+GATEWAY_ROLES = ("source", "relay", "destination")
+S3_READS = {"s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes", "s3:ListBucket"}
+
+
+def gateway_profiles(resources: dict[str, dict]) -> dict[str, str]:
+    """The gateway roles' instance profiles, by gateway role (from the functions' env)."""
+    env = next(iter(skyhop_functions(resources).values()))["Properties"]["Environment"]
+    return {
+        role: ref_id(env["Variables"][f"SKYHOP_GATEWAY_{role.upper()}_PROFILE_ARN"])
+        for role in GATEWAY_ROLES
     }
-    assert buckets == {
-        f"arn:${{AWS::Partition}}:s3:::{b}"
-        for b in ("acme-dr", "acme-eu-replica", "acme-logs", "acme-raw", "adhoc-in", "adhoc-out")
+
+
+def gateway_role(resources: dict[str, dict], role: str) -> str:
+    profile = resources[gateway_profiles(resources)[role]]
+    return ref_id(profile["Properties"]["Roles"][0])
+
+
+def s3_grants(resources: dict[str, dict], role: str) -> dict[str, set[str]]:
+    """S3 action -> the resources a gateway role is granted it on."""
+    out: dict[str, set[str]] = {}
+    for statement in role_statements(resources, gateway_role(resources, role)):
+        for action in as_list(statement["Action"]):
+            if action.startswith("s3:"):
+                out.setdefault(action, set()).update(
+                    arn_text(r) for r in as_list(statement["Resource"])
+                )
+    return out
+
+
+def test_each_gateway_role_has_its_own_identity(resources: dict[str, dict]) -> None:
+    """Issue 19 item 9: every gateway shared one role with read and write on every
+    transfer bucket. Now one role (and instance profile) per gateway role."""
+    roles = {role: gateway_role(resources, role) for role in GATEWAY_ROLES}
+    assert len(set(roles.values())) == 3
+    for role_id in roles.values():
+        trust = resources[role_id]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in trust] == [{"Service": "ec2.amazonaws.com"}]
+        actions = {a for s in role_statements(resources, role_id) for a in as_list(s["Action"])}
+        assert {"sqs:SendMessage", "sqs:ReceiveMessage"} <= actions
+        assert not any(a.startswith(("ec2:", "dynamodb:", "iam:", "kms:")) for a in actions)
+
+
+def test_a_relay_has_no_storage_access_at_all(resources: dict[str, dict]) -> None:
+    assert s3_grants(resources, "relay") == {}
+
+
+def test_a_source_gateway_only_reads_its_sources(resources: dict[str, dict]) -> None:
+    grants = s3_grants(resources, "source")
+    assert grants and set(grants) <= S3_READS | {"s3:GetBucketLocation"}
+    objects = grants["s3:GetObject"]
+    assert objects == {
+        "arn:${AWS::Partition}:s3:::adhoc-in/*",
+        "arn:${AWS::Partition}:s3:::adhoc-out/*",
+        "arn:${AWS::Partition}:s3:::acme-logs/app/*",
+        "arn:${AWS::Partition}:s3:::acme-raw/*",
+        "arn:${AWS::Partition}:s3:::*/*",  # a bucket_tag rule's sources, this account's only
     }
+    assert not any("acme-dr" in r or "acme-eu-replica" in r for r in objects)  # destinations
+
+
+def test_a_destination_gateway_only_writes_its_destinations(resources: dict[str, dict]) -> None:
+    grants = s3_grants(resources, "destination")
+    assert not set(grants) & {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutObjectAcl"}
+    writes = {
+        "arn:${AWS::Partition}:s3:::adhoc-in/*",
+        "arn:${AWS::Partition}:s3:::adhoc-out/*",
+        "arn:${AWS::Partition}:s3:::acme-dr/raw/*",
+        "arn:${AWS::Partition}:s3:::acme-eu-replica/datasets/*",
+    }
+    assert grants["s3:PutObject"] == writes
+    # what it reads is what it may write (its own parts, for the checks), never a source
+    assert grants["s3:GetObject"] == writes
+    everything = set().union(*grants.values())
+    assert not any("acme-logs" in r or "acme-raw" in r or r.endswith(":::*/*") for r in everything)
+
+
+def test_gateways_install_the_deployed_code_by_its_hash(
+    resources: dict[str, dict], tmp_path: Path
+) -> None:
+    """Issue 19 item 12: gateway VMs pip-installed skyhop unpinned from the public
+    index. The stack uploads the wheel of the code it deploys (an S3 asset); the
+    launching functions get its location and SHA-256 and may read that one object
+    (to sign a URL of it); no gateway role may read it (a relay touches no storage)."""
+    from skyhop.compute.package import build_wheel, sha256_of
+
+    digest = sha256_of(build_wheel(tmp_path))
+    for fn in skyhop_functions(resources).values():
+        text = json.dumps(fn["Properties"]["Environment"]["Variables"]["SKYHOP_GATEWAY_WHEEL"])
+        assert digest in text and "skyhop-" in text and "pydantic==" in text
+    signers = set()
+    for key, statement in statements(resources):
+        if statement.get("Sid") == "SignGatewayWheel":
+            assert as_list(statement["Action"]) == ["s3:GetObject"], key
+            assert len(as_list(statement["Resource"])) == 1, key
+            signers.add(key)
+    launchers = {function_role(resources, h) for h in LAUNCHERS}
+    assert len(signers) == len(launchers) == 2
+    for role in GATEWAY_ROLES:
+        mine = role_statements(resources, gateway_role(resources, role))
+        assert not any(s.get("Sid") == "SignGatewayWheel" for s in mine)
+
+
+def test_gateway_launches_may_pass_only_the_gateway_roles(resources: dict[str, dict]) -> None:
+    passes = [s for _, s in statements(resources) if "iam:PassRole" in as_list(s["Action"])]
+    assert passes
+    roles = {gateway_role(resources, r) for r in GATEWAY_ROLES}
+    for statement in passes:
+        assert {ref_id(r) for r in as_list(statement["Resource"])} == roles
+
+
+# ---------------------------------------------------------------- IAM: issue 19, item 11
+
+
+LAUNCHERS = ("functions.aws.submit.handler", "functions.aws.reaper.handler")
+GATEWAY_REGIONS = ["eu-west-1", "us-west-2"]  # cdk_default's gatewayRegions, sorted
+S3_WRITES = {
+    "s3:PutObject",
+    "s3:AbortMultipartUpload",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:PutObjectAcl",
+    "s3:RestoreObject",
+}
+
+
+def granting(resources: dict[str, dict], action: str) -> list[tuple[str, dict]]:
+    return [(k, s) for k, s in statements(resources) if action in as_list(s["Action"])]
+
+
+def launch_template(resources: dict[str, dict]) -> str:
+    return next(iter(of_type(resources, "AWS::EC2::LaunchTemplate")))
+
+
+def gateway_profile_arns(resources: dict[str, dict]) -> list[dict]:
+    return [
+        {"Fn::GetAtt": [p, "Arn"]}
+        for _, p in sorted(gateway_profiles(resources).items())  # destination, relay, source
+    ]
+
+
+def kinds(statement: dict) -> set[str]:
+    """The EC2 resource types a statement names (``instance``, ``image``, ...)."""
+    out = set()
+    for r in as_list(statement["Resource"]):
+        text = arn_text(r)
+        out.add(text.rsplit(":", 1)[-1].split("/", 1)[0])
+    return out
+
+
+def test_run_instances_requires_the_stack_template_imdsv2_and_the_gateway_profile(
+    resources: dict[str, dict],
+) -> None:
+    """Issue 19 item 11: RunInstances allowed any AMI with arbitrary user data and the
+    gateway profile. In the stack's region every resource of a launch must come with
+    the stack's own launch template, the image *from* it; elsewhere (the gateway
+    regions, where the stack has no template) only an Amazon-owned image; always
+    IMDSv2 and the gateway instance profile."""
+    lt = launch_template(resources)
+    lt_arn = (
+        "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:launch-template/${" + lt + "}"
+    )
+    profile = gateway_profile_arns(resources)
+    found = granting(resources, "ec2:RunInstances")
+    seen_here: set[str] = set()
+    seen_elsewhere: set[str] = set()
+    for key, statement in found:
+        assert as_list(statement["Action"]) == ["ec2:RunInstances"], key
+        cond = statement["Condition"]
+        text = {arn_text(r) for r in as_list(statement["Resource"])}
+        if "ArnEquals" in cond and "ec2:LaunchTemplate" in cond["ArnEquals"]:
+            assert arn_text(cond["ArnEquals"]["ec2:LaunchTemplate"]) == lt_arn, key
+            assert all(":ec2:${AWS::Region}:" in t for t in text), (key, text)
+            seen_here |= kinds(statement)
+            where = "here"
+        else:
+            assert cond["StringEquals"]["aws:RequestedRegion"] == GATEWAY_REGIONS, key
+            assert cond["StringNotEquals"] == {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
+            seen_elsewhere |= kinds(statement)
+            where = "elsewhere"
+        if "instance" in kinds(statement):
+            assert cond["StringEquals"]["ec2:MetadataHttpTokens"] == "required", key
+            assert cond["ArnEquals"]["ec2:InstanceProfile"] == profile, key
+            assert cond["StringEquals"]["aws:RequestTag/skyhop"] == "gateway", key
+            assert cond["Null"] == {"aws:RequestTag/skyhop:job": "false"}, key
+        if "image" in kinds(statement):
+            assert kinds(statement) == {"image"}, key
+            if where == "here":
+                assert cond["Bool"] == {"ec2:IsLaunchTemplateResource": "true"}, key
+            else:
+                assert cond["StringEquals"]["ec2:Owner"] == "amazon", key
+        if kinds(statement) & {"subnet", "security-group"}:
+            assert cond["StringEquals"]["aws:ResourceTag/skyhop"] == "network", key
+        if "security-group" in kinds(statement):
+            assert cond["Null"] == {"aws:ResourceTag/skyhop:job": "false"}, key
+    assert seen_here == {
+        "instance", "volume", "image", "network-interface", "subnet", "security-group",
+        "launch-template",
+    }  # fmt: skip
+    assert seen_elsewhere == seen_here - {"launch-template"}
+    for handler in LAUNCHERS:
+        mine = role_statements(resources, function_role(resources, handler))
+        assert sum("ec2:RunInstances" in as_list(s["Action"]) for s in mine) == 12, handler
+
+
+def test_the_launch_template_is_imdsv2_only(template: assertions.Template) -> None:
+    template.has_resource_properties(
+        "AWS::EC2::LaunchTemplate",
+        {
+            "LaunchTemplateData": assertions.Match.object_like(
+                {"MetadataOptions": {"HttpPutResponseHopLimit": 1, "HttpTokens": "required"}}
+            )
+        },
+    )
+
+
+def test_terminate_matches_only_this_stacks_gateways(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: TerminateInstances matched any ``skyhop`` tag value, so one
+    stack (or anything tagged skyhop=...) could end another stack's gateways. Now only
+    instances tagged ``skyhop=gateway`` that carry *this* stack's gateway instance
+    profile (which only this stack's launch permissions can attach: PassRole names
+    its role alone), in the stack's regions."""
+    profile = gateway_profile_arns(resources)
+    found = granting(resources, "ec2:TerminateInstances")
+    assert len(found) == 3  # submit (failed launches), gateway_events, reaper
+    for key, statement in found:
+        assert statement["Condition"] == {
+            "StringEquals": {
+                "aws:RequestedRegion": [{"Ref": "AWS::Region"}, *GATEWAY_REGIONS],
+                "aws:ResourceTag/skyhop": "gateway",
+            },
+            "ArnEquals": {"ec2:InstanceProfile": profile},
+        }, key
+
+
+def test_subnets_and_groups_are_made_only_in_the_skyhop_vpc(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: CreateSubnet and CreateSecurityGroup were allowed in any VPC
+    (the statement creating tagged resources also named vpc/* with only a request-tag
+    condition, which every tagged create passes). Now the VPC must be skyhop's:
+    tagged skyhop=network, a tag only CreateVpc (tagged at creation) can put there."""
+    checked = 0
+    for key, statement in statements(resources):
+        actions = set(as_list(statement["Action"]))
+        if not actions & {
+            "ec2:CreateSubnet",
+            "ec2:CreateSecurityGroup",
+            "ec2:AttachInternetGateway",
+        }:
+            continue
+        cond = statement["Condition"]
+        if "vpc" in kinds(statement):
+            assert cond["StringEquals"]["aws:ResourceTag/skyhop"] == "network", key
+            assert "aws:RequestTag/skyhop" not in json.dumps(cond), key
+            checked += 1
+        else:
+            assert cond["StringEquals"]["aws:RequestTag/skyhop"] == "network", key
+    assert checked == 2  # submit and reaper set the network up
+    # only CreateVpc names a VPC it creates
+    for key, statement in statements(resources):
+        if "vpc" in kinds(statement) and "aws:RequestTag/skyhop" in json.dumps(
+            statement.get("Condition", {})
+        ):
+            assert as_list(statement["Action"]) in (["ec2:CreateVpc"], ["ec2:CreateTags"]), key
+
+
+def test_every_ec2_mutation_is_limited_to_the_stacks_regions(resources: dict[str, dict]) -> None:
+    """CreateRoute (which cannot be tied to the skyhop VPC while the provider routes
+    through the VPC's untagged main route table) and every other EC2 change happen
+    only in the stack's region and the configured gateway regions."""
+    for key, statement in statements(resources):
+        mutations = [a for a in as_list(statement["Action"]) if a in EC2_MUTATIONS]
+        if not mutations:
+            continue
+        regions = statement["Condition"].get("StringEquals", {}).get("aws:RequestedRegion")
+        if regions is None:  # launches from the stack's template name its region in the ARN
+            assert all(
+                ":ec2:${AWS::Region}:" in arn_text(r) for r in as_list(statement["Resource"])
+            )
+            continue
+        assert regions in ([{"Ref": "AWS::Region"}, *GATEWAY_REGIONS], GATEWAY_REGIONS), key
+
+
+def test_security_groups_change_only_per_job(resources: dict[str, dict]) -> None:
+    """trust's per-job security groups (skyhop-job-JOB, tagged skyhop=network and
+    skyhop:job): rules go only into a job's own group, and only a job's group can be
+    deleted; the shared skyhop-gateways group (no job tag) never admits anything."""
+    for action in ("ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteSecurityGroup"):
+        for key, statement in granting(resources, action):
+            if "security-group" not in kinds(statement):
+                continue
+            cond = statement["Condition"]
+            assert cond["StringEquals"]["aws:ResourceTag/skyhop"] == "network", key
+            assert cond["Null"] == {"aws:ResourceTag/skyhop:job": "false"}, key
+    rules = [
+        s for _, s in granting(resources, "ec2:AuthorizeSecurityGroupIngress")
+        if kinds(s) == {"security-group-rule"}
+    ]  # fmt: skip
+    assert rules and all(
+        s["Condition"]["Null"] == {"aws:RequestTag/skyhop:job": "false"} for s in rules
+    )
+
+
+def test_no_write_on_every_bucket(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: a bucket_tag rule granted write on ``s3:::*/*`` (every object
+    of the account) to submit, gateway_events, the reaper and the gateways. A tag rule's
+    buckets are sources: read-only, and only this account's."""
+    tagged = 0
+    for key, statement in statements(resources):
+        wild = [
+            arn_text(r) for r in as_list(statement["Resource"]) if arn_text(r).endswith(":::*/*")
+        ]
+        wild += [
+            arn_text(r) for r in as_list(statement["Resource"]) if arn_text(r).endswith(":::*")
+        ]
+        if not wild:
+            continue
+        tagged += 1
+        assert not set(as_list(statement["Action"])) & S3_WRITES, (key, statement["Sid"])
+        assert "s3:ListBucketMultipartUploads" not in as_list(statement["Action"]), key
+        assert statement["Condition"] == {
+            "StringEquals": {"s3:ResourceAccount": {"Ref": "AWS::AccountId"}}
+        }, key
+    assert tagged == 10  # objects and buckets, for the 4 transfer roles and bucket_events
+
+
+def test_rule_sources_are_read_only(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: the rules' source buckets were granted read *and* write (with
+    the transfer buckets). Sources are read under their prefix only; destinations are
+    written under their prefix only; the transfer buckets stay read-write."""
+    sources = ("acme-logs", "acme-raw")
+    for key, statement in statements(resources):
+        actions = set(as_list(statement["Action"]))
+        for text in (arn_text(r) for r in as_list(statement["Resource"])):
+            if any(text.startswith(f"arn:${{AWS::Partition}}:s3:::{b}") for b in sources):
+                assert not actions & S3_WRITES, (key, statement.get("Sid"), text)
+                assert "s3:ListBucketMultipartUploads" not in actions, (key, text)
+    for handler in (*LAUNCHERS, "functions.aws.gateway_events.handler"):
+        mine = role_statements(resources, function_role(resources, handler))
+        reads = {
+            arn_text(r)
+            for s in mine
+            if "s3:GetObject" in as_list(s["Action"]) and "s3:PutObject" not in as_list(s["Action"])
+            for r in as_list(s["Resource"])
+            if "acme-" in arn_text(r)
+        }
+        assert reads == {
+            "arn:${AWS::Partition}:s3:::acme-logs/app/*",
+            "arn:${AWS::Partition}:s3:::acme-raw/*",
+        }, handler
+        writes = {
+            arn_text(r)
+            for s in mine
+            if "s3:PutObject" in as_list(s["Action"])
+            for r in as_list(s["Resource"])
+        }
+        assert writes == {
+            "arn:${AWS::Partition}:s3:::acme-dr/raw/*",
+            "arn:${AWS::Partition}:s3:::acme-eu-replica/datasets/*",
+            "arn:${AWS::Partition}:s3:::adhoc-in/*",
+            "arn:${AWS::Partition}:s3:::adhoc-out/*",
+        }, handler
+
+
+def test_every_function_has_bounded_concurrency(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: no function had reserved concurrency and no SQS trigger a
+    maximum concurrency, so a flood of requests could start any number of jobs (and
+    gateways) at once and starve the account's other functions."""
+    fns = skyhop_functions(resources)
+    reserved = {
+        f["Properties"]["Handler"]: f["Properties"].get("ReservedConcurrentExecutions")
+        for f in fns.values()
+    }
+    assert reserved == {
+        "functions.aws.submit.handler": 5,
+        "functions.aws.gateway_events.handler": 10,
+        "functions.aws.bucket_events.handler": 10,
+        "functions.aws.reaper.handler": 1,
+    }
+    for mapping in of_type(resources, "AWS::Lambda::EventSourceMapping").values():
+        props = mapping["Properties"]
+        fn = fns[ref_id(props["FunctionName"])]["Properties"]
+        assert props["ScalingConfig"]["MaximumConcurrency"] == fn["ReservedConcurrentExecutions"]
+
+
+def test_the_reaper_never_overlaps_itself(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: a reaper run (up to 15 minutes) could overlap the next ones
+    (every 5 minutes). Reserved concurrency 1 runs one at a time, and a scheduled run
+    throttled by the one still running is dropped (no retry, expired before the next
+    schedule) rather than queued behind it."""
+    reaper = next(
+        k
+        for k, f in skyhop_functions(resources).items()
+        if f["Properties"]["Handler"] == "functions.aws.reaper.handler"
+    )
+    assert resources[reaper]["Properties"]["ReservedConcurrentExecutions"] == 1
+    (config,) = [
+        c["Properties"]
+        for c in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+        if c["Properties"]["FunctionName"] == {"Ref": reaper}
+    ]
+    assert config["MaximumRetryAttempts"] == 0
+    assert config["MaximumEventAgeInSeconds"] <= 300
+
+
+def test_s3_notifications_to_sqs_name_the_source_account(cdk_sqs: Synthesis) -> None:
+    """Issue 19 item 11: the S3 -> SQS queue policy named only the bucket ARN (which
+    holds no account): it now also requires ``aws:SourceAccount``."""
+    resources = cdk_sqs.json["Resources"]
+    found = 0
+    for policy in of_type(resources, "AWS::SQS::QueuePolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement.get("Principal") != {"Service": "s3.amazonaws.com"}:
+                continue
+            found += 1
+            assert as_list(statement["Action"]) == ["sqs:SendMessage"]
+            assert statement["Condition"]["StringEquals"] == {
+                "aws:SourceAccount": {"Ref": "AWS::AccountId"}
+            }
+            assert "aws:SourceArn" in statement["Condition"]["ArnLike"]
+    assert found == 2  # media-in, docs-in
 
 
 # ---------------------------------------------------------------- control queues
@@ -630,9 +1013,11 @@ def test_functions_manage_only_the_control_queues_under_the_prefix(
             assert [arn_text(r) for r in as_list(statement["Resource"])] == [CONTROL_ARN], key
 
 
-def test_gateway_role_takes_orders_from_its_control_queue(resources: dict[str, dict]) -> None:
-    profile = next(iter(of_type(resources, "AWS::IAM::InstanceProfile").values()))
-    role = ref_id(profile["Properties"]["Roles"][0])
+@pytest.mark.parametrize("gateway", GATEWAY_ROLES)
+def test_gateway_role_takes_orders_from_its_control_queue(
+    resources: dict[str, dict], gateway: str
+) -> None:
+    role = gateway_role(resources, gateway)
     granted = control_statements(resources, role)
     actions = {a for s in granted for a in as_list(s["Action"])}
     assert actions == set(CONTROL_QUEUE_GATEWAY_ACTIONS)
@@ -753,9 +1138,7 @@ def test_gateway_launch_template(template: assertions.Template, resources: dict)
                         [
                             {
                                 "ResourceType": "instance",
-                                "Tags": assertions.Match.array_with(
-                                    [{"Key": "skyhop", "Value": "Skyhop"}]
-                                ),
+                                "Tags": [{"Key": "skyhop:stack", "Value": "Skyhop"}],
                             }
                         ]
                     ),
@@ -765,5 +1148,10 @@ def test_gateway_launch_template(template: assertions.Template, resources: dict)
     )
     lt = next(iter(of_type(resources, "AWS::EC2::LaunchTemplate").values()))
     assert lt["Properties"]["LaunchTemplateName"] == "Skyhop-gateway"
+    # the provider's request tags (skyhop=gateway, Name, the job) have their keys to
+    # themselves; the template names the stack under its own key
+    for spec in lt["Properties"]["LaunchTemplateData"]["TagSpecifications"]:
+        assert spec["Tags"] == [{"Key": "skyhop:stack", "Value": "Skyhop"}], spec
+    assert {"Key": "skyhop", "Value": "Skyhop"} in lt["Properties"]["TagSpecifications"][0]["Tags"]
     profile = lt["Properties"]["LaunchTemplateData"]["IamInstanceProfile"]["Arn"]
     assert resources[ref_id(profile)]["Type"] == "AWS::IAM::InstanceProfile"

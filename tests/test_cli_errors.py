@@ -190,3 +190,31 @@ def test_unknown_relay_region(tmp_path: Path, skyhop_home: Path):
     jobs = SQLiteManifest(skyhop_home / "manifest.db").list_jobs()
     assert [j.state for j in jobs] == [JobState.FAILED]
     assert "aws:nowhere-1" in (jobs[0].error or "")
+
+
+@pytest.mark.parametrize("flag", ["--chunk-size", "--multipart-threshold"])
+@pytest.mark.parametrize("command", ["cp", "sync"])
+def test_parts_larger_than_a_gateway_buffer_fail_at_validation(
+    tmp_path: Path, skyhop_home: Path, flag: str, command: str
+):
+    """#21 item 16: a destination gateway holds a chunk whole until it is verified,
+    within its buffer budget; a larger part is refused before anything starts (not
+    found out inside the gateway), for a real run and a dry run alike."""
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"x" * 100)
+    dst = tmp_path / "out"
+    for dry in ([], ["--dry-run"]):
+        res = run_cli(
+            command, *(["-r"] if command == "cp" else []), str(src), str(dst),
+            "--gateways", "local", flag, "512MiB", *dry,
+        )  # fmt: skip
+        assert_one_line_error(res, flag, "512 MiB", "256 MiB")
+        assert res.code == 2
+    assert not dst.exists()
+    manifest = skyhop_home / "manifest.db"
+    assert not manifest.exists() or SQLiteManifest(manifest).list_jobs() == []
+    # the direct path holds as few chunks as fit: the same size is fine there
+    res = run_cli(command, *(["-r"] if command == "cp" else []), str(src), str(dst), flag, "512MiB")
+    assert res.code == 0, res.stderr
+    assert (dst / "a.bin").read_bytes() == b"x" * 100

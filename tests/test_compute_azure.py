@@ -23,6 +23,8 @@ from skyhop.compute.base import ComputeProvider, open_provider
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole
 from tests.fakes.azure_arm import FakeARM
+from tests.fakes.http import Reply
+from tests.suites.compute_suite import ComputeSuite
 
 SUB = "00000000-0000-0000-0000-000000000001"
 
@@ -75,7 +77,62 @@ def config(job, gw, region, role):
     )
 
 
-def test_provider_satisfies_the_protocol(fake):
+class TestAzureSuite(ComputeSuite):
+    """The ComputeProvider suite against the fake Resource Manager API."""
+
+    @pytest.fixture
+    def regions(self):
+        return ("azure:eastus", "azure:westeurope")
+
+    @pytest.fixture
+    def make(self, fake):
+        return lambda **kw: make(fake, **kw)
+
+    @pytest.fixture
+    def admitted(self, fake):
+        def read(job_id):
+            found = set()
+            for nsg in ("skyhop-eastus-nsg", "skyhop-westeurope-nsg"):
+                rule = fake.rules(nsg).get(f"skyhop-{job_id}", {})
+                found |= set(rule.get("sourceAddressPrefixes", []))
+            return found
+
+        return read
+
+    @pytest.fixture
+    def reaches(self, fake):
+        def read(spec):
+            location = spec.region.removeprefix("azure:")
+            nic = fake.of_type("networkInterfaces")[f"{spec.instance_id}-nic"]
+            ip = nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"]
+            return {
+                source
+                for rule in fake.rules(f"skyhop-{location}-nsg").values()
+                if f"{ip}/32" in rule.get("destinationAddressPrefixes", [])
+                and str(spec.data_port) in rule.get("destinationPortRanges", [])
+                for source in rule.get("sourceAddressPrefixes", [])
+            }
+
+        return read
+
+    @pytest.fixture
+    def leftovers(self, fake):
+        kinds = ("virtualMachines", "networkInterfaces", "publicIPAddresses")
+        return lambda job_id: [name for kind in kinds for name in fake.of_type(kind)]
+
+    @pytest.fixture
+    def failed_launch(self, fake):
+        provider = make(
+            fake,
+            ready_timeout=0.05,
+            ready_probe=lambda spec, cfg: False,
+            control_cidrs=["198.51.100.0/24"],  # its control rule, made at launch, goes too
+        )
+        configs = [config("j-x", "gw-x", "eastus", GatewayRole.SOURCE)]
+        return provider, configs, "not ready within"
+
+
+def test_provider_is_azures(fake):
     provider = make(fake)
     assert isinstance(provider, AzureComputeProvider) and isinstance(provider, ComputeProvider)
     assert provider.name == "azure"
@@ -182,15 +239,6 @@ def test_job_life_cycle_rules_and_vms(fake):
     assert [g.gateway_id for g in fresh.list_gateways()] == ["gw-j-two-h0-0"]
 
 
-def test_launch_that_never_gets_ready_cleans_up(fake):
-    provider = make(fake, ready_timeout=0.05, ready_probe=lambda spec, cfg: False)
-    with pytest.raises(GatewayError, match="not ready within"):
-        provider.launch([config("j-x", "gw-x", "eastus", GatewayRole.SOURCE)])
-    assert fake.of_type("virtualMachines") == {}
-    assert fake.of_type("networkInterfaces") == {}
-    assert fake.of_type("publicIPAddresses") == {}
-
-
 def test_bad_input(fake, monkeypatch):
     provider = make(fake)
     with pytest.raises(UsageError, match="not an Azure region"):
@@ -201,3 +249,49 @@ def test_bad_input(fake, monkeypatch):
     with pytest.raises(UsageError, match="no Azure subscription"):
         AzureComputeProvider(credential=FakeCredential())
     assert not fake.calls("PUT")
+
+
+def test_a_rule_that_cannot_be_deleted_does_not_keep_the_others(fake):
+    """Issue 19 item 10: one error stopped the rest of the revoke loop."""
+    provider = make(fake, control_cidrs=["198.51.100.0/24"])
+    specs = provider.launch(
+        [
+            config("j-r", "gw-r-0", "azure:eastus", GatewayRole.SOURCE),
+            config("j-r", "gw-r-1", "azure:westeurope", GatewayRole.DESTINATION),
+        ]
+    )
+    provider.authorize("j-r", specs)
+    before = {(r["nsg"], r["name"]) for r in provider.rules("j-r")}
+    assert len(before) == 4  # data and control rules in two NSGs
+    fake.fail(
+        "DELETE",
+        "/securityRules/skyhop-j-r",
+        Reply(400, {"error": {"code": "BadRequest", "message": "refused"}}),
+    )
+    with pytest.raises(GatewayError, match="refused"):
+        make(fake).revoke("j-r")
+    assert len(provider.rules("j-r")) == 1  # only the refused one is left
+    make(fake).revoke("j-r")
+    assert provider.rules("j-r") == []
+
+
+def test_each_gateway_role_runs_as_its_own_managed_identity(fake):
+    """Issue 19 item 9: one identity for every gateway. Each role's VMs run as their
+    role's user-assigned identity; a provider told to share one refuses."""
+    base = f"/subscriptions/{SUB}/resourceGroups/skyhop/providers/Microsoft.ManagedIdentity"
+    identities = {r: f"{base}/userAssignedIdentities/gw-{r}" for r in ("source", "relay")}
+    identities["destination"] = f"{base}/userAssignedIdentities/gw-destination"
+    provider = make(fake, identities=identities)
+    provider.launch(
+        [
+            config("j-mi", f"gw-mi-{role}", "eastus", GatewayRole(role))
+            for role in ("source", "relay", "destination")
+        ]
+    )
+    vms = fake.of_type("virtualMachines")
+    for role in ("source", "relay", "destination"):
+        identity = vms[f"skyhop-gw-gw-mi-{role}"]["identity"]
+        assert identity["type"] == "UserAssigned"
+        assert list(identity["userAssignedIdentities"]) == [identities[role]]
+    with pytest.raises(UsageError, match="share the identity"):
+        make(fake, identities={**identities, "source": identities["destination"]})

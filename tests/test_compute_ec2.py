@@ -13,20 +13,96 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from skyhop.compute.base import ComputeProvider, open_provider
 from skyhop.compute.ec2 import (
     CONFIG_PATH,
     DEFAULT_DATA_PORT,
-    SECURITY_GROUP_NAME,
     EC2ComputeProvider,
-    KMSKeyWrapper,
     config_from_user_data,
 )
+from skyhop.crypto.kms import KMSKeyWrapper
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole, GatewaySpec
+from tests.suites.compute_suite import ComputeSuite
 
 EAST, WEST = "us-east-1", "us-west-2"
+
+
+class TestEC2Suite(ComputeSuite):
+    """The ComputeProvider suite against moto's EC2."""
+
+    @pytest.fixture
+    def regions(self, moto):
+        return (f"aws:{EAST}", f"aws:{WEST}")
+
+    @pytest.fixture
+    def make(self, moto):
+        return lambda **kw: _provider(regions=[EAST, WEST], **kw)
+
+    @pytest.fixture
+    def admitted(self, moto):
+        def read(job_id: str) -> set[str]:
+            found: set[str] = set()
+            for region in (EAST, WEST):
+                ec2 = _ec2(region)
+                for group in ec2.describe_security_groups()["SecurityGroups"]:
+                    found |= {
+                        r["CidrIpv4"]
+                        for r in _group_rules(region, group["GroupId"])
+                        if r.get("Description") == f"skyhop:job={job_id}"
+                        and r["FromPort"] == DEFAULT_DATA_PORT
+                    }
+            return found
+
+        return read
+
+    @pytest.fixture
+    def reaches(self, moto):
+        def read(spec: GatewaySpec) -> set[str]:
+            region = spec.region.removeprefix("aws:")
+            [instance] = _ec2(region).describe_instances(InstanceIds=[spec.instance_id])[
+                "Reservations"
+            ][0]["Instances"]
+            groups = {g["GroupId"] for n in instance["NetworkInterfaces"] for g in n["Groups"]}
+            return {
+                r["CidrIpv4"]
+                for group in groups
+                for r in _group_rules(region, group)
+                if r["FromPort"] <= spec.data_port <= r["ToPort"]
+            }
+
+        return read
+
+    @pytest.fixture
+    def lose_gateways(self, moto):
+        # the instances go; the job's groups and rules stay (revoke and the groups'
+        # deletion failed)
+        return lambda provider, job_id: provider._instances.terminate(job_id)
+
+    @pytest.fixture
+    def leftovers(self, moto):
+        def read(job_id: str) -> list[str]:
+            found = _ec2(EAST).describe_instances(
+                Filters=[{"Name": "tag:skyhop:job", "Values": [job_id]}]
+            )["Reservations"]
+            return [
+                i["InstanceId"]
+                for r in found
+                for i in r["Instances"]
+                if i["State"]["Name"] not in ("shutting-down", "terminated")
+            ]
+
+        return read
+
+    @pytest.fixture
+    def failed_launch(self, moto):
+        configs = [
+            _config("j-f", "gw-f-0", GatewayRole.SOURCE, EAST),
+            _config("j-f", "gw-f-1", GatewayRole.DESTINATION, "gcp:us-central1"),
+        ]
+        return _provider(), configs, "not an AWS region"
 
 
 def _config(job: str, gw: str, role: GatewayRole, region: str, **kw: Any) -> GatewayConfig:
@@ -52,19 +128,22 @@ def _ec2(region: str) -> Any:
     return boto3.client("ec2", region_name=region)
 
 
+def _group_rules(region: str, group_id: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in _ec2(region).describe_security_group_rules(
+            Filters=[{"Name": "group-id", "Values": [group_id]}]
+        )["SecurityGroupRules"]
+        if not r["IsEgress"]
+    ]
+
+
 def _ingress(region: str) -> set[tuple[str, int, int, str]]:
-    """Every inbound rule of the skyhop group in ``region`` (a test may look at all)."""
-    ec2 = _ec2(region)
-    [group] = ec2.describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP_NAME]}]
-    )["SecurityGroups"]
-    rules = ec2.describe_security_group_rules(
-        Filters=[{"Name": "group-id", "Values": [group["GroupId"]]}]
-    )["SecurityGroupRules"]
+    """Every inbound rule of every security group in ``region`` (a test may look at all)."""
     return {
         (r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIpv4"])
-        for r in rules
-        if not r["IsEgress"]
+        for group in _ec2(region).describe_security_groups()["SecurityGroups"]
+        for r in _group_rules(region, group["GroupId"])
     }
 
 
@@ -164,7 +243,7 @@ def test_instances_carry_tags_and_a_bootstrap_with_their_config(moto, tmp_path) 
     assert tags["skyhop"] == "gateway"
     assert tags["skyhop:job"] == "j-t" and tags["skyhop:gateway"] == "gw-t-0"
     groups = instance["NetworkInterfaces"][0]["Groups"]
-    assert [g["GroupName"] for g in groups] == [SECURITY_GROUP_NAME]
+    assert [g["GroupName"] for g in groups] == ["skyhop-job-j-t"]  # its job's group only
     raw = ec2.describe_instance_attribute(InstanceId=spec.instance_id, Attribute="userData")
     script = base64.b64decode(raw["UserData"]["Value"]).decode()
     config = config_from_user_data(script)
@@ -192,6 +271,7 @@ def test_key_material_rules_are_enforced_before_anything_starts(moto) -> None:
 
 
 def test_a_failed_launch_terminates_what_it_started(moto) -> None:
+    """Beyond the suite's teardown check: the started instance existed and is going."""
     provider = _provider()
     with pytest.raises(UsageError, match="not an AWS region"):
         provider.launch(
@@ -241,3 +321,148 @@ def test_authorize_needs_ip_addresses(moto) -> None:
     )
     with pytest.raises(GatewayError, match="no IP address"):
         _provider().authorize("j-x", [spec])
+
+
+def test_a_revoke_that_fails_in_one_region_still_revokes_the_others(moto) -> None:
+    """Issue 19 item 10: one error stopped the rest of the revoke loop (the other
+    regions' rules and the job's KMS grants stayed)."""
+    key_arn = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
+    role_arn = "arn:aws:iam::123456789012:role/skyhop-gateway-destination"
+    wrapped = KMSKeyWrapper(key_arn, job_id="j-r").wrap(b"k" * 32)
+    provider = _provider(grantee_roles={"destination": role_arn})
+    specs = provider.launch(
+        [
+            _config("j-r", "gw-r-src", GatewayRole.SOURCE, EAST),
+            _config(
+                "j-r",
+                "gw-r-dst",
+                GatewayRole.DESTINATION,
+                WEST,
+                wrapped_data_key=wrapped,
+                key_wrap="kms",
+            ),
+        ]
+    )
+    provider.authorize("j-r", specs)
+    assert KMSKeyWrapper(key_arn, job_id="j-r").grants()
+    fresh = _provider(regions=[EAST, WEST], kms_keys=[key_arn])
+    east = fresh._clients.ec2(EAST)
+
+    def refuse(**kwargs: Any) -> Any:
+        raise ClientError(
+            {"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}},
+            "RevokeSecurityGroupIngress",
+        )
+
+    east.revoke_security_group_ingress = refuse
+    with pytest.raises(GatewayError, match="RequestLimitExceeded"):
+        fresh.revoke("j-r")
+    assert {r["FromPort"] for r in fresh.rules("j-r")} == {DEFAULT_DATA_PORT}
+    assert {r["GroupId"] for r in fresh.rules("j-r")} == {
+        g["GroupId"]
+        for g in _ec2(EAST).describe_security_groups(
+            Filters=[{"Name": "tag:skyhop:job", "Values": ["j-r"]}]
+        )["SecurityGroups"]
+    }  # only the failing region's rules are left
+    assert _ingress(WEST) == set()
+    assert KMSKeyWrapper(key_arn, job_id="j-r").grants() == []  # retired all the same
+    _provider(regions=[EAST, WEST]).revoke("j-r")  # the next try finishes it
+    assert _ingress(EAST) == set()
+
+
+def test_terminate_deletes_the_jobs_security_groups(moto) -> None:
+    provider = _provider()
+    specs = provider.launch(
+        [
+            _config("j-d", "gw-d-src", GatewayRole.SOURCE, EAST),
+            _config("j-d", "gw-d-dst", GatewayRole.DESTINATION, WEST),
+        ]
+    )
+    provider.authorize("j-d", specs)
+    assert provider.firewall_jobs() >= {"j-d"}
+    provider.revoke("j-d")
+    provider.terminate("j-d")
+    for region in (EAST, WEST):
+        assert not _ec2(region).describe_security_groups(
+            Filters=[{"Name": "tag:skyhop:job", "Values": ["j-d"]}]
+        )["SecurityGroups"]
+    assert "j-d" not in _provider(regions=[EAST, WEST]).firewall_jobs()
+
+
+def test_each_gateway_role_launches_with_its_own_instance_profile(moto) -> None:
+    """Issue 19 item 9: every gateway had one identity (the deployment and the CLI gave
+    the one profile to every role). Each role's instances carry their role's profile,
+    and a provider told to share one between roles refuses before launching."""
+    iam = boto3.client("iam")
+    arns = {}
+    for role in ("source", "relay", "destination"):
+        made = iam.create_instance_profile(InstanceProfileName=f"skyhop-gw-{role}")
+        arns[role] = made["InstanceProfile"]["Arn"]
+    provider = _provider(instance_profiles=arns)
+    specs = provider.launch(
+        [
+            _config("j-p", "gw-p-src", GatewayRole.SOURCE, EAST),
+            _config("j-p", "gw-p-rly", GatewayRole.RELAY, EAST),
+            _config("j-p", "gw-p-dst", GatewayRole.DESTINATION, EAST),
+        ]
+    )
+    ids = {s.instance_id: s.role.value for s in specs}
+    found = _ec2(EAST).describe_instances(InstanceIds=list(ids))["Reservations"]
+    launched = {
+        ids[i["InstanceId"]]: i["IamInstanceProfile"]["Arn"] for r in found for i in r["Instances"]
+    }
+    assert launched == arns
+    with pytest.raises(UsageError, match="share the identity"):
+        _provider(instance_profiles={**arns, "relay": arns["source"]})
+    with pytest.raises(UsageError, match="not a gateway role"):
+        _provider(instance_profiles={"sauce": arns["source"]})
+
+
+def test_the_cli_gives_each_gateway_role_its_own_profile(monkeypatch) -> None:
+    from skyhop.cloud_gateways import provider_options
+
+    monkeypatch.setenv("SKYHOP_AWS_INSTANCE_PROFILE", "one-for-all")
+    with pytest.raises(UsageError, match="SKYHOP_AWS_INSTANCE_PROFILE_SOURCE, _RELAY"):
+        provider_options("aws")
+    monkeypatch.delenv("SKYHOP_AWS_INSTANCE_PROFILE")
+    for role in ("source", "relay", "destination"):
+        monkeypatch.setenv(f"SKYHOP_AWS_INSTANCE_PROFILE_{role.upper()}", f"gw-{role}")
+    assert provider_options("aws")["instance_profiles"] == {
+        "source": "gw-source",
+        "relay": "gw-relay",
+        "destination": "gw-destination",
+    }
+
+
+def test_a_deployments_wheel_is_signed_for_each_launch_and_installed_by_hash(moto) -> None:
+    """Issue 19 item 12 (deployed): the functions name the stack's wheel asset
+    (SKYHOP_GATEWAY_WHEEL); each launch's user data fetches a presigned URL of that
+    object and installs it only by its SHA-256."""
+    import json
+
+    from functions.aws import common as aws_common
+
+    boto3.client("s3").create_bucket(Bucket="cdk-assets")
+    boto3.client("s3").put_object(Bucket="cdk-assets", Key="abc.whl", Body=b"wheel")
+    wheel = {
+        "bucket": "cdk-assets",
+        "key": "abc.whl",
+        "sha256": "b" * 64,
+        "filename": "skyhop-0.1.0-py3-none-any.whl",
+        "requirements": ["pydantic==2.9.2"],
+    }
+    options = json.loads(
+        aws_common.translated_env({"SKYHOP_GATEWAY_WHEEL": json.dumps(wheel)})[
+            "SKYHOP_COMPUTE_OPTIONS"
+        ]
+    )
+    assert options["wheel"] == wheel
+    provider = _provider(**options)
+    [spec] = provider.launch([_config("j-w", "gw-w-0", GatewayRole.RELAY, EAST)])
+    raw = _ec2(EAST).describe_instance_attribute(InstanceId=spec.instance_id, Attribute="userData")
+    script = base64.b64decode(raw["UserData"]["Value"]).decode()
+    assert "cdk-assets/abc.whl?" in script and "Signature=" in script  # presigned
+    assert f"--hash=sha256:{'b' * 64}" in script and "--require-hashes" in script
+    assert "pip install -q 'skyhop" not in script and "pip install -q skyhop" not in script
+    with pytest.raises(UsageError, match="wheel"):
+        _provider(wheel={"bucket": "b"})

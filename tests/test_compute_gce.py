@@ -22,6 +22,8 @@ from skyhop.compute.gce import GCEComputeProvider
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole
 from tests.fakes.gce_api import FakeGCE
+from tests.fakes.http import Reply
+from tests.suites.compute_suite import ComputeSuite
 
 
 @pytest.fixture
@@ -66,7 +68,61 @@ def config(job: str, gw: str, region: str, role: GatewayRole) -> GatewayConfig:
     )
 
 
-def test_provider_satisfies_the_protocol(fake):
+class TestGCESuite(ComputeSuite):
+    """The ComputeProvider suite against the fake Compute Engine API."""
+
+    @pytest.fixture
+    def regions(self):
+        return ("gcp:us-east1", "gcp:europe-west1")
+
+    @pytest.fixture
+    def make(self, fake):
+        return lambda **kw: make(fake, **kw)
+
+    @pytest.fixture
+    def admitted(self, fake):
+        def read(job_id):
+            rule = fake.firewalls.get(f"skyhop-{job_id}", {})
+            return set(rule.get("sourceRanges", []))
+
+        return read
+
+    @pytest.fixture
+    def reaches(self, fake):
+        def read(spec):
+            zone, name = spec.instance_id.split("/")
+            tags = set(fake.instances[(zone, name)]["tags"]["items"])
+            return {
+                source
+                for rule in fake.firewalls.values()
+                if tags & set(rule.get("targetTags", []))
+                and any(str(spec.data_port) in a.get("ports", []) for a in rule["allowed"])
+                for source in rule.get("sourceRanges", [])
+            }
+
+        return read
+
+    @pytest.fixture
+    def leftovers(self, fake):
+        return lambda job_id: [
+            name
+            for name, inst in fake.instances.items()
+            if inst.get("labels", {}).get("skyhop-job") == job_id
+        ]
+
+    @pytest.fixture
+    def failed_launch(self, fake):
+        provider = make(
+            fake,
+            ready_timeout=0.05,
+            ready_probe=lambda spec, cfg: False,
+            control_cidrs=["198.51.100.0/24"],  # its control rule, made at launch, goes too
+        )
+        configs = [config("j-x", "gw-x", "us-east1", GatewayRole.SOURCE)]
+        return provider, configs, "not ready within"
+
+
+def test_provider_is_gces(fake):
     provider = make(fake)
     assert isinstance(provider, GCEComputeProvider)
     assert isinstance(provider, ComputeProvider)
@@ -175,13 +231,6 @@ def test_job_life_cycle_rules_and_instances(fake):
     assert [g.gateway_id for g in fresh.list_gateways()] == ["gw-j-two-h0-0"]
 
 
-def test_launch_that_never_gets_ready_cleans_up(fake):
-    provider = make(fake, ready_timeout=0.05, ready_probe=lambda spec, cfg: False)
-    with pytest.raises(GatewayError, match="not ready within"):
-        provider.launch([config("j-x", "gw-x", "us-east1", GatewayRole.SOURCE)])
-    assert fake.instances == {}
-
-
 def test_bad_input_is_one_line_usage_error(fake, monkeypatch):
     provider = make(fake)
     with pytest.raises(UsageError, match="not a GCP region"):
@@ -213,3 +262,42 @@ def test_startup_script_fetches_config_from_metadata(fake):
         ]
         == provider_cfg.gateway_id
     )
+
+
+def test_a_rule_that_cannot_be_deleted_does_not_keep_the_other(fake):
+    """Issue 19 item 10: one error stopped the rest of the revoke loop."""
+    provider = make(fake, control_cidrs=["198.51.100.0/24"])
+    specs = provider.launch([config("j-r", "gw-r", "us-east1", GatewayRole.SOURCE)])
+    provider.authorize("j-r", specs)
+    assert sorted(fake.firewalls) == ["skyhop-j-r", "skyhop-j-r-ctl"]
+    assert [r["job"] for r in provider.rules("j-r")] == ["j-r", "j-r"]
+    refused = {"error": {"code": 400, "message": "refused", "errors": [{"reason": "bad"}]}}
+    fake.fail("DELETE", "/global/firewalls/skyhop-j-r", Reply(400, refused))
+    with pytest.raises(GatewayError, match="refused"):
+        make(fake).revoke("j-r")
+    assert sorted(fake.firewalls) == ["skyhop-j-r"]  # the control rule went all the same
+    make(fake).revoke("j-r")
+    assert fake.firewalls == {}
+
+
+def test_each_gateway_role_runs_as_its_own_service_account(fake):
+    """Issue 19 item 9: one identity for every gateway. Each role's VMs run as their
+    role's service account; a provider told to share one refuses before anything."""
+    accounts = {
+        "source": "gw-source@proj-1.iam.gserviceaccount.com",
+        "relay": "gw-relay@proj-1.iam.gserviceaccount.com",
+        "destination": "gw-dst@proj-1.iam.gserviceaccount.com",
+    }
+    provider = make(fake, service_accounts=accounts)
+    specs = provider.launch(
+        [
+            config("j-sa", f"gw-sa-{role}", "us-east1", GatewayRole(role))
+            for role in ("source", "relay", "destination")
+        ]
+    )
+    for spec in specs:
+        zone, name = spec.instance_id.split("/")
+        [account] = fake.instances[(zone, name)]["serviceAccounts"]
+        assert account["email"] == accounts[spec.role.value]
+    with pytest.raises(UsageError, match="share the identity"):
+        make(fake, service_accounts={**accounts, "relay": accounts["destination"]})

@@ -12,7 +12,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from skyhop.errors import NotFoundError, UsageError
-from skyhop.models import ChunkBatch, ChunksMessage, ChunkWork, ControlMessage, DrainMessage
+from skyhop.models import ControlMessage, DrainMessage
 from skyhop.queues.azure_queue import (
     AzureControlQueues,
     AzureQueue,
@@ -26,30 +26,17 @@ from skyhop.queues.pubsub import (
     parse_pubsub,
     pubsub_control_queue_name,
 )
+from tests.suites.control_queue_suite import chunks_message
 
 ACCOUNT = "devstoreaccount1"
 _AZ_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9\-]{1,61}[a-z0-9]$")
 _MESSAGE: TypeAdapter[ControlMessage] = TypeAdapter(ControlMessage)
 
 
-def _chunks(job_id: str) -> ChunksMessage:
-    work = ChunkWork(
-        chunk_id=7,
-        object_id=3,
-        index=0,
-        src_key="a/b.bin",
-        dst_key="c/b.bin",
-        offset=0,
-        length=1024,
-        object_size=1024,
-    )
-    return ChunksMessage(batch=ChunkBatch(job_id=job_id, chunks=[work]))
-
-
 def _round_trip(uri: str, job_id: str) -> None:
     """What the control plane sends arrives, as the same model, through ``open_queue``
     (the gateway's side: gateway_vm.control_queue)."""
-    sent = [_chunks(job_id), DrainMessage()]
+    sent = [chunks_message(job_id), DrainMessage()]
     gateway_side = open_queue(uri)
     got = []
     for _ in range(20):
@@ -144,7 +131,9 @@ def test_azure_control_queues_on_azurite(azurite_server) -> None:
 
     control_side = queues.open(a1)
     assert isinstance(control_side, AzureQueue) and queues.open(a1) is control_side
-    control_side.send_batch([_chunks("j-a").model_dump_json(), DrainMessage().model_dump_json()])
+    control_side.send_batch(
+        [chunks_message("j-a").model_dump_json(), DrainMessage().model_dump_json()]
+    )
     _round_trip(a1, "j-a")
     queues.open(long_uri).send(DrainMessage().model_dump_json())
     assert _MESSAGE.validate_json(open_queue(long_uri).receive(wait_seconds=2)[0].body) == (
@@ -180,7 +169,9 @@ def test_pubsub_control_queues_on_the_emulator(pubsub_server) -> None:
     control_side = queues.open(a1)
     assert isinstance(control_side, PubSubQueue) and queues.open(a1) is control_side
     # sent before the gateway ever opens its queue: the subscription holds it
-    control_side.send_batch([_chunks("j-a").model_dump_json(), DrainMessage().model_dump_json()])
+    control_side.send_batch(
+        [chunks_message("j-a").model_dump_json(), DrainMessage().model_dump_json()]
+    )
     _round_trip(a1, "j-a")
     queues.open(long_uri).send(DrainMessage().model_dump_json())
     assert _MESSAGE.validate_json(open_queue(long_uri).receive(wait_seconds=2)[0].body) == (

@@ -1,7 +1,9 @@
 """The control plane's state machine over real SQLite and real local stores.
 
-Events are fed to ``handle_event`` directly (the same call the embedded runner
-and the cloud functions make), so duplicates and reordering are exact.
+Events are fed to ``apply_event`` directly (what ``handle_event``, the call the
+embedded runner and the cloud functions make, does once an event's MAC and
+sender have checked: tests/test_trust_events.py), so duplicates and reordering
+are exact.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from skyhop.compute.local import LocalComputeProvider
 from skyhop.controlplane import provision
 from skyhop.controlplane.replication import ObjectEvent, replicate, rule_matches
 from skyhop.controlplane.service import ControlPlane
+from skyhop.errors import Interrupted
 from skyhop.integrity import crc32c, crc_hex
 from skyhop.models import (
     ChunkBatch,
     ChunkFailed,
     ChunkState,
     ChunkVerified,
+    GatewayMode,
     GatewaySpec,
     JobRuntime,
     JobState,
@@ -28,6 +32,7 @@ from skyhop.models import (
     ReplicationRule,
     TransferOptions,
     TransferRequest,
+    utcnow,
 )
 from skyhop.state.sqlite import SQLiteManifest
 from skyhop.uri import parse_uri
@@ -74,6 +79,7 @@ def _verified(job_id: str, chunk_id: int, object_id: int, body: bytes) -> ChunkV
         object_id=object_id,
         crc32c=crc_hex(crc32c(body)),
         length=len(body),
+        attempt=1,  # _dispatch_all's
     )
 
 
@@ -90,18 +96,18 @@ def test_duplicate_and_reordered_events_change_nothing(cp: ControlPlane, tmp_pat
     entries = {o.src_key.rsplit("/", 1)[1]: o for o in cp.manifest.iter_objects(job.job_id)}
     events = [_verified(job.job_id, e.object_id, e.object_id, files[k]) for k, e in entries.items()]
     for event in events:
-        cp.handle_event(event)
+        cp.apply_event(event)
     after = _snapshot(cp, job.job_id)
     assert all(o.state == ObjectState.VERIFIED for o in cp.manifest.iter_objects(job.job_id))
 
     # duplicates, in reverse order, and a late failure for a verified chunk
     for event in reversed(events):
-        cp.handle_event(event)
-    cp.handle_event(ChunkFailed(job_id=job.job_id, gateway_id="gw-test", chunk_id=0, reason="late"))
+        cp.apply_event(event)
+    cp.apply_event(ChunkFailed(job_id=job.job_id, gateway_id="gw-test", chunk_id=0, reason="late"))
     assert _snapshot(cp, job.job_id) == after
 
 
-def test_failed_chunk_goes_back_to_pending_then_fails_after_max_attempts(
+def test_a_failure_that_retrying_cannot_fix_fails_the_object_at_once(
     cp: ControlPlane, tmp_path: Path
 ):
     _tree(tmp_path / "src", 1)
@@ -109,17 +115,60 @@ def test_failed_chunk_goes_back_to_pending_then_fails_after_max_attempts(
         TransferRequest(source=str(tmp_path / "src" / "f0.bin"), destination=str(tmp_path / "o"))
     )
     _dispatch_all(cp, job.job_id)
-    fail = ChunkFailed(job_id=job.job_id, gateway_id="g", chunk_id=0, reason="crc mismatch")
-    cp.handle_event(fail)
-    assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.PENDING
-    for attempt in range(2, cp.limits.max_attempts + 1):
-        assert cp.manifest.transition_chunk(
-            job.job_id, 0, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED, attempts=attempt
+    cp.apply_event(
+        ChunkFailed(
+            job_id=job.job_id, gateway_id="g", chunk_id=0, reason="access denied", retryable=False
         )
-        cp.handle_event(fail)
+    )
     assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.FAILED
     entry = cp.manifest.get_object(job.job_id, 0)
-    assert entry.state == ObjectState.FAILED and "crc mismatch" in (entry.error or "")
+    assert entry.state == ObjectState.FAILED and "access denied" in (entry.error or "")
+
+
+def test_retryable_failures_back_off_then_interrupt_the_job_resumably(
+    cp: ControlPlane, tmp_path: Path
+):
+    """#21 item 3: each retryable failure sends the chunk again only after the retry
+    policy's back-off; the last of ``max_attempts`` interrupts the job with the
+    reason (resumable, never failed), and a resume has as many tries again."""
+    _tree(tmp_path / "src", 1)
+    job = cp.create_job(
+        TransferRequest(source=str(tmp_path / "src" / "f0.bin"), destination=str(tmp_path / "o"))
+    )
+    cp.manifest.update_job(job.job_id, state=JobState.RUNNING)
+    cp.limits.rng = lambda: 0.0  # the floor of each back-off: half its ceiling
+    cp.limits.retry_base = 10.0  # long enough that nothing is sent again in this test
+    fail = ChunkFailed(job_id=job.job_id, gateway_id="g", chunk_id=0, reason="no space left")
+    last = cp.limits.max_attempts
+    for attempt in range(1, last + 1):
+        chunk = cp.manifest.get_chunk(job.job_id, 0)
+        if attempt > 1:
+            assert chunk.retry_at is not None and chunk.retry_at > utcnow()
+            assert cp.take_pending(job.job_id, 10) == []  # still backing off
+        cp.manifest.transition_chunk(
+            job.job_id, 0, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED, attempts=attempt
+        )
+        before = utcnow()
+        cp.apply_event(fail)
+        chunk = cp.manifest.get_chunk(job.job_id, 0)
+        assert chunk.state == ChunkState.PENDING and chunk.failures == attempt
+        if attempt < last:
+            wait = (chunk.retry_at - before).total_seconds()
+            ceiling = min(cp.limits.retry_cap, cp.limits.retry_base * 2 ** (attempt - 1))
+            assert ceiling / 2 - 0.05 <= wait <= ceiling / 2 + 1.0, (attempt, wait)
+            assert cp.require(job.job_id).state == JobState.RUNNING
+    job = cp.require(job.job_id)
+    assert job.state == JobState.INTERRUPTED and "no space left (tried 5 times)" in job.error
+    assert cp.manifest.get_object(job.job_id, 0).state == ObjectState.PENDING
+    with pytest.raises(Interrupted, match="no space left"):
+        cp.check_interrupted(job.job_id)
+    # resumed: the chunk goes at once, and fails again only after backing off
+    cp.resumable(job.job_id)
+    cp.manifest.update_job(job.job_id, state=JobState.RUNNING)
+    [work] = cp.take_pending(job.job_id, 10)
+    cp.apply_event(fail.model_copy(update={"attempt": work.attempt}))
+    assert cp.require(job.job_id).state == JobState.RUNNING
+    assert cp.manifest.get_chunk(job.job_id, 0).retry_at is not None
 
 
 def test_a_stale_or_duplicated_failure_changes_nothing(
@@ -142,22 +191,22 @@ def test_a_stale_or_duplicated_failure_changes_nothing(
     assert [w.attempt for b in sent for w in b.chunks] == [1]
     assert cp.manifest.get_chunk(job.job_id, 0).attempts == 1
     first = ChunkFailed(job_id=job.job_id, gateway_id="g", chunk_id=0, reason="cut", attempt=1)
-    cp.handle_event(first)
+    cp.apply_event(first)
     assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.PENDING
     last = cp.limits.max_attempts
     for attempt in range(2, last + 1):
         assert cp.manifest.transition_chunk(
             job.job_id, 0, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED, attempts=attempt
         )
-        cp.handle_event(first)  # the same message again, each time after a re-send
+        cp.apply_event(first)  # the same message again, each time after a re-send
         chunk = cp.manifest.get_chunk(job.job_id, 0)
         assert (chunk.state, chunk.attempts) == (ChunkState.DISPATCHED, attempt)
         if attempt < last:
-            cp.handle_event(first.model_copy(update={"attempt": attempt}))  # the current one
+            cp.apply_event(first.model_copy(update={"attempt": attempt}))  # the current one
             assert cp.manifest.get_chunk(job.job_id, 0).state == ChunkState.PENDING
     assert cp.manifest.get_object(job.job_id, 0).state == ObjectState.PENDING
-    cp.handle_event(first.model_copy(update={"attempt": last}))  # the last attempt's own
-    assert cp.manifest.get_object(job.job_id, 0).state == ObjectState.FAILED
+    cp.apply_event(first.model_copy(update={"attempt": last}))  # the last attempt's own
+    assert cp.require(job.job_id).state == JobState.INTERRUPTED  # out of tries: resumable
 
 
 def test_wrong_crc_against_source_checksum_fails_object(cp: ControlPlane, tmp_path: Path):
@@ -169,7 +218,7 @@ def test_wrong_crc_against_source_checksum_fails_object(cp: ControlPlane, tmp_pa
     # pretend the source store reported a CRC32C: a differing chunk CRC must fail the object
     cp.manifest.update_object(job.job_id, 0, src_checksums={"crc32c": "00000001"})
     _dispatch_all(cp, job.job_id)
-    cp.handle_event(_verified(job.job_id, 0, 0, b"x" * entry.size))
+    cp.apply_event(_verified(job.job_id, 0, 0, b"x" * entry.size))
     assert cp.manifest.get_object(job.job_id, 0).state == ObjectState.FAILED
 
 
@@ -304,3 +353,168 @@ def test_replicate_inline_queue_and_delete(tmp_path: Path):
     assert (dst / "kept.bin").read_bytes() == b"old"
     assert len(sent) == 1 and sent[0].keys == ["big.bin"]
     assert sent[0].destination == str(dst) + "/"
+
+
+def test_planning_reuses_the_open_store_and_asks_s3_nothing_more(
+    tmp_path: Path, moto, monkeypatch: pytest.MonkeyPatch
+):
+    """The planner's region lookup goes through the control plane's own store (no
+    second S3 client) and the preflight's HeadBucket answer (no GetBucketLocation)."""
+    import boto3
+
+    from skyhop.controlplane.planning import default_planner
+    from skyhop.stores.s3 import S3Store
+
+    boto3.client("s3").create_bucket(
+        Bucket="skyhop-plan-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
+    )
+    made: list[S3Store] = []
+    calls: list[str] = []
+    real = S3Store._make_client
+
+    def counting(self: S3Store):
+        client = real(self)
+        made.append(self)
+        client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+        return client
+
+    monkeypatch.setattr(S3Store, "_make_client", counting)
+    _tree(tmp_path / "src")
+    cp = ControlPlane(
+        manifest=SQLiteManifest(tmp_path / "m.db"),
+        compute=LocalComputeProvider(),
+        planner=default_planner,
+    )
+    job = cp.create_job(
+        TransferRequest(
+            source=str(tmp_path / "src"),
+            destination="s3://skyhop-plan-eu/x/",
+            options=TransferOptions(recursive=True),
+        )
+    )
+    assert job.plan is not None and job.plan.dst_region.startswith("aws:eu-west-2")
+    assert len(made) == 1
+    assert "GetBucketLocation" not in calls and calls.count("HeadBucket") == 1
+
+
+def test_the_direct_path_reads_pending_chunks_in_batches(tmp_path: Path, monkeypatch):
+    """Each round frees a few workers; the pending chunks are read from the manifest
+    once per batch of ``DirectConfig.backlog``, not a page per round (which re-read
+    the same 500 rows for every couple of chunks sent)."""
+    from skyhop.controlplane.direct import DirectConfig, DirectRunner
+
+    files = _tree(tmp_path / "src", n=60)
+    cp = ControlPlane(manifest=SQLiteManifest(tmp_path / "m.db"), compute=LocalComputeProvider())
+    job = cp.create_job(
+        TransferRequest(
+            source=str(tmp_path / "src"),
+            destination=str(tmp_path / "dst") + "/",
+            options=TransferOptions(recursive=True),
+        )
+    )
+    reads: list[object] = []
+    real = cp.manifest.iter_chunks
+
+    def counting(job_id, states=None, object_id=None):
+        if states == {ChunkState.PENDING}:
+            reads.append(states)
+        return real(job_id, states, object_id)
+
+    monkeypatch.setattr(cp.manifest, "iter_chunks", counting)
+    report = DirectRunner(cp, config=DirectConfig(workers=2, backlog=25)).run(job.job_id)
+    assert report.state == JobState.SUCCEEDED and report.objects == 60
+    assert {p.name: p.read_bytes() for p in (tmp_path / "dst").iterdir()} == files
+    # 60 chunks in batches of 25: three reads with work, one that finds none
+    assert len(reads) <= 5, len(reads)
+
+
+def _count_transactions(manifest: SQLiteManifest) -> list[int]:
+    """Transactions this thread's connection commits: explicit COMMITs plus every
+    write made outside a transaction (autocommit: a commit each)."""
+    conn = manifest._connection()
+    count = [0]
+
+    def seen(statement: str) -> None:
+        verb = statement.lstrip().split(" ", 1)[0].upper()
+        if verb == "COMMIT" or (verb in ("UPDATE", "INSERT", "DELETE") and not conn.in_transaction):
+            count[0] += 1
+
+    conn.set_trace_callback(seen)
+    return count
+
+
+@pytest.mark.parametrize("gateways", [False, True], ids=["direct", "gateways"])
+def test_rounds_of_results_are_one_manifest_commit_each(tmp_path: Path, gateways: bool):
+    """Issue 21 item 13: 300 small files, on the direct path and through local
+    gateways. Every byte arrives and every object is verified (CRC32C and the final
+    listing), in far fewer manifest commits than the 3 writes per file that a commit
+    each made (a commit, a WAL append and every thousand pages a checkpoint, was most
+    of a small file's cost)."""
+    from skyhop.controlplane.direct import DirectRunner
+    from skyhop.controlplane.embedded import EmbeddedRunner
+
+    src = tmp_path / "src"
+    files = {}
+    for i in range(300):
+        rel = f"d{i % 6}/f{i:03d}"
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        files[rel] = os.urandom(512 + 7 * i)
+        (src / rel).write_bytes(files[rel])
+    manifest = SQLiteManifest(tmp_path / "m.db")
+    cp = ControlPlane(manifest=manifest, compute=LocalComputeProvider())
+    options = TransferOptions(
+        recursive=True, gateways=GatewayMode.LOCAL if gateways else GatewayMode.AUTO
+    )
+    job = cp.create_job(
+        TransferRequest(source=f"{src}/", destination=f"{tmp_path / 'dst'}/", options=options)
+    )
+    commits = _count_transactions(manifest)
+    runner = EmbeddedRunner(cp) if gateways else DirectRunner(cp)
+    report = runner.run(job.job_id)
+    assert report.state == JobState.SUCCEEDED and report.objects == 300
+    assert report.verification is not None and report.verification.mismatches == 0
+    assert report.verification.checksum_methods == {"crc32c": 300}
+    got = {
+        str(p.relative_to(tmp_path / "dst")): p.read_bytes() for p in (tmp_path / "dst").rglob("f*")
+    }
+    assert got == files
+    assert manifest.progress(job.job_id).chunks == {ChunkState.VERIFIED: 300}
+    assert commits[0] < 100, commits[0]  # 904 with a commit per write
+
+
+def test_the_direct_path_reads_a_small_file_s_records_once(tmp_path: Path, monkeypatch):
+    """Issue 21 item 13: a result on the direct path comes back with the chunk and the
+    object as they were taken, so recording it and completing the object read neither
+    again (they were a third of a small file's manifest work); every file still
+    arrives, verified by its CRC32C and the final listing."""
+    from skyhop.controlplane.direct import DirectRunner
+
+    files = _tree(tmp_path / "src", n=80)
+    cp = ControlPlane(manifest=SQLiteManifest(tmp_path / "m.db"), compute=LocalComputeProvider())
+    job = cp.create_job(
+        TransferRequest(
+            source=str(tmp_path / "src"),
+            destination=str(tmp_path / "dst") + "/",
+            options=TransferOptions(recursive=True),
+        )
+    )
+    reads = {"object": 0, "chunk": 0}
+    real_object, real_chunk = cp.manifest.get_object, cp.manifest.get_chunk
+
+    def get_object(job_id, object_id):
+        reads["object"] += 1
+        return real_object(job_id, object_id)
+
+    def get_chunk(job_id, chunk_id):
+        reads["chunk"] += 1
+        return real_chunk(job_id, chunk_id)
+
+    monkeypatch.setattr(cp.manifest, "get_object", get_object)
+    monkeypatch.setattr(cp.manifest, "get_chunk", get_chunk)
+    report = DirectRunner(cp).run(job.job_id)
+    assert report.state == JobState.SUCCEEDED and report.objects == 80
+    assert report.verification is not None and report.verification.checksum_methods == {
+        "crc32c": 80
+    }
+    assert {p.name: p.read_bytes() for p in (tmp_path / "dst").iterdir()} == files
+    assert reads == {"object": 80, "chunk": 0}, reads  # once each, when taken

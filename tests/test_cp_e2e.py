@@ -17,6 +17,7 @@ import pytest
 from skyhop.models import ChunkState, JobState, ObjectState
 from skyhop.state.sqlite import SQLiteManifest
 from tests.fixtures.cli import (
+    GATEWAYS,
     MIB,
     SMALL_PARTS,
     awkward_tree,
@@ -102,6 +103,7 @@ def test_bit_flip_detected_and_resent(tmp_path: Path, hook: str):
         str(dst),
         "--json",
         *SMALL_PARTS,
+        *GATEWAYS,
         env={"SKYHOP_TEST_HOOKS": f"source:{hook}"},
     )
     assert res.code == 0, res.stderr
@@ -214,7 +216,7 @@ SLOW = {"SKYHOP_TEST_HOOKS": "source:sleep_per_chunk=0.15"}
 def test_resume_after_gateway_killed(tmp_path: Path, skyhop_home: Path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _big_tree(src)
-    proc = start_cli("cp", "-r", str(src), str(dst), "--json", *SMALL_PARTS, env=SLOW)
+    proc = start_cli("cp", "-r", str(src), str(dst), "--json", *SMALL_PARTS, *GATEWAYS, env=SLOW)
     job_id = _wait_verified(skyhop_home, 3)
     job = manifest(skyhop_home).get_job(job_id)
     assert job is not None and job.runtime is not None
@@ -244,7 +246,7 @@ def test_resume_after_gateway_killed(tmp_path: Path, skyhop_home: Path):
 def test_ctrl_c_leaves_no_gateway_and_is_resumable(tmp_path: Path, skyhop_home: Path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _big_tree(src)
-    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, env=SLOW)
+    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, *GATEWAYS, env=SLOW)
     job_id = _wait_verified(skyhop_home, 2)
     assert gateway_processes(job_id)
     proc.send_signal(signal.SIGINT)
@@ -274,7 +276,7 @@ def test_a_running_job_is_not_resumed_by_another_process(tmp_path: Path, skyhop_
     src, dst = tmp_path / "src", tmp_path / "dst"
     _big_tree(src, 4)
     proc = start_cli(
-        "cp", "-r", str(src), str(dst), *SMALL_PARTS,
+        "cp", "-r", str(src), str(dst), *SMALL_PARTS, *GATEWAYS,
         env={"SKYHOP_TEST_HOOKS": "source:sleep_per_chunk=20"},
     )  # fmt: skip
     job_id = _wait_verified(skyhop_home, 0)
@@ -293,7 +295,7 @@ def test_a_running_job_is_not_resumed_by_another_process(tmp_path: Path, skyhop_
 def test_killed_cli_leaves_no_gateway(tmp_path: Path, skyhop_home: Path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _big_tree(src)
-    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, env=SLOW)
+    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, *GATEWAYS, env=SLOW)
     job_id = _wait_verified(skyhop_home, 1)
     assert gateway_processes(job_id)
     proc.kill()
@@ -335,9 +337,170 @@ def test_chunk_lost_without_a_word_is_sent_again(tmp_path: Path):
         str(dst),
         "--json",
         *SMALL_PARTS,
+        *GATEWAYS,
         env={"SKYHOP_TEST_HOOKS": "source:drop_chunk=2"},
     )
     assert res.code == 0, res.stderr
     assert_report_ok(res.report, len(files))
     assert res.report["chunks_resent"] >= 2
     assert tree_digest(dst) == tree_digest(src)
+
+
+# ---------------------------------------------------------------- the direct path
+
+SLOW_DIRECT = {"SKYHOP_TEST_HOOKS": "direct:sleep_per_chunk=1.0"}
+TWO = ["--connections", "2"]  # two parts in flight: the job lasts while the test acts
+
+
+def test_direct_path_needs_no_gateway(tmp_path: Path, skyhop_home: Path):
+    """local -> local with no flag: moved by the CLI itself, same manifest and report."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = awkward_tree(src)
+    res = run_cli("cp", "-r", str(src), str(dst), "--json", *SMALL_PARTS)
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["data_path"] == "direct" and res.report["encryption"] == "none"
+    job = manifest(skyhop_home).get_job(res.report["job_id"])
+    assert job.runtime is not None and job.runtime.compute == "direct"
+    assert job.runtime.gateways == [] and job.runtime.control_token == ""
+    # --gateways local still runs gateway processes, sealed by default
+    res = run_cli("cp", "-r", str(src), str(tmp_path / "gw"), "--json", *SMALL_PARTS, *GATEWAYS)
+    assert res.code == 0, res.stderr
+    assert res.report["data_path"] == "gateways" and res.report["encryption"] == "aes-256-gcm"
+    job = manifest(skyhop_home).get_job(res.report["job_id"])
+    assert job.runtime is not None and len(job.runtime.gateways) == 2
+    assert tree_digest(tmp_path / "gw") == tree_digest(src)
+
+
+def test_direct_ctrl_c_is_resumable(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _big_tree(src, 16)  # 8 s at two chunks a second: time for the checks below
+    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, *TWO, env=SLOW_DIRECT)
+    job_id = _wait_verified(skyhop_home, 2)
+    # another process does not resume a job this one still runs
+    res = run_cli("cp", "--resume", job_id, "-q")
+    assert res.code == 2 and "still running in another process" in res.stderr, res.stderr
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"--resume {job_id}" in err
+    m = manifest(skyhop_home)
+    assert m.get_job(job_id).state == JobState.INTERRUPTED
+    before = {c.chunk_id: c for c in m.iter_chunks(job_id, {ChunkState.VERIFIED})}
+    assert 2 <= len(before) < 16
+    res = run_cli("cp", "--resume", job_id, "--json")
+    assert res.code == 0, res.stderr
+    assert res.report["state"] == "succeeded" and res.report["data_path"] == "direct"
+    assert tree_digest(dst) == tree_digest(src)
+    after = {c.chunk_id: c for c in manifest(skyhop_home).iter_chunks(job_id)}
+    for chunk_id, chunk in before.items():  # verified chunks were not copied again
+        assert after[chunk_id].attempts == chunk.attempts
+
+
+def test_direct_killed_cli_shows_gone_and_resumes(tmp_path: Path, skyhop_home: Path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _big_tree(src, 8)
+    proc = start_cli("cp", "-r", str(src), str(dst), *SMALL_PARTS, *TWO, env=SLOW_DIRECT)
+    job_id = _wait_verified(skyhop_home, 1)
+    proc.kill()
+    proc.communicate(timeout=30)
+    res = run_cli("status", job_id)
+    assert res.code == 0 and "its process is gone" in res.stdout, res.stdout
+    res = run_cli("cp", "--resume", job_id, "--json")
+    assert res.code == 0, res.stderr
+    assert tree_digest(dst) == tree_digest(src)
+
+
+def test_direct_write_checked_against_the_bytes_read(moto, tmp_path: Path, skyhop_home: Path):
+    """A part whose bytes changed after they were read (test hook) is caught before it
+    is recorded: S3 answers a single-request write with the CRC32C it checked, which
+    differs from the one computed over the bytes read. The chunk goes again and
+    arrives intact."""
+    src = tmp_path / "src"
+    files = {f"f{i}.bin": os.urandom(1000 + i) for i in range(3)}
+    src.mkdir()
+    for rel, body in files.items():
+        (src / rel).write_bytes(body)
+    boto3.client("s3").create_bucket(Bucket="skyhop-flip")
+    res = run_cli(
+        "cp", "-r", str(src), "s3://skyhop-flip/in/", "--json",
+        env={"SKYHOP_TEST_HOOKS": "direct:flip_plain=2"},
+    )  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["data_path"] == "direct" and res.report["chunks_resent"] == 2
+    assert _s3_read("skyhop-flip", "in/") == files
+
+
+def test_direct_parts_are_checked_by_s3_against_their_crc32c(
+    moto, tmp_path: Path, skyhop_home: Path
+):
+    """local -> S3 in parts, no MD5 computed: each part goes with the CRC32C of the
+    bytes read, in a CRC32C (FULL_OBJECT) upload. Parts whose bytes changed after
+    they were read (test hook) are refused by S3 (BadDigest) and sent again; the
+    objects arrive intact."""
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {f"big{i}.bin": os.urandom(11 * 1024 * 1024 + i) for i in range(2)}
+    for rel, body in files.items():
+        (src / rel).write_bytes(body)
+    boto3.client("s3").create_bucket(Bucket="skyhop-crc")
+    res = run_cli(
+        "cp", "-r", str(src), "s3://skyhop-crc/in/", "--json",
+        "--chunk-size", "5MiB", "--multipart-threshold", "5MiB",
+        env={"SKYHOP_TEST_HOOKS": "direct:flip_plain=2"},
+    )  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["data_path"] == "direct" and res.report["chunks_resent"] == 2
+    assert _s3_read("skyhop-crc", "in/") == files
+    head = boto3.client("s3").head_object(
+        Bucket="skyhop-crc", Key="in/big0.bin", ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumType"] == "FULL_OBJECT" and "-" in head["ETag"]
+
+
+def test_encryption_none_still_checks_every_chunk(tmp_path: Path):
+    """Unsealed chunks inside TLS: a bit flipped on the wire is still caught by the
+    destination's CRC32C and the chunk sent again; the report records the choice."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = awkward_tree(src)
+    res = run_cli(
+        "cp", "-r", str(src), str(dst), "--json", *SMALL_PARTS, *GATEWAYS,
+        "--encryption", "none",
+        env={"SKYHOP_TEST_HOOKS": "source:flip_wire=2"},
+    )  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["encryption"] == "none" and res.report["data_path"] == "gateways"
+    assert res.report["chunks_resent"] >= 2
+    assert tree_digest(dst) == tree_digest(src)
+
+
+def test_s3_to_s3_is_copied_by_s3_itself(moto, tmp_path: Path, skyhop_home: Path):
+    """Same endpoint: CopyObject / UploadPartCopy, no byte through skyhop; the copies'
+    MD5s are still compared with the source's and the destination listing's."""
+    files = {"a.txt": b"hello", "sub/b.bin": os.urandom(1000), "big.bin": os.urandom(12 * MIB)}
+    _s3_tree("skyhop-ssc-src", files)
+    boto3.client("s3").create_bucket(Bucket="skyhop-ssc-dst")
+    res = run_cli(
+        "cp", "-r", "s3://skyhop-ssc-src/data/", "s3://skyhop-ssc-dst/copy/", "--json",
+        *SMALL_PARTS,
+    )  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert_report_ok(res.report, len(files))
+    assert res.report["data_path"] == "direct" and res.report["server_side_copies"] == 3
+    assert _s3_read("skyhop-ssc-dst", "copy/") == files
+    methods = res.report["verification"]["checksum_methods"]
+    assert set(methods) <= {"md5", "s3-multipart-etag"} and sum(methods.values()) == 3, methods
+    job_id = res.report["job_id"]
+    chunks = list(manifest(skyhop_home).iter_chunks(job_id))
+    assert len(chunks) == 5 and all(c.md5 for c in chunks)  # 1 + 1 + 3 parts, each checked
+    # through gateways, the bytes move (and are sealed) instead
+    res = run_cli(
+        "cp", "-r", "s3://skyhop-ssc-src/data/", "s3://skyhop-ssc-dst/gw/", "--json",
+        *SMALL_PARTS, *GATEWAYS,
+    )  # fmt: skip
+    assert res.code == 0, res.stderr
+    assert res.report["server_side_copies"] == 0 and res.report["data_path"] == "gateways"
+    assert _s3_read("skyhop-ssc-dst", "gw/") == files

@@ -6,7 +6,8 @@ clients (a fake token credential, ``base_url`` pointed at tests/fakes/azure_web.
 over TLS on 127.0.0.1) and assert the requests they send (plan SKU, site kind,
 runtime and app settings, the zip pushed to Kudu with a bearer token, the Event
 Grid subscription's destination and filter) and the life cycle: created, then
-updated, then deleted. The queues are created in Azurite.
+updated, then deleted. The queues, and the Table Storage manifest that is the
+default, are created in Azurite.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import zipfile
 
 import pytest
 from azure.core.credentials import AccessToken
+from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from skyhop.deploy.azure import AzureDeployConfig, AzureDeployer
@@ -153,6 +155,37 @@ def test_deploy_creates_updates_and_deletes_the_function_app(fake, cfg, azurite_
     assert {r.action for r in d.destroy().functions} == {"absent"}
 
 
+def test_the_default_manifest_is_table_storage_in_the_apps_account(fake, cfg, azurite_server):
+    table = "m" + uuid.uuid4().hex[:12]
+    d = deployer(fake, cfg.model_copy(update={"manifest": f"aztable://devstoreaccount1/{table}"}))
+    report = d.deploy(build_source("azure"))
+    assert f"created table {table}" in report.notes
+    assert f"manifest aztable://devstoreaccount1/{table}" in report.notes
+    service = TableServiceClient.from_connection_string(azurite_server.connection_string)
+    assert table in {t.name for t in service.list_tables()}
+    assert f"created table {table}" not in d.deploy(build_source("azure")).notes
+
+    default = cfg.model_copy(update={"manifest": None})
+    assert default.manifest_uri == "aztable://devstoreaccount1/skyhopmanifest"
+    report = deployer(fake, default).deploy(build_source("azure"))
+    settings = {
+        s["name"]: s["value"]
+        for s in fake.of_type("sites")[cfg.app_name]["properties"]["siteConfig"]["appSettings"]
+    }
+    assert settings["SKYHOP_MANIFEST"] == "aztable://devstoreaccount1/skyhopmanifest"
+    assert not any("DynamoDB" in n or "private" in n for n in report.notes)
+
+
+def test_a_dynamodb_manifest_stays_possible(fake, cfg):
+    report = deployer(fake, cfg).deploy(build_source("azure"))
+    assert any("need AWS credentials for DynamoDB" in n for n in report.notes)
+    settings = {
+        s["name"]: s["value"]
+        for s in fake.of_type("sites")[cfg.app_name]["properties"]["siteConfig"]["appSettings"]
+    }
+    assert settings["SKYHOP_MANIFEST"] == "dynamodb://skyhop-manifest?region=eu-west-1"
+
+
 def test_failed_build_is_one_line(fake, cfg):
     fake.fail_next_deployment = True
     with pytest.raises(SkyhopError, match=r"^zip deploy to skyhop-\w+ failed: Oryx build failed$"):
@@ -195,12 +228,20 @@ def test_cli_deploys_to_azure(fake, cfg, monkeypatch, capsys, azurite_server):
 
     monkeypatch.setattr(deploy_cli, "azure_deployer", lambda config: deployer(fake, config))
     args = ["deploy", "azure", "--subscription", SUB, "--location", "westeurope"]
-    args += ["--app", cfg.app_name, "--manifest", "dynamodb://t1", "--events-from", ACCOUNT_ID]
+    args += ["--app", cfg.app_name, "--events-from", ACCOUNT_ID]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert f"{cfg.app_name}/on_request" in out and "created" in out
+    assert "manifest aztable://devstoreaccount1/skyhopmanifest" in out
     assert azurite_server.connection_string not in out
     assert list(fake.of_type("sites")) == [cfg.app_name]
+    from skyhop import remotes
+
+    profile = remotes.find_control_plane("azure")[1]
+    assert profile.requests_queue == "azq://devstoreaccount1/skyhop-requests"
+    assert profile.manifest == "aztable://devstoreaccount1/skyhopmanifest"
+    assert profile.region == "westeurope" and profile.stack == f"skyhop/{cfg.app_name}"
+    assert "control-plane profile [azure] written to" in out
 
 
 def test_cli_azure_bad_input(fake, monkeypatch):
@@ -230,4 +271,6 @@ def test_cli_azure_bad_input(fake, monkeypatch):
         conn,
     )
     assert result.code == 2 and "--app: String should match" in result.stderr
+    result = run_cli(*base, "--manifest", "aztable://acct1", "--storage-connection-string", conn)
+    assert result.code == 2 and "expected aztable://ACCOUNT/TABLE" in result.stderr
     assert fake.requests == []

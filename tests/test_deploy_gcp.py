@@ -6,8 +6,10 @@ google-cloud-functions client (REST transport, anonymous credentials,
 requests it sends (function ids, entry points, the staged source, Eventarc
 triggers with their retry policy and bucket filters, environment) and the life
 cycle: created, then updated in place, then deleted. The source archive is
-staged in the GCS emulator; topics are created in the Pub/Sub emulator (that
-test skips where the emulator is not installed).
+staged in the GCS emulator; topics are created in the Pub/Sub emulator. The
+Firestore manifest's TTL policies go through the real
+google-cloud-firestore admin client's request types to a recording stand-in
+(:class:`RecordingFirestoreAdmin`): the Firestore emulator serves no admin API.
 """
 
 from __future__ import annotations
@@ -66,7 +68,30 @@ def config(staging: str, **kw) -> GCPDeployConfig:
     return GCPDeployConfig(**values)
 
 
+class RecordingFirestoreAdmin:
+    """Records create_index / update_field requests (no emulator serves the Firestore
+    Admin API); an index asked for twice answers AlreadyExists, as Firestore does."""
+
+    def __init__(self) -> None:
+        self.indexes: list[tuple[str, list[str]]] = []
+        self.ttl: list[str] = []
+
+    def create_index(self, request):
+        from google.api_core.exceptions import AlreadyExists
+
+        key = (request["parent"], [f.field_path for f in request["index"].fields])
+        if key in self.indexes:
+            raise AlreadyExists("index already exists")
+        self.indexes.append(key)
+
+    def update_field(self, request):
+        assert request["update_mask"].paths == ["ttl_config"]
+        assert request["field"].ttl_config is not None
+        self.ttl.append(request["field"].name)
+
+
 def deployer(fake, cfg: GCPDeployConfig, **kw) -> GCPDeployer:
+    kw.setdefault("firestore_admin", RecordingFirestoreAdmin())
     return GCPDeployer(
         cfg,
         credentials=AnonymousCredentials(),
@@ -187,6 +212,36 @@ def test_deploy_creates_then_updates_then_deletes(fake, staging):
     assert {r.action for r in d.destroy().functions} == {"absent"}
 
 
+def test_the_default_manifest_is_firestore_in_the_same_project(fake, staging):
+    cfg = config(staging, manifest=None, buckets=[], rules=None)
+    assert cfg.manifest_uri == f"firestore://{PROJECT}/(default)/skyhop-manifest"
+    admin = RecordingFirestoreAdmin()
+    report = deployer(fake, cfg, firestore_admin=admin).deploy(build_source("gcp"))
+    (create,) = fake.calls("POST", "/functions")[:1]
+    env = create.body["serviceConfig"]["environmentVariables"]
+    assert env["SKYHOP_MANIFEST"] == f"firestore://{PROJECT}/(default)/skyhop-manifest"
+    root = f"projects/{PROJECT}/databases/(default)/collectionGroups"
+    assert admin.ttl == [
+        f"{root}/skyhop-manifest/fields/expires_at",
+        f"{root}/objects/fields/expires_at",
+        f"{root}/chunks/fields/expires_at",
+        f"{root}/counters/fields/expires_at",
+    ]
+    assert admin.indexes == []  # no query needs a composite index
+    assert "the functions' service account needs roles/datastore.user" in " ".join(report.notes)
+    (note,) = [n for n in report.notes if n.startswith("manifest ")]
+    assert "TTL chunks.expires_at" in note and "TTL counters.expires_at" in note
+    again = deployer(fake, cfg, firestore_admin=admin).deploy(build_source("gcp"))
+    assert not any("DynamoDB" in n or "private" in n for n in again.notes)
+
+
+def test_a_dynamodb_manifest_stays_possible(fake, staging):
+    admin = RecordingFirestoreAdmin()
+    report = deployer(fake, config(staging), firestore_admin=admin).deploy(build_source("gcp"))
+    assert any("need AWS credentials for DynamoDB" in n for n in report.notes)
+    assert admin.indexes == [] and admin.ttl == []
+
+
 def test_sqlite_manifest_gets_a_warning_and_wrong_archive_is_refused(fake, staging):
     d = deployer(
         fake, config(staging, manifest="sqlite:///tmp/skyhop/manifest.db", buckets=[], rules=None)
@@ -247,22 +302,33 @@ def test_cli_deploys_and_deletes(fake, staging, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(deploy_cli, "gcp_deployer", factory)
     args = ["deploy", "gcp", "--project", PROJECT, "--region", "us-east1"]
-    args += ["--staging-bucket", staging, "--manifest", "dynamodb://t1", "--rules", str(rules)]
+    args += ["--staging-bucket", staging, "--rules", str(rules)]
     args += ["--compute-option", "machine_type=n2-standard-4", "--json"]
     assert cli.main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert [f["action"] for f in report["functions"]] == ["created"] * 5
     assert made[0].compute_options == {"machine_type": "n2-standard-4"}
     assert made[0].replicated_buckets() == ["src-a"]
+    assert made[0].manifest_uri == f"firestore://{PROJECT}/(default)/skyhop-manifest"
+    # the deploy wrote the control-plane profile `skyhop cp --on gcp` uses
+    from skyhop import remotes
+
+    profile = remotes.find_control_plane("gcp")[1]
+    assert profile.requests_queue == f"pubsub://{PROJECT}/skyhop-requests"
+    assert profile.events_queue == f"pubsub://{PROJECT}/skyhop-events"
+    assert profile.manifest == f"firestore://{PROJECT}/(default)/skyhop-manifest"
+    assert profile.region == "us-east1" and profile.cloud == "gcp"
     assert cli.main([*args[:-1], "--delete"]) == 0
     out = capsys.readouterr().out
     assert "skyhop-requests" in out and "deleted" in out and fake.functions == {}
+    assert remotes.control_planes() == {}  # the profile went with the functions
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ([], "--manifest is required"),
+        (["--manifest", "firestore://p"], "expected firestore://PROJECT/DATABASE/COLLECTION"),
+        (["--manifest", "mongo://x"], "use firestore://, aztable://, dynamodb:// or sqlite://"),
         (["--manifest", "dynamodb://t", "--rules", "/nonexistent/r.yaml"], "cannot read rules"),
         (["--manifest", "dynamodb://t", "--compute-option", "novalue"], "expected KEY=VALUE"),
         (["--manifest", "dynamodb://t", "--prefix", "Bad_Prefix"], "--prefix: String should match"),

@@ -41,6 +41,7 @@ from skyhop.models import (
 )
 from skyhop.queues.sqs import SQSQueue, create_queue
 from skyhop.state.dynamodb import DynamoDBManifest, create_table
+from tests.fixtures import events
 
 MIB = 1024 * 1024
 
@@ -73,7 +74,7 @@ def sqs_event(bodies: list[str], queue: str = "q") -> dict[str, Any]:
                     "ApproximateFirstReceiveTimestamp": "1700000000001",
                 },
                 "messageAttributes": {},
-                "md5OfBody": hashlib.md5(body.encode()).hexdigest(),  # noqa: S324 - SQS's field
+                "md5OfBody": hashlib.md5(body.encode()).hexdigest(),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
                 "awsRegion": "us-east-1",
@@ -96,7 +97,7 @@ def _queue(name: str) -> SQSQueue:
 
 
 @pytest.fixture
-def env(moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def env(moto, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Env]:
     """The tables and queues infra_cdk would make, and the environment it sets
     (gateways as local processes: ``SKYHOP_COMPUTE=local``)."""
     create_table("skyhop-fn-manifest")
@@ -122,6 +123,8 @@ def env(moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
         "SKYHOP_EVENTS_QUEUE_URL": queues.events.uri,
         "SKYHOP_RESULTS_QUEUE_URL": queues.results.uri,
         "SKYHOP_COMPUTE": "local",
+        # requests may use the test's own directory (and nothing else)
+        "SKYHOP_TRANSFER_LOCATIONS": f"file://{tmp_path}/",
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_SERVICE_NAME": "skyhop",
     }.items():
@@ -495,6 +498,143 @@ def test_a_malformed_notification_is_dropped_not_retried(env: Env) -> None:
     assert bucket_events.handler(sqs_event([bad]), Context()) == {"batchItemFailures": []}
 
 
+# ---------------------------------------------------------------- published payloads
+#
+# tests/events/README.md names each one's source; only the fields naming the object
+# (bucket, key, size, ETag) are replaced, so that it names an object on moto.
+
+
+def _replicating(monkeypatch: pytest.MonkeyPatch, **rule: Any) -> Any:
+    s3 = boto3.client("s3")
+    for bucket in ("ev-src", "ev-dst"):
+        s3.create_bucket(Bucket=bucket)
+    config = ReplicationConfig(
+        rules=[ReplicationRule(name="r", source_bucket="ev-src", prefix="in/", **rule)]
+    )
+    monkeypatch.setenv("SKYHOP_RULES", config.model_dump_json(exclude_defaults=True))
+    aws_common.reset()
+    bucket_events.reset()
+    return s3
+
+
+def _keys(s3: Any, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def test_a_key_with_a_double_slash_keeps_it(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#21 item 7: ``in//x.txt`` replicates onto ``out//x.txt``, never ``out/x.txt``
+    (another object), inline and through a queued batch alike."""
+    s3 = _replicating(monkeypatch, destination="s3://ev-dst/out/", inline_max_bytes=1024)
+    s3.put_object(Bucket="ev-dst", Key="out/x.txt", Body=b"another object")
+    small, big = b"under a double slash", bytes(4096)
+    bodies = []
+    for key, body in (("in//x.txt", small), ("in//big.bin", big)):
+        etag = s3.put_object(Bucket="ev-src", Key=key, Body=body)["ETag"].strip('"')
+        sample = events.load("s3-event.aws-lambda-go.json")
+        bodies.append(
+            json.dumps(
+                events.s3_records(sample, bucket="ev-src", key=key, size=len(body), etag=etag)
+            )
+        )
+    assert bucket_events.handler(sqs_event(bodies), Context()) == {"batchItemFailures": []}
+    got = s3.get_object(Bucket="ev-dst", Key="out//x.txt")["Body"].read()
+    assert got == small
+    assert s3.get_object(Bucket="ev-dst", Key="out/x.txt")["Body"].read() == b"another object"
+    [queued] = [TransferRequest.model_validate_json(m.body) for m in env.requests.receive(10, 1)]
+    assert queued.keys == ["/big.bin"]
+    # the bulk path lists exactly that key and writes it under the same name
+    from skyhop.compute.local import LocalComputeProvider
+    from skyhop.controlplane.service import ControlPlane
+    from skyhop.state.sqlite import SQLiteManifest
+
+    cp = ControlPlane(manifest=SQLiteManifest(":memory:"), compute=LocalComputeProvider())
+    job = cp.create_job(queued)
+    [entry] = list(cp.manifest.iter_objects(job.job_id))
+    assert (entry.src_key, entry.dst_key) == ("in//big.bin", "out//big.bin")
+
+
+def test_an_sns_wrapped_s3_event_is_unwrapped(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#21 item 10: S3 -> SNS -> SQS without raw delivery (middy's published sample)."""
+    s3 = _replicating(monkeypatch, destination="s3://ev-dst/out/")
+    etag = s3.put_object(Bucket="ev-src", Key="in/file.csv", Body=b"a,b\n")["ETag"].strip('"')
+    sample = events.load("sns-sqs-s3Event.middy.json")
+    s3_event = json.loads(json.loads(events.sqs_body(sample))["Message"])
+    body = events.sns_wrapped(
+        sample, events.s3_records(s3_event, bucket="ev-src", key="in/file.csv", size=4, etag=etag)
+    )
+    assert bucket_events.handler(sqs_event([body]), Context()) == {"batchItemFailures": []}
+    assert s3.get_object(Bucket="ev-dst", Key="out/file.csv")["Body"].read() == b"a,b\n"
+
+
+def test_an_sns_message_that_is_no_bucket_event_is_logged_and_counted(
+    env: Env,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Powertools' snsSqsEvent.json as it is: settled (never retried), one warning, a metric."""
+    _replicating(monkeypatch, destination="s3://ev-dst/out/")
+    sample = events.load("snsSqsEvent.powertools.json")
+    assert bucket_events.handler(sample, Context()) == {"batchItemFailures": []}
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "not a bucket event" in warning.getMessage()
+    assert '"UnrecognizedBucketEvents":[1.0]' in capsys.readouterr().out
+
+
+def test_lifecycle_expirations_delete_on_both_paths(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#21 item 11: one rule for S3 -> SQS ``LifecycleExpiration:*`` and EventBridge's
+    ``Object Deleted`` by ``Lifecycle Expiration`` (the AWS docs' samples): a delete,
+    propagated where the rule says so."""
+    s3 = _replicating(monkeypatch, destination="s3://ev-dst/out/", propagate_deletes=True)
+    for name in ("a.txt", "b.txt"):
+        s3.put_object(Bucket="ev-dst", Key=f"out/{name}", Body=b"copy")
+    direct = events.s3_records(
+        events.load("s3-LifecycleExpiration-Delete.awsdocs.json"),
+        bucket="ev-src",
+        key="in/a.txt",
+        size=None,
+        etag=None,
+    )
+    bridged = events.eventbridge_s3(
+        events.load("eventbridge-ObjectDeleted-lifecycle.awsdocs.json"),
+        bucket="ev-src",
+        key="in/b.txt",
+    )
+    [sqs_kind] = {e.kind for e in bucket_events.object_events(json.dumps(direct))}
+    [bridge_kind] = {e.kind for e in bucket_events.object_events(json.dumps(bridged))}
+    assert sqs_kind == bridge_kind == "deleted"
+    bodies = [json.dumps(direct), json.dumps(bridged)]
+    assert bucket_events.handler(sqs_event(bodies), Context()) == {"batchItemFailures": []}
+    assert _keys(s3, "ev-dst") == []
+
+
+def test_published_s3_notifications_parse() -> None:
+    """Every published S3 sample parses into what it says, as the handler reads it."""
+    [created] = bucket_events.object_events(json.dumps(events.load("s3-event.aws-lambda-go.json")))
+    assert (created.kind, created.uri, created.size) == (
+        "created",
+        "s3://sourcebucket/HappyFace.jpg",
+        1024,
+    )
+    powertools = events.sqs_body(events.load("s3SqsEvent.powertools.json"))
+    [put] = bucket_events.object_events(powertools)
+    assert (put.uri, put.etag) == ("s3://xxx/test.pdf", "2e3ad1e983318bbd8e73b080e2997980")
+    middy = events.sqs_body(events.load("sns-sqs-s3Event.middy.json"))
+    [wrapped] = bucket_events.object_events(middy)
+    assert (wrapped.kind, wrapped.uri, wrapped.size) == (
+        "created",
+        "s3://s3-upload/path/to/file.csv",
+        9109,
+    )
+    lifecycle = json.dumps(events.load("s3-LifecycleExpiration-Delete.awsdocs.json"))
+    [expired] = bucket_events.object_events(lifecycle)
+    assert (expired.kind, expired.uri) == ("deleted", "s3://mybucket/expiration/delete")
+    with pytest.raises(bucket_events.NotABucketEvent):
+        bucket_events.object_events(events.sqs_body(events.load("snsSqsEvent.powertools.json")))
+
+
 # ---------------------------------------------------------------- reaper
 
 
@@ -574,8 +714,10 @@ def test_infra_cdk_environment_translates_to_the_shared_settings() -> None:
         "SKYHOP_REQUESTS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/requests",
         "SKYHOP_RESULTS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/results",
         "SKYHOP_LAUNCH_TEMPLATE_NAME": "skyhop-gateway",
-        "SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/gw",
-        "SKYHOP_GATEWAY_ROLE_ARN": "arn:aws:iam::1:role/gw",
+        "SKYHOP_GATEWAY_SOURCE_PROFILE_ARN": "arn:aws:iam::1:instance-profile/gw-source",
+        "SKYHOP_GATEWAY_RELAY_PROFILE_ARN": "arn:aws:iam::1:instance-profile/gw-relay",
+        "SKYHOP_GATEWAY_DESTINATION_PROFILE_ARN": "arn:aws:iam::1:instance-profile/gw-dst",
+        "SKYHOP_GATEWAY_DESTINATION_ROLE_ARN": "arn:aws:iam::1:role/gw-dst",
         "SKYHOP_KMS_KEY_ID": "arn:aws:kms:eu-west-1:1:key/k",
         "SKYHOP_REGIONS": "eu-west-1,us-east-1",
     }
@@ -585,7 +727,14 @@ def test_infra_cdk_environment_translates_to_the_shared_settings() -> None:
     assert out["SKYHOP_COMPUTE"] == "aws"
     options = json.loads(out["SKYHOP_COMPUTE_OPTIONS"])
     assert options["launch_templates"] == {"eu-west-1": "skyhop-gateway"}
-    assert options["grantee_roles"]["destination"] == "arn:aws:iam::1:role/gw"
+    # issue 19 item 9: each gateway role launches with its own identity, and only the
+    # destination's role gets a job's key grant
+    assert options["instance_profiles"] == {
+        "source": "arn:aws:iam::1:instance-profile/gw-source",
+        "relay": "arn:aws:iam::1:instance-profile/gw-relay",
+        "destination": "arn:aws:iam::1:instance-profile/gw-dst",
+    }
+    assert options["grantee_roles"] == {"destination": "arn:aws:iam::1:role/gw-dst"}
     assert options["kms_keys"] == ["arn:aws:kms:eu-west-1:1:key/k"]
     # the options are exactly EC2ComputeProvider's keyword arguments
     provider = EC2ComputeProvider(regions=["eu-west-1"], **options)

@@ -38,6 +38,7 @@ from skyhop.models import (
     TransferRequest,
 )
 from skyhop.queues.azure_queue import AzureQueue
+from tests.fixtures import events
 
 ACCOUNT = "devstoreaccount1"
 HOST_JSON = Path(fa.__file__).with_name("host.json")
@@ -140,6 +141,8 @@ def env(azurite_server, tmp_path, monkeypatch):
     monkeypatch.setenv("SKYHOP_RESULTS_QUEUE", queues.uri("res"))
     monkeypatch.setenv("SKYHOP_REQUESTS_QUEUE_NAME", queues.names["req"])
     monkeypatch.setenv("SKYHOP_EVENTS_QUEUE_NAME", queues.names["evt"])
+    # requests may use the test's directory (and what a test allows besides)
+    monkeypatch.setenv("SKYHOP_TRANSFER_LOCATIONS", f"file://{tmp_path}/")
     common.reset()
     yield queues
     common.reset()
@@ -149,6 +152,14 @@ def env(azurite_server, tmp_path, monkeypatch):
         return  # the test broke the environment on purpose
     for job_id in {g.job_id for g in cp.compute.list_gateways()}:
         cp.teardown(job_id)
+    common.reset()
+
+
+def _allow(monkeypatch, *uris: str) -> None:
+    """Let requests use ``uris`` besides the test's directory."""
+    monkeypatch.setenv(
+        "SKYHOP_TRANSFER_LOCATIONS", ",".join([os.environ["SKYHOP_TRANSFER_LOCATIONS"], *uris])
+    )
     common.reset()
 
 
@@ -283,8 +294,9 @@ def test_malformed_request_is_dropped_with_one_error_line_and_nothing_started(en
     assert rejected[1]["request_id"] == "r9"
 
 
-def test_request_for_a_missing_container_is_rejected_not_retried(env, blobs, tmp_path):
+def test_request_for_a_missing_container_is_rejected_not_retried(env, blobs, tmp_path, monkeypatch):
     dst = _container(blobs)
+    _allow(monkeypatch, f"az://{ACCOUNT}/nosuchcontainer1/", f"az://{ACCOUNT}/{dst}/")
     request = TransferRequest(
         source=f"az://{ACCOUNT}/nosuchcontainer1/",
         destination=f"az://{ACCOUNT}/{dst}/",
@@ -297,13 +309,15 @@ def test_request_for_a_missing_container_is_rejected_not_retried(env, blobs, tmp
     assert common.control_plane().compute.list_gateways() == []
 
 
-def test_request_without_an_id_is_known_by_its_queue_message_id(env, blobs):
+def test_request_without_an_id_is_known_by_its_queue_message_id(env, blobs, monkeypatch):
     """Azure keeps a message's id across deliveries: a request that came without a
     request_id takes it, so its rejection (or its job) names that id."""
+    dst = _container(blobs)
+    _allow(monkeypatch, f"az://{ACCOUNT}/nosuchcontainer2/", f"az://{ACCOUNT}/{dst}/")
     body = json.dumps(
         {
             "source": f"az://{ACCOUNT}/nosuchcontainer2/",
-            "destination": f"az://{ACCOUNT}/{_container(blobs)}/",
+            "destination": f"az://{ACCOUNT}/{dst}/",
             "reply_to": env.uri("res"),
         }
     )
@@ -385,6 +399,58 @@ def test_blob_events_ignored_deleted_and_bad(env, blobs, monkeypatch, caplog):
     bad = blob_event("BlobCreated", src, "x.txt", url=None)
     handled = fa.process_blob_event(bad)
     assert handled.action == "dropped" and "url" in handled.detail
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def _decoded(body: dict):
+    """An event as the worker hands it to the function (CloudEvent or EventGridEvent)."""
+    return EventGridEventInConverter.decode(Datum(json.dumps(body), "json"), trigger_metadata={})
+
+
+def test_cloudevents_schema_blob_events_replicate(env, blobs, monkeypatch, caplog):
+    """#21 item 9: an Event Grid subscription in the CloudEvents 1.0 schema (the Azure
+    docs' samples, account/container/blob replaced) replicates like the Event Grid
+    schema; an event of neither kind is dropped with one error line."""
+    src, dst = _container(blobs), _container(blobs)
+    _rules(
+        monkeypatch, source_bucket=src, destination=f"az://{ACCOUNT}/{dst}/", propagate_deletes=True
+    )
+    blobs.get_blob_client(src, "new-file.txt").upload_blob(b"cloud events")
+    blobs.get_blob_client(dst, "file-to-delete.txt").upload_blob(b"old copy")
+    account = f"/storageAccounts/{ACCOUNT}"
+
+    def named(sample: dict, blob: str) -> dict:
+        out = json.loads(json.dumps(sample).replace("/storageAccounts/my-storage-account", account))
+        out["subject"] = f"/blobServices/default/containers/{src}/blobs/{blob}"
+        out["data"]["url"] = f"https://{ACCOUNT}.blob.core.windows.net/{src}/{blob}"
+        out["data"].pop("eTag", None)
+        return out
+
+    [created] = events.load("azure-BlobCreated.cloudevents.json")
+    event = _decoded(named(created, "new-file.txt"))
+    assert isinstance(event, func.CloudEvent)
+    handled = fa.process_blob_event(event)
+    assert [o.action for o in handled.outcomes] == ["copied"]
+    assert blobs.get_blob_client(dst, "new-file.txt").download_blob().readall() == b"cloud events"
+    [deleted] = events.load("azure-BlobDeleted.cloudevents.json")
+    handled = fa.process_blob_event(_decoded(named(deleted, "file-to-delete.txt")))
+    assert [o.action for o in handled.outcomes] == ["deleted"]
+    assert not blobs.get_blob_client(dst, "file-to-delete.txt").exists()
+
+    # the published samples as they are, in both schemas, read the same
+    [grid] = events.load("azure-BlobCreated.eventgrid.json")
+    for body in (created, grid):
+        found = fa.object_event(_decoded(body))
+        assert found is not None
+        assert (found.kind, found.uri, found.size, found.etag) == (
+            "created",
+            "az://my-storage-account/test-container/new-file.txt",
+            524288,
+            '"0x8D4BCC2E4835CD0"',
+        )
+    caplog.set_level(logging.ERROR, logger=common.LOGGER_NAME)
+    handled = fa.process_blob_event(object())  # type: ignore[arg-type]
+    assert handled.action == "dropped"
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
 
 

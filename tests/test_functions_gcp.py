@@ -26,13 +26,16 @@ from pathlib import Path
 
 import functions_framework
 import pytest
+from cloudevents.http import CloudEvent
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from functions import common
+from functions.gcp import main as gcp_main
 from skyhop.controlplane import provision
 from skyhop.models import EventEnvelope, JobState, ReplicationConfig, ReplicationRule
 from skyhop.queues.base import open_queue
+from tests.fixtures import events
 
 MAIN = Path(__file__).resolve().parents[1] / "functions" / "gcp" / "main.py"
 PROJECT = "skyhop-test"
@@ -265,6 +268,33 @@ def test_deleted_archived_and_overwritten_objects(fns, env, gcs):
     assert fns.gcs("metadataUpdated", new).status_code == 200
 
 
+def test_published_storage_object_data_with_a_numeric_generation(fns, env, gcs, capsys):
+    """#21 item 8: int64 fields as JSON numbers, as proto3 JSON allows and
+    google-cloudevents' StorageObjectData-complex.json has them (the fields naming
+    the object replaced, the rest as published): the object is copied, not dropped."""
+    src, dst = _bucket(gcs), _bucket(gcs)
+    _rules(env, source_bucket=src, destination=f"gs://{dst}/")
+    written = _upload(gcs, src, "MyFile", b"numbers")
+    data = events.load("StorageObjectData-complex.json")
+    assert isinstance(data["generation"], int) and isinstance(data["size"], int)
+    data.update(bucket=src, name="MyFile", size=7, generation=int(written["generation"]))
+    capsys.readouterr()
+    assert fns.gcs("finalized", data).status_code == 200
+    assert gcs.bucket(dst).blob("MyFile").download_as_bytes() == b"numbers"
+    assert _error_lines(capsys) == []
+    # both published samples read the same: generation as text, whatever its JSON type
+    for name, generation in (
+        ("StorageObjectData-complex.json", "96883251"),
+        ("StorageObjectDataWorkflows-simple.json", "1637874272256630"),
+    ):
+        sample = events.load(name)
+        event = CloudEvent(
+            {"type": "google.cloud.storage.object.v1.finalized", "source": "//storage"}, sample
+        )
+        found = gcp_main.object_event(event)
+        assert found is not None and found.etag == generation and found.size == int(sample["size"])
+
+
 def test_event_for_an_object_changed_since_is_skipped(fns, env, gcs):
     src, dst = _bucket(gcs), _bucket(gcs)
     _rules(env, source_bucket=src, destination=f"gs://{dst}/")
@@ -408,3 +438,58 @@ def test_bad_environment_is_one_line_naming_the_variable(env, name, value, messa
     with pytest.raises(common.ConfigError) as info:
         common.control_plane()
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- storage notifications
+
+NOTIFICATION = Path(__file__).resolve().parent / "events" / "gcs_notification_finalize_push.json"
+
+
+def _notification(bucket: str, resource: dict, event_type: str = "OBJECT_FINALIZE", **attrs):
+    """tests/events/gcs_notification_finalize_push.json (a Cloud Storage notification
+    as fake-gcs-server publishes it to the Pub/Sub emulator, in the push envelope the
+    emulator POSTs; format: Cloud Storage "Pub/Sub notifications", JSON_API_V1),
+    re-aimed at ``resource`` in ``bucket``."""
+    envelope = json.loads(NOTIFICATION.read_text())
+    message = envelope["message"]
+    message["attributes"].update(
+        bucketId=bucket,
+        objectId=resource["name"],
+        objectGeneration=str(resource["generation"]),
+        eventType=event_type,
+        **attrs,
+    )
+    data = json.loads(base64.b64decode(message["data"]))
+    data.update({k: resource[k] for k in ("bucket", "name", "generation", "size", "md5Hash")})
+    message["data"] = base64.b64encode(json.dumps(data).encode()).decode()
+    return envelope
+
+
+def test_storage_notifications_pushed_by_pubsub_replicate(fns, env, gcs, capsys):
+    src, dst = _bucket(gcs), _bucket(gcs)
+    _rules(env, source_bucket=src, prefix="data/", destination=f"gs://{dst}/copy/")
+    resource = _upload(gcs, src, "data/report.csv", b"a,b\n1,2\n")
+    push = fns.clients["on_gcs_object"].post("/", json=_notification(src, resource))
+    assert push.status_code == 200
+    assert gcs.bucket(dst).blob("copy/report.csv").download_as_bytes() == b"a,b\n1,2\n"
+
+    # metadata updates are not replicated; a notification without its object is dropped
+    capsys.readouterr()
+    meta = _notification(src, resource, "OBJECT_METADATA_UPDATE")
+    assert fns.clients["on_gcs_object"].post("/", json=meta).status_code == 200
+    bare = _notification(src, resource, payloadFormat="NONE")
+    assert fns.clients["on_gcs_object"].post("/", json=bare).status_code == 200
+    (error,) = _error_lines(capsys)
+    assert "payloadFormat NONE" in error["message"]
+
+    gcs.bucket(src).blob("data/report.csv").delete()
+    _rules(
+        env,
+        source_bucket=src,
+        prefix="data/",
+        destination=f"gs://{dst}/copy/",
+        propagate_deletes=True,
+    )
+    gone = _notification(src, resource, "OBJECT_DELETE")
+    assert fns.clients["on_gcs_object"].post("/", json=gone).status_code == 200
+    assert gcs.bucket(dst).get_blob("copy/report.csv") is None

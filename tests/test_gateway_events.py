@@ -10,7 +10,7 @@ from pathlib import Path
 
 from skyhop.models import ChunkVerified, EventEnvelope, GatewayReady, GatewayRole
 from skyhop.queues.sqs import SQSQueue, create_queue
-from tests.fixtures.gateways import GatewayJob, MiB, gateway_job_fixture, provider_fixture  # noqa: F401
+from tests.fixtures.gateways import GatewayJob, MiB, gateway_job_fixture, provider_fixture  # noqa: F401 - pytest fixtures, registered by importing them
 from tests.fixtures.services import MotoServer
 
 

@@ -23,8 +23,9 @@ from skyhop.compute.local import LocalComputeProvider
 from skyhop.config import jobs_dir
 from skyhop.errors import GatewayError
 from skyhop.models import GatewayRole
-from tests.fixtures.gateways import GatewayJob, gateway_job_fixture, provider_fixture  # noqa: F401
+from tests.fixtures.gateways import GatewayJob, gateway_job_fixture, provider_fixture  # noqa: F401 - pytest fixtures, registered by importing them
 
+ROOT = Path(__file__).resolve().parents[1]
 WORKERS = min(2, cpus())  # the fixtures ask for two; a gateway runs at most one per CPU
 
 
@@ -138,6 +139,24 @@ def test_launch_failures_carry_the_gateways_words(
     assert provider.list_gateways() == []  # the good one of a failed launch is stopped too
 
 
+def test_the_parent_death_signal_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every worker sets it as it starts; a helper process of its own (ctypes'
+    find_library runs ``ldconfig -p``) made the orphan count below see one process
+    too many under load."""
+    started: list[object] = []
+
+    class Recording(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            started.append(args[0] if args else kwargs.get("args"))
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess, "Popen", Recording)
+    from gateway_vm.lifetime import set_parent_death_signal
+
+    assert set_parent_death_signal(0) is True  # 0: clear it again
+    assert started == []
+
+
 _PARENT = textwrap.dedent(
     """
     import json, os, sys, time
@@ -175,7 +194,7 @@ def test_no_orphans_when_the_parent_dies(tmp_path: Path, how: str) -> None:
         [sys.executable, str(script), str(tmp_path), how],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)])},
     )
     try:
         assert parent.stdout is not None

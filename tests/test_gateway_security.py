@@ -15,7 +15,7 @@ from skyhop import crypto
 from skyhop.errors import GatewayError
 from skyhop.gateway_api import GatewayClient
 from skyhop.models import ChunkBatch, GatewayRole
-from tests.fixtures.gateways import GatewayJob, gateway_job_fixture, provider_fixture  # noqa: F401
+from tests.fixtures.gateways import GatewayJob, gateway_job_fixture, provider_fixture  # noqa: F401 - pytest fixtures, registered by importing them
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_clients_check_the_gateway_name(destination: GatewayJob) -> None:
         spec.control_port,
         "dst-0",
         stranger.cert_pem,
-        job.token,
+        job.token_of("dst-0"),
         cert.cert_pem,
         cert.key_pem,
     )
@@ -119,9 +119,13 @@ def test_oversized_frame_claims_are_refused_before_allocating(destination: Gatew
 def test_control_api_needs_the_token(destination: GatewayJob) -> None:
     job = destination
     spec = job.specs["dst-0"]
-    mine = job.ca.issue_client_cert()
+    mine = job.client_cert
     ctx = crypto.client_context(job.ca.cert_pem, mine.cert_pem, mine.key_pem)
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {job.token}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {job.token_of('dst-0')}"},
+    ):
         conn = http.client.HTTPSConnection("127.0.0.1", spec.control_port, context=ctx, timeout=10)
         conn.sock = ctx.wrap_socket(
             socket.create_connection(("127.0.0.1", spec.control_port)), server_hostname="dst-0"
@@ -154,7 +158,7 @@ def test_control_api_refuses_a_certificate_from_another_ca(destination: GatewayJ
         spec.control_port,
         "dst-0",
         job.ca.cert_pem,
-        job.token,
+        job.token_of("dst-0"),
         forged.cert_pem,
         forged.key_pem,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import google_crc32c
 
 from skyhop.models import GatewayRole, PeerSpec
-from tests.fixtures.gateways import GatewayJob, MiB, gateway_job_fixture, provider_fixture  # noqa: F401
+from tests.fixtures.gateways import GatewayJob, MiB, gateway_job_fixture, provider_fixture  # noqa: F401 - pytest fixtures, registered by importing them
 
 
 def _files(root: Path) -> dict[str, Path]:

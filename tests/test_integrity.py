@@ -21,3 +21,12 @@ def test_combine_equals_whole(sizes):
 def test_combine_pairwise():
     a, b = os.urandom(333), os.urandom(77777)
     assert crc32c_combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
+
+
+def test_combine_over_long_parts():
+    """Part lengths of real objects (tens of MiB): the x^(8n) shift is exact far past
+    the small sizes above."""
+    a = os.urandom(1000)
+    for n in (8 * 1024 * 1024, 3 * (1 << 24) + 5):
+        b = bytes(n - 7) + os.urandom(7)
+        assert crc32c_combine(crc32c(a), crc32c(b), n) == crc32c(a + b)

@@ -29,8 +29,8 @@ from typing import Any
 import boto3
 import pytest
 
-from skyhop.compute.ec2 import KMSKeyWrapper
 from skyhop.crypto import KeyWrapper, open_key_wrapper
+from skyhop.crypto.kms import KMSKeyWrapper
 from skyhop.errors import AccessError, IntegrityError, UsageError
 
 ACCOUNT = "123456789012"
@@ -110,7 +110,7 @@ def _set_auth(endpoint: str, count: str) -> None:
         method="POST",
         headers={"Content-Type": "text/plain"},
     )
-    urllib.request.urlopen(request, timeout=10)  # noqa: S310 - loopback only
+    urllib.request.urlopen(request, timeout=10)
 
 
 @pytest.fixture

@@ -73,7 +73,8 @@ def test_list_by_partial_name_and_missing_prefix(store: LocalStore, tmp_path: Pa
 def test_pinned_reads(store: LocalStore, tmp_path: Path) -> None:
     data = os.urandom(100_000)
     info = store.put(key(tmp_path / "f"), data)
-    assert info.etag == f"{os.stat(tmp_path / 'f').st_mtime_ns:x}-{len(data):x}"
+    st = os.stat(tmp_path / "f")
+    assert info.etag == f"{st.st_mtime_ns:x}-{len(data):x}-{st.st_ino:x}-{st.st_ctime_ns:x}"
     blocks = list(store.iter_range(key(tmp_path / "f"), 10, 50_000, 16_384, if_match=info.etag))
     assert [len(b) for b in blocks] == [16_384, 16_384, 16_384, 848]
     assert b"".join(blocks) == data[10:50_010]

@@ -146,3 +146,88 @@ def test_closed_manifest_reopens_on_use(tmp_path: Path):
     store.close()
     assert store.get_job("j-c") is not None
     store.close()
+
+
+# ---------------------------------------------------------------- batches (issue 21 item 13)
+
+
+def _other_sees(path: Path, job_id: str, chunk_id: int) -> str:
+    raw = sqlite3.connect(path)
+    try:
+        row = raw.execute(
+            "SELECT state FROM chunks WHERE job_id = ? AND chunk_id = ?", (job_id, chunk_id)
+        ).fetchone()
+        return row[0]
+    finally:
+        raw.close()
+
+
+def test_a_batch_is_one_transaction_whose_writes_keep_their_conditions(tmp_path: Path):
+    path = tmp_path / "m.db"
+    with SQLiteManifest(path) as store:
+        store.create_job(make_job("j-b"))
+        entries, chunks = layout("j-b")
+        store.put_objects(entries)
+        store.put_chunks(chunks)
+        with store.batch():
+            assert store.transition_chunk(
+                "j-b", 3, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED
+            )
+            # the batch's own writes are seen inside it: a duplicate does not apply
+            assert not store.transition_chunk(
+                "j-b", 3, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED
+            )
+            assert store.transition_chunk(
+                "j-b", 3, expect={ChunkState.DISPATCHED}, to=ChunkState.VERIFIED
+            )
+            with store.batch():  # nested: joins the outer one
+                store.put_chunks(chunks)  # batched inserts join it too (idempotent)
+            assert store.get_chunk("j-b", 3).state == ChunkState.VERIFIED
+            # nothing is committed yet: another connection still sees it pending
+            assert _other_sees(path, "j-b", 3) == "pending"
+        assert _other_sees(path, "j-b", 3) == "verified"
+        assert store.progress("j-b").bytes_verified == 100
+
+
+def test_a_batch_ended_by_an_exception_keeps_what_it_applied(tmp_path: Path):
+    """Ctrl-C while a round of results is recorded: the results applied stay (a
+    resume does not send those chunks again)."""
+    path = tmp_path / "m.db"
+    with SQLiteManifest(path) as store:
+        store.create_job(make_job("j-x"))
+        entries, chunks = layout("j-x")
+        store.put_objects(entries)
+        store.put_chunks(chunks)
+        with pytest.raises(KeyboardInterrupt), store.batch():
+            store.transition_chunk("j-x", 3, expect={ChunkState.PENDING}, to=ChunkState.VERIFIED)
+            raise KeyboardInterrupt
+        assert _other_sees(path, "j-x", 3) == "verified"
+        # the connection is usable again, outside any transaction
+        assert store.transition_chunk(
+            "j-x", 4, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED
+        )
+        assert _other_sees(path, "j-x", 4) == "dispatched"
+
+
+def test_scrub_inside_a_batch_runs_when_it_commits_and_leaves_no_copy(tmp_path: Path):
+    """Blanking a job's credentials inside a round's batch then scrubbing failed with
+    "database table is locked" (a WAL checkpoint cannot run in a transaction), which
+    ended a full-disk job with that error instead of its reason (CI)."""
+    from skyhop.models import JobRuntime
+    from skyhop.state.base import Scrubs
+
+    path = tmp_path / "m.db"
+    secret = "control-token-" + "9f3a" * 8
+    with SQLiteManifest(path) as store:
+        assert isinstance(store, Scrubs)
+        store.create_job(make_job("j-s"))
+        runtime = JobRuntime(control_token=secret, client_key_pem="PRIVATE " + secret)
+        store.update_job("j-s", runtime=runtime)
+        with store.batch():
+            store.update_job("j-s", runtime=runtime.without_secrets())
+            store.scrub()  # inside the transaction: deferred, not an error
+            assert path.with_name("m.db-wal").stat().st_size > 0
+        assert path.with_name("m.db-wal").stat().st_size == 0  # ran at the commit
+        assert not store.get_job("j-s").runtime.has_secrets
+        for name in ("m.db", "m.db-wal"):
+            assert secret.encode() not in path.with_name(name).read_bytes()

@@ -15,6 +15,7 @@ from azure.storage.blob import BlobServiceClient
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from skyhop.stores.mtime import parse as parse_mtime
 from skyhop.uri import parse_uri
 from tests.fixtures.cli import MIB, SMALL_PARTS, run_cli
 
@@ -69,7 +70,12 @@ def test_metadata_s3_to_gcs_to_azure(moto, gcs_bucket, azure_container, azurite_
         assert blob.content_type == extra["ContentType"]
         assert blob.cache_control == extra["CacheControl"]
         assert blob.content_encoding == extra.get("ContentEncoding")
-        assert blob.metadata == extra["Metadata"]
+        # user metadata, plus the source's modification time as rclone and gsutil keep it
+        kept = dict(blob.metadata)
+        source_time = s3.head_object(Bucket="meta-src", Key=f"data/{name}")["LastModified"]
+        assert parse_mtime(kept.pop("mtime")) == source_time.timestamp()
+        assert int(kept.pop("goog-reserved-file-mtime")) == int(source_time.timestamp())
+        assert kept == extra["Metadata"]
         assert blob.download_as_bytes(raw_download=True) == body
 
     # GCS -> Azure, with an access tier for the destination
@@ -93,7 +99,10 @@ def test_metadata_s3_to_gcs_to_azure(moto, gcs_bucket, azure_container, azurite_
         assert settings.content_type == extra["ContentType"]
         assert settings.cache_control == extra["CacheControl"]
         assert settings.content_encoding == extra.get("ContentEncoding")
-        assert props.metadata == extra["Metadata"]
+        kept = dict(props.metadata)
+        assert "mtime" in kept and "goog-reserved-file-mtime" not in kept
+        kept.pop("mtime")
+        assert kept == extra["Metadata"]
         assert str(props.blob_tier).lower() == "cool"
         assert blob.download_blob(decompress=False).readall() == body
 

@@ -24,7 +24,7 @@ from skyhop.uri import parse_uri
 from tests.fixtures.cli import MIB, SMALL_PARTS, run_cli, start_cli, wait_no_gateways
 
 SIZE = 3 * 5 * MIB  # three chunks
-SLOW = {"SKYHOP_TEST_HOOKS": "source:sleep_per_chunk=1.5"}
+SLOW = {"SKYHOP_TEST_HOOKS": "source:sleep_per_chunk=1.5,direct:sleep_per_chunk=1.5"}
 
 
 def _first_chunk_verified(home: Path, timeout: float = 60) -> str:
@@ -75,6 +75,35 @@ def test_local_source_overwritten_mid_copy(tmp_path: Path, skyhop_home: Path):
         tmp = src / "big.bin.new"
         tmp.write_bytes(new)
         os.replace(tmp, src / "big.bin")
+
+    _overwrite_during_sync(str(src), dst, skyhop_home, overwrite, old)
+
+
+@pytest.mark.parametrize("how", ["replaced", "rewritten in place"])
+def test_local_source_swapped_for_one_of_the_same_size_and_mtime(
+    tmp_path: Path, skyhop_home: Path, how: str
+):
+    """#21 item 2: ``cp -p`` / ``rsync -t`` of another version over the file mid-copy
+    (a new inode, the old mtime), or a rewrite in place with the mtime set back (the
+    inode's ctime moved): neither size nor mtime tell; the inode and the ctime do."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    old = os.urandom(SIZE)
+    path = src / "big.bin"
+    path.write_bytes(old)
+    stamp = path.stat().st_mtime_ns
+
+    def overwrite(new: bytes) -> None:
+        if how == "replaced":
+            tmp = src / "big.bin.new"
+            tmp.write_bytes(new)
+            os.utime(tmp, ns=(stamp, stamp))
+            os.replace(tmp, path)
+        else:
+            with open(path, "r+b") as fh:
+                fh.write(new)
+            os.utime(path, ns=(stamp, stamp))
+        assert path.stat().st_mtime_ns == stamp and path.stat().st_size == SIZE
 
     _overwrite_during_sync(str(src), dst, skyhop_home, overwrite, old)
 

@@ -133,7 +133,7 @@ class _FakeIMDSv2(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         if self.path != "/latest/api/token" or not self.headers.get(
             "X-aws-ec2-metadata-token-ttl-seconds"
         ):
@@ -141,7 +141,7 @@ class _FakeIMDSv2(http.server.BaseHTTPRequestHandler):
             return
         self._send(200, "tok-123")
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.headers.get("X-aws-ec2-metadata-token") != "tok-123":
             self._send(401, "")
         elif self.path == "/latest/meta-data/public-ipv4" and self.public:
@@ -189,11 +189,11 @@ def _config(**fields: Any) -> GatewayConfig:
 def test_vm_gateways_advertise_their_public_address_from_imdsv2(imds, monkeypatch) -> None:
     monkeypatch.setattr("gateway_vm.address.gce_address", lambda: None)
     monkeypatch.setattr("gateway_vm.address.azure_address", lambda: None)
-    assert advertised_host(_config(listen_host="0.0.0.0")) == "203.0.113.7"  # noqa: S104
+    assert advertised_host(_config(listen_host="0.0.0.0")) == "203.0.113.7"
     imds.public = None  # no public address: the private one
     assert aws_address() == "10.73.0.12"
     # the provider's value, or a real listen address, wins without asking
-    assert advertised_host(_config(listen_host="0.0.0.0", advertise_host="198.51.100.1")) == (  # noqa: S104
+    assert advertised_host(_config(listen_host="0.0.0.0", advertise_host="198.51.100.1")) == (
         "198.51.100.1"
     )
     assert advertised_host(_config(listen_host="127.0.0.1")) == "127.0.0.1"
@@ -203,7 +203,7 @@ def test_no_address_at_all_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("aws_address", "gce_address", "azure_address"):
         monkeypatch.setattr(f"gateway_vm.address.{name}", lambda: None)
     with pytest.raises(GatewayError, match="advertise_host"):
-        advertised_host(_config(listen_host="0.0.0.0"))  # noqa: S104
+        advertised_host(_config(listen_host="0.0.0.0"))
 
 
 # ---------------------------------------------------------------- replication request ids

@@ -5,13 +5,14 @@ table, SQS, KMS). Gateways are local processes, but configured exactly as
 cloud gateways are: each takes its orders from its own SQS control queue,
 posts its events (gateway_ready first) to the events queue, and receives the
 job's data key wrapped with KMS. The control plane holds no client
-certificate and no control token, and every HTTPS control call of this
-process fails the test: readiness, next hops, chunks and shutdown all travel
+certificate (only the master token its gateways' event keys derive from), and
+every HTTPS control call of this process fails the test: readiness, next hops, chunks and shutdown all travel
 through queues.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -65,7 +66,7 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
+def cloud(moto, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Cloud]:
     create_table("skyhop-q-manifest")
     boto3.client("dynamodb").create_table(
         TableName="skyhop-q-idempotency",
@@ -87,6 +88,7 @@ def cloud(moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
         # local processes, controlled like EC2 gateways
         "SKYHOP_COMPUTE": "local",
         "SKYHOP_CONTROL_QUEUES": f"sqs://{prefix}",
+        "SKYHOP_TRANSFER_LOCATIONS": f"file://{tmp_path}/",
         "POWERTOOLS_TRACE_DISABLED": "1",
         "POWERTOOLS_SERVICE_NAME": "skyhop",
     }.items():
@@ -185,7 +187,7 @@ def test_handlers_drive_queue_controlled_gateways_to_a_verified_copy(
     job = cloud.manifest.get_job(job_id)
     assert job is not None and job.state == JobState.PROVISIONING and job.runtime is not None
     assert job.runtime.client_cert_pem == job.runtime.client_key_pem == ""
-    assert job.runtime.control_token == ""
+    assert job.runtime.control_token  # the master its gateways' event keys derive from
     gateways = job.runtime.gateways
     assert {g.role for g in gateways} == {GatewayRole.SOURCE, GatewayRole.DESTINATION}
     assert all(g.control_queue and not g.ready for g in gateways)
@@ -196,11 +198,20 @@ def test_handlers_drive_queue_controlled_gateways_to_a_verified_copy(
 
     # the configurations are the cloud's: a queue each, the job's key KMS-wrapped and
     # for destinations only (sources seal with its public half)
-    configs = [
-        GatewayConfig.model_validate_json(p.read_text())
-        for p in sorted((jobs_dir() / job_id).glob("*.json"))
-    ]
+    texts = [p.read_text() for p in sorted((jobs_dir() / job_id).glob("*.json"))]
+    configs = [GatewayConfig.model_validate_json(t) for t in texts]
     assert len(configs) == len(gateways)
+    # ... and boot configurations: no key, token or MAC key; a one-time token whose hash
+    # alone the manifest keeps (the secrets come sealed on the gateway's queue)
+    assert not any("PRIVATE KEY" in t for t in texts)
+    for cfg in configs:
+        assert cfg.key_pem == cfg.cert_pem == cfg.control_token == ""
+        assert cfg.event_key_b64 is None and cfg.enrol_token
+        spec = next(g for g in gateways if g.gateway_id == cfg.gateway_id)
+        assert (
+            spec.enrolment is not None
+            and spec.enrolment.token_sha256 == hashlib.sha256(cfg.enrol_token.encode()).hexdigest()
+        )
     for cfg in configs:
         assert cfg.control_queue and cfg.control_queue.startswith(f"sqs://{cloud.prefix}-")
         assert cfg.event_sink == cloud.events.uri
@@ -224,6 +235,8 @@ def test_handlers_drive_queue_controlled_gateways_to_a_verified_copy(
     job = cloud.manifest.get_job(job_id)
     assert job is not None and job.state == JobState.SUCCEEDED
     assert all(g.ready and g.host == "127.0.0.1" for g in job.runtime.gateways)
+    assert all(g.enrolment is None for g in job.runtime.gateways)  # every token spent
+    assert job.runtime.ca_key_pem == job.runtime.control_token == ""  # forgotten at the end
     assert all(g.data_port for g in job.runtime.gateways if g.gateway_id in destinations)
     assert no_https_control == []
     # teardown: gateways gone, every control queue deleted

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from skyhop import crypto, eventauth
 from skyhop.compute.local import LocalComputeProvider
-from skyhop.controlplane import ControlPlane
 from skyhop.controlplane.serverless import reap
+from skyhop.controlplane.service import ControlPlane
 from skyhop.errors import UsageError
 from skyhop.models import (
     Chunk,
@@ -128,7 +129,10 @@ def provisioning_job(
         update={
             "state": JobState.PROVISIONING,
             "runtime": JobRuntime(
-                gateways=[source, *destinations], attempt=1, launched_at=utcnow()
+                gateways=[source, *destinations],
+                attempt=1,
+                launched_at=utcnow(),
+                control_token=MASTER,
             ),
         }
     )
@@ -152,8 +156,12 @@ def provisioning_job(
     return job
 
 
+MASTER = "master-token-of-the-test-jobs"
+
+
 def ready(job: Job, gateway: GatewaySpec, host: str, port: int, **fields: Any) -> GatewayReady:
-    return GatewayReady(
+    """A gateway_ready as the gateway sends it: signed with its own event key."""
+    event = GatewayReady(
         job_id=job.job_id,
         gateway_id=gateway.gateway_id,
         host=host,
@@ -161,6 +169,7 @@ def ready(job: Job, gateway: GatewaySpec, host: str, port: int, **fields: Any) -
         control_port=port + 1,
         **fields,
     )
+    return eventauth.sign(event, crypto.gateway_event_key(MASTER, gateway.gateway_id))
 
 
 def drain(uri: str) -> list[Any]:
@@ -251,16 +260,20 @@ def test_duplicates_change_nothing_and_a_restarted_gateway_is_rewired(
     cp.handle_event(first)  # late duplicate while running: nothing
     assert manifest.get_job(job.job_id) == before and drain(source.control_queue or "") == []
 
-    # d0 came back at a new address (its VM restarted): recorded, the source rewired
-    restarted = ready(job, d0, "127.0.0.9", 7500, at=first.at + timedelta(seconds=30))
+    # d0 came back (its gateway restarted on its VM): the source is sent its next hops again
+    restarted = ready(job, d0, "127.0.0.2", 7400, at=first.at + timedelta(seconds=30))
     cp.handle_event(restarted)
     [peers] = drain(source.control_queue or "")
     assert isinstance(peers, PeersMessage)
     assert [(p.host, p.data_port) for p in peers.peers] == [
-        ("127.0.0.9", 7500),
+        ("127.0.0.2", 7400),
         ("127.0.0.3", 7410),
     ]
-    assert "127.0.0.9" in FIREWALL.allowed(job.job_id).values()
+    # but a ready gateway is never moved, not even by its own later gateway_ready
+    moved = ready(job, d0, "127.0.0.9", 7500, at=first.at + timedelta(seconds=60))
+    cp.handle_event(moved)
+    assert drain(source.control_queue or "") == []
+    assert "127.0.0.9" not in FIREWALL.allowed(job.job_id).values()
 
     # events of other jobs, unknown gateways or embedded (HTTPS) jobs are ignored
     cp.handle_event(ready(job, d0.model_copy(update={"gateway_id": "gw-nope"}), "10.0.0.1", 1))

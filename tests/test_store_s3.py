@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 
 import boto3
+import google_crc32c
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import (
     ClientError,
     EndpointConnectionError,
@@ -24,6 +29,7 @@ from skyhop.errors import (
     StoreError,
     ThrottledError,
 )
+from skyhop.integrity import crc32c, crc_hex
 from skyhop.stores.base import capabilities, open_store
 from skyhop.stores.s3 import S3Store, classify_error
 from skyhop.uri import parse_uri
@@ -64,12 +70,112 @@ def test_open_store_builds_an_s3_store(bucket):
     assert capabilities(store).multipart and capabilities(store).conditional_read
 
 
+def test_bucket_tags_read_through_the_store(s3store):
+    assert s3store.tags() == {}  # no tag set at all
+    boto3.client("s3").put_bucket_tagging(
+        Bucket=s3store.bucket,
+        Tagging={"TagSet": [{"Key": "replicate", "Value": "yes"}, {"Key": "team", "Value": "d"}]},
+    )
+    assert s3store.tags() == {"replicate": "yes", "team": "d"}
+
+
 def test_region_of_us_east_1_and_other_regions(moto, s3store):
     assert s3store.region() == "aws:us-east-1"
     boto3.client("s3").create_bucket(
         Bucket="skyhop-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
     )
     assert S3Store(parse_uri("s3://skyhop-eu")).region() == "aws:eu-west-1"
+
+
+def test_region_after_check_bucket_costs_no_request(moto):
+    """HeadBucket names the region (x-amz-bucket-region): planning after the
+    preflight asks S3 nothing more."""
+    boto3.client("s3").create_bucket(
+        Bucket="skyhop-eu2", CreateBucketConfiguration={"LocationConstraint": "eu-west-2"}
+    )
+    store = S3Store(parse_uri("s3://skyhop-eu2"))
+    store.check_bucket()
+    calls: list[str] = []
+    store.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    assert store.region() == "aws:eu-west-2"
+    assert calls == []
+
+
+def test_listing_times_parse_as_botocore_parses_them(s3store):
+    """Listing timestamps go through the ISO 8601 fast path; they equal botocore's
+    own parse of the same text, and other forms still reach botocore's parser."""
+    from botocore.utils import parse_timestamp
+
+    from skyhop.stores.s3 import _parse_timestamp
+
+    for text in (
+        "2026-12-06T22:07:36.000Z",
+        "2026-12-06T22:07:36Z",
+        "2026-12-06T22:07:36.5+02:00",
+        "Sun, 06 Dec 2026 22:07:36 GMT",
+        "2026-12-06T22:07:36",
+    ):
+        assert _parse_timestamp(text).timestamp() == parse_timestamp(text).timestamp(), text
+    s3store.put("t/a", b"x")
+    (listed,) = list(s3store.list("t/"))
+    head = boto3.client("s3").head_object(Bucket=s3store.bucket, Key="t/a")
+    assert listed.mtime == head["LastModified"].timestamp()
+
+
+def test_botocore_checksums_are_not_computed_twice(s3store):
+    """skyhop checks bytes itself (CRC32C read, MD5 against the ETag): the client
+    adds no CRC32 of its own to a write. A single put carries the CRC32C of its
+    body for S3 to check; over plain HTTP the body is still signed."""
+    sent: list[dict] = []
+    s3store.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    s3store.put("t/b", b"payload")
+    checksums = {k.lower(): v for k, v in sent[0].items() if k.lower().startswith("x-amz-checksum")}
+    crc = base64.b64encode(google_crc32c.value(b"payload").to_bytes(4, "big"))
+    assert checksums == {"x-amz-checksum-crc32c": crc}
+    assert sent[0]["X-Amz-Content-SHA256"] == hashlib.sha256(b"payload").hexdigest().encode()
+    assert s3store.head("t/b").checksums["md5"] == hashlib.md5(b"payload").hexdigest()
+
+
+class _Answer:
+    """The empty body of a stubbed S3 answer."""
+
+    def stream(self, **_):
+        yield b""
+
+
+def test_over_https_bodies_go_unsigned_and_puts_carry_their_crc32c(monkeypatch):
+    """Over TLS botocore would SHA-256 every body to sign it (the costliest pass
+    over the data); TLS already authenticates it in transit, so bodies go as
+    UNSIGNED-PAYLOAD, a single put with the CRC32C S3 checks before storing it.
+    (An HTTPS endpoint whose answers are stubbed at before-send: moto is HTTP.)"""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://s3.skyhop.test")
+    for var, value in {
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(var, value)
+    store = S3Store(parse_uri("s3://skyhop-https"))
+    sent: list[tuple[str, dict]] = []
+
+    def answer(request, **_):
+        sent.append((request.method, dict(request.headers)))
+        return AWSResponse(request.url, 200, {"ETag": '"0123"'}, _Answer())
+
+    store.client.meta.events.register("before-send.s3", answer)
+    body = os.urandom(256 * 1024)
+    store.put("k", body)
+    store.upload_part("m", "u1", 1, body)
+    (_, put), (_, part) = sent
+    assert put["X-Amz-Content-SHA256"] == part["X-Amz-Content-SHA256"] == b"UNSIGNED-PAYLOAD"
+    crc = base64.b64encode(google_crc32c.value(body).to_bytes(4, "big"))
+    assert put["x-amz-checksum-crc32c"] == crc
+    # a part of an upload created without a checksum algorithm carries none (S3
+    # refuses one: "Checksum Type mismatch"); its MD5 counts in the multipart ETag
+    assert not any(k.lower().startswith("x-amz-checksum") for k in part)
+    store.close()
 
 
 def test_check_bucket_missing(moto):
@@ -119,7 +225,7 @@ def enforce_iam(moto: MotoServer) -> Iterator[Callable[[], None]]:
             method="POST",
             headers={"Content-Type": "application/octet-stream"},
         )
-        urllib.request.urlopen(req, timeout=10)  # noqa: S310 - loopback only
+        urllib.request.urlopen(req, timeout=10)
 
     yield lambda: set_count("0")
     set_count("inf")
@@ -173,9 +279,11 @@ def test_etags_and_checksums_of_single_part_and_multipart(s3store):
     data = payload(1000, seed=1)
     info = s3store.put("single", data)
     assert info.etag == md5_hex(data)
-    assert info.checksums == {"etag": md5_hex(data), "md5": md5_hex(data)}
+    # the put carried its CRC32C, which S3 checked and answers with
+    crc = crc_hex(crc32c(data))
+    assert info.checksums == {"etag": md5_hex(data), "md5": md5_hex(data), "crc32c": crc}
     listed = next(iter(s3store.list("single")))
-    assert listed.checksums == info.checksums
+    assert listed.checksums == {"etag": md5_hex(data), "md5": md5_hex(data)}
     assert listed.mtime is not None
 
     part = 5 * 1024 * 1024

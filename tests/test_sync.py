@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from skyhop.compute.local import LocalComputeProvider
-from skyhop.controlplane import default_planner
+from skyhop.controlplane.planning import default_planner
 from skyhop.controlplane.service import ControlPlane
 from skyhop.controlplane.sync import SyncJob, compare, merge, relative
 from skyhop.errors import StoreError
@@ -24,7 +24,13 @@ from skyhop.state.sqlite import SQLiteManifest
 from skyhop.stores.base import ObjectInfo
 from skyhop.stores.local import LocalStore
 from skyhop.uri import StoreURI, parse_uri
-from tests.fixtures.cli import SMALL_PARTS, Result, run_cli, tree_digest, wait_no_gateways
+from tests.fixtures.cli import (
+    SMALL_PARTS,
+    Result,
+    run_cli,
+    tree_digest,
+    wait_no_gateways,
+)
 
 # ---------------------------------------------------------------- helpers
 
@@ -137,17 +143,25 @@ def test_dry_run_changes_nothing_and_prints_every_kind(tmp_path: Path, skyhop_ho
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src, {"keep.txt": b"same", "new.txt": b"new", "changed.txt": b"v2 longer"})
     _tree(dst, {"keep.txt": b"same", "changed.txt": b"v1", "stale.txt": b"old"})
-    os.utime(src / "keep.txt", (1_000_000, 1_000_000))  # older than the destination's copy
+    _tree(src, {"older.txt": b"v1"})
+    _tree(dst, {"older.txt": b"v2"})
+    for side in (src, dst):  # a copy keeps the source's time: equal times are unchanged
+        os.utime(side / "keep.txt", (1_000_000, 1_000_000))
+    os.utime(src / "older.txt", (1_000_000, 1_000_000))  # replaced by an older version
     before = tree_digest(dst)
     res = run_cli("sync", str(src), str(dst), "--delete", "--dry-run")
     assert res.code == 0, res.stderr
     out = res.stdout
-    base = str(dst).lstrip("/")
-    assert f"copy   {base}/changed.txt" in out and "size differs" in out
-    assert f"copy   {base}/new.txt" in out and "missing at the destination" in out
-    assert f"skip   {base}/keep.txt" in out
-    assert f"delete {base}/stale.txt" in out
-    assert "would copy   2 objects" in out
+    # keys as the user reads them: relative to the destination named on the first line
+    lines = out.splitlines()
+    assert lines[0] == f"dry run: {src} -> {dst} (keys below it)"
+    assert "copy   changed.txt  (9 bytes, size differs)" in lines
+    assert "copy   new.txt  (3 bytes, missing at the destination)" in lines
+    assert "skip   keep.txt  (4 bytes, unchanged)" in lines
+    assert "copy   older.txt  (2 bytes, modification time differs)" in lines
+    assert "delete stale.txt  (3 bytes, absent at the source)" in lines
+    assert not any(str(dst).lstrip("/") in line for line in lines[1:6])
+    assert "would copy   3 objects" in out
     assert "would skip   1 unchanged objects" in out
     assert "would delete 1 objects" in out
     assert "estimated cost $" in out
@@ -166,6 +180,7 @@ def test_dry_run_changes_nothing_and_prints_every_kind(tmp_path: Path, skyhop_ho
         "changed.txt": "copy",
         "keep.txt": "skip",
         "new.txt": "copy",
+        "older.txt": "copy",
         "stale.txt": "delete",
     }
     assert tree_digest(dst) == before
@@ -186,6 +201,8 @@ def test_delete_runs_after_verification(tmp_path: Path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src, {"a": b"1", "sub/b": b"2"})
     _tree(dst, {"gone1": b"x", "sub/gone2": b"y", "sub/b": b"2", "keep.log": b"z"})
+    stamp = (src / "sub" / "b").stat().st_mtime_ns
+    os.utime(dst / "sub" / "b", ns=(stamp, stamp))  # as a copy keeps it
     res = _sync(str(src), str(dst), "--delete", "--exclude", "*.log")
     assert res.code == 0, res.stderr
     report = res.report
@@ -233,15 +250,9 @@ def test_failed_copy_means_no_deletes(tmp_path: Path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     _tree(src, {"a.bin": os.urandom(1000)})
     _tree(dst, {"stale": b"s"})
-    # every write at the destination fails for good: the copy fails, so no delete may run
-    res = run_cli(
-        "sync",
-        str(src),
-        str(dst),
-        "--delete",
-        "--json",
-        env={"SKYHOP_TEST_HOOKS": "source:flip_wire=100"},
-    )
+    (dst / "a.bin").mkdir()  # a directory where the file goes: its write fails for good
+    # the copy fails, so no delete may run
+    res = run_cli("sync", str(src), str(dst), "--delete", "--json")
     assert res.code == 1, res.stderr
     report = res.report
     assert report["state"] == "failed"
@@ -364,6 +375,9 @@ def test_copying_overlaps_the_listing(tmp_path: Path):
     sync = SyncJob(cp, request)
     job = sync.begin()
     assert not job.listing_complete and job.objects_total >= 1
+    # the estimate shown now covers what was listed so far, and says so (#21 item 16)
+    assert job.plan is not None and job.plan.bytes < sum(len(b) for b in files.values())
+    assert any("first" in note and "listing goes on" in note for note in job.plan.notes)
 
     def release_when_copied() -> None:  # the first copy lands while the listing waits
         deadline = time.monotonic() + 60
@@ -376,6 +390,8 @@ def test_copying_overlaps_the_listing(tmp_path: Path):
     assert report.state == JobState.SUCCEEDED, report.failures
     assert report.objects == len(files)
     assert tree_digest(dst) == tree_digest(src)
+    # the report's estimate is the whole sync's
+    assert report.plan is not None and report.plan.bytes == sum(len(b) for b in files.values())
 
 
 # ---------------------------------------------------------------- units
@@ -405,6 +421,54 @@ def test_compare_modes():
     assert compare(_info("k", 9, 500.0), b, CompareMode.UPDATE, 1.0)[0] is True
     # within the modify window, times are equal
     assert compare(_info("k", 5, 100.5), b, CompareMode.SIZE_MTIME, 1.0)[0] is False
+
+
+def test_kept_modification_times_compare_for_equality():
+    def kept(mtime: float, precision: float = 1e-6, size: int = 5) -> ObjectInfo:
+        return ObjectInfo(key="k", size=size, mtime=mtime, mtime_precision=precision)
+
+    dst = kept(100.0)
+    # an edit a moment later, or an older version: both differ
+    assert compare(kept(100.2), dst, CompareMode.SIZE_MTIME)[:2] == (
+        True,
+        "modification time differs",
+    )
+    assert compare(kept(40.0), dst, CompareMode.SIZE_MTIME)[0] is True
+    assert compare(kept(100.0000004), dst, CompareMode.SIZE_MTIME)[:2] == (False, "unchanged")
+    # the coarser precision of the two decides (gsutil keeps whole seconds)
+    assert compare(kept(100.6), kept(100.0, 1.0), CompareMode.SIZE_MTIME)[0] is False
+    # a destination with only its write time: the source must be newer by 1 s
+    written = _info("k", 5, 100.0)
+    assert compare(kept(100.2), written, CompareMode.SIZE_MTIME)[0] is False
+    assert compare(kept(40.0), written, CompareMode.SIZE_MTIME)[0] is False
+    assert compare(kept(101.5), written, CompareMode.SIZE_MTIME)[:2] == (
+        True,
+        "newer at the source",
+    )
+    # an explicit window wins
+    assert compare(kept(100.2), dst, CompareMode.SIZE_MTIME, 0.5)[0] is False
+    # --update still keeps a destination newer than the source
+    assert compare(kept(40.0), dst, CompareMode.UPDATE)[0] is False
+    assert compare(kept(100.2), dst, CompareMode.UPDATE)[0] is True
+
+
+def test_kept_time_forms_of_rclone_and_gsutil():
+    from skyhop.stores import mtime
+
+    stamp = 1_700_000_000.25
+    assert mtime.unix_text(stamp) == "1700000000.250000000"
+    assert mtime.rfc3339_text(stamp) == "2023-11-14T22:13:20.250000000Z"
+    for text in (
+        "1700000000.250000000",
+        "2023-11-14T22:13:20.25Z",
+        "2023-11-14T22:13:20.250000000Z",
+        "2023-11-14T23:13:20.250000000+01:00",
+    ):
+        assert mtime.parse(text) == pytest.approx(stamp, abs=1e-6), text
+    assert mtime.parse("yesterday") is None and mtime.parse("nan") is None
+    assert mtime.kept({"Mtime": "1700000000.25", "owner": "a"}) == (stamp, 1e-6, {"owner": "a"})
+    assert mtime.kept({"goog-reserved-file-mtime": "1700000000"}) == (1_700_000_000.0, 1.0, {})
+    assert mtime.kept({"mtime": "not a time"}) == (None, None, {"mtime": "not a time"})
 
 
 def _rel(keys: list[str], prefix: str = "p/"):
@@ -438,6 +502,7 @@ def test_sync_plan_counts(tmp_path: Path):
     _tree(src, {"a": b"1", "b": b"22", "c.tmp": b"t"})
     _tree(dst, {"b": b"22", "d": b"4"})
     os.utime(src / "b", (1, 1))
+    os.utime(dst / "b", (1, 1))
     cp = ControlPlane(manifest=SQLiteManifest(tmp_path / "m.db"), compute=LocalComputeProvider())
     request = TransferRequest(
         source=str(src),

@@ -130,3 +130,52 @@ def test_delete_events_propagate_across_clouds(moto, gcs_bucket, azure_container
     ]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="repl-src").get("Contents", [])]
     assert "from-gcs/b.txt" not in keys and "from-azure/c.txt" not in keys
+
+
+def test_a_rule_with_several_destinations(moto, gcs_bucket, azure_container, azurite_server):
+    """A small object is read once and written to every destination; a large one goes
+    as one multicast request; a delete reaches every destination; a destination that
+    refuses fails alone."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="multi-src")
+    s3.create_bucket(Bucket="multi-dst")
+    etag = s3.put_object(Bucket="multi-src", Key="in/a.txt", Body=b"alpha")["ETag"].strip('"')
+    dsts = ["s3://multi-dst/copy/", f"{gcs_bucket}copy/", f"{azure_container}copy/"]
+    rule = ReplicationRule(
+        name="fan",
+        source_bucket="multi-src",
+        prefix="in",
+        destinations=dsts,
+        propagate_deletes=True,
+        inline_max_bytes=1000,
+    )
+    assert rule.destination == dsts[0] and rule.all_destinations == dsts
+    sent: list[TransferRequest] = []
+    small = ObjectEvent(kind="created", uri="s3://multi-src/in/a.txt", size=5, etag=etag)
+    outcomes = replicate([rule], [small], send_request=sent.append)
+    assert [(o.destination, o.action) for o in outcomes] == [(d + "a.txt", "copied") for d in dsts]
+    assert s3.get_object(Bucket="multi-dst", Key="copy/a.txt")["Body"].read() == b"alpha"
+    gcs = storage.Client(project="skyhop-test", credentials=AnonymousCredentials())
+    gbucket = gcs.bucket(parse_uri(gcs_bucket).bucket)
+    assert gbucket.blob("copy/a.txt").download_as_bytes() == b"alpha"
+    az = BlobServiceClient.from_connection_string(azurite_server.connection_string)
+    container = az.get_container_client(parse_uri(azure_container).bucket)
+    assert container.download_blob("copy/a.txt").readall() == b"alpha"
+    big = ObjectEvent(kind="created", uri="s3://multi-src/in/big.bin", size=10_000, etag="e")
+    outcomes = replicate([rule], [big], send_request=sent.append)
+    assert [o.action for o in outcomes] == ["queued"] * 3
+    (request,) = sent
+    assert request.multicast and request.all_destinations == dsts and request.keys == ["big.bin"]
+    outcomes = replicate(
+        [rule],
+        [ObjectEvent(kind="deleted", uri="s3://multi-src/in/a.txt")],
+        send_request=sent.append,
+    )
+    assert [o.action for o in outcomes] == ["deleted"] * 3
+    assert not gbucket.blob("copy/a.txt").exists()
+    # a destination that is gone fails alone
+    broken = rule.model_copy(
+        update={"destinations": [dsts[0], "s3://no-such-bucket-here/x/"], "destination": dsts[0]}
+    )
+    outcomes = replicate([broken], [small], send_request=sent.append)
+    assert [o.action for o in outcomes] == ["copied", "failed"]

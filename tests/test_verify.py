@@ -333,6 +333,43 @@ def test_listing_check_azure_detects_a_changed_object(azure_container: str, tmp_
     assert summary.checksum_mismatches == ["a.bin"]
 
 
+def test_listing_check_local(tmp_path: Path):
+    """#21 item 6: the local store keeps the CRC32C it computed while writing with
+    the file (an extended attribute, written before the file appears), so a local
+    destination is checked by content, not size only."""
+    summary = _check(tmp_path, str(tmp_path / "dst") + "/", _tree())
+    assert summary.mismatches == 0
+    assert summary.checksum_methods == {"crc32c": 3}
+
+
+def test_listing_check_local_detects_a_changed_object(tmp_path: Path):
+    """Another job wrote the same key with other bytes of the same size: the first
+    job's check says so instead of reporting it verified."""
+
+    def corrupt(store: ObjectStore, base: str) -> None:
+        store.put(base + "a.bin", b"B" * 100)  # as the other job's gateway writes it
+
+    dst = str(tmp_path / "dst") + "/"
+    summary = _check(tmp_path, dst, {"a.bin": (b"A" * 100, None)}, corrupt)
+    assert summary.checksum_mismatches == [dst.lstrip("/") + "a.bin"]
+
+
+def test_local_crc_is_only_trusted_for_the_bytes_it_was_computed_over(tmp_path: Path):
+    store = open_store(parse_uri(str(tmp_path)))
+    key = str(tmp_path / "f.bin").lstrip("/")
+    store.put(key, b"x" * 10)
+    info = store.head(key)
+    assert info is not None and info.checksums == {"crc32c": crc_hex(crc32c(b"x" * 10))}
+    with open(tmp_path / "f.bin", "r+b") as fh:  # rewritten in place: the mtime moves
+        fh.write(b"y")
+    info = store.head(key)
+    assert info is not None and "crc32c" not in info.checksums
+    os.replace(tmp_path / "f.bin", tmp_path / "g.bin")  # the attribute travels with the inode
+    (tmp_path / "plain").write_bytes(b"no attribute")
+    listed = {i.key.rsplit("/", 1)[-1]: i.checksums for i in store.list(str(tmp_path).lstrip("/"))}
+    assert listed == {"g.bin": {}, "plain": {}}
+
+
 # ---------------------------------------------------------------- the control plane records MD5s
 
 
@@ -366,7 +403,7 @@ def _run_events(
             job_id, chunk.chunk_id, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED
         )
     for chunk in reversed(chunks):
-        cp.handle_event(_verified_event(job_id, chunk, body, (tags or {}).get(chunk.index)))
+        cp.apply_event(_verified_event(job_id, chunk, body, (tags or {}).get(chunk.index)))
     entry = cp.manifest.get_object(job_id, 0)
     assert entry is not None
     return entry

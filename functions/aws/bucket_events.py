@@ -2,14 +2,27 @@
 
 Events arrive on the bucket-events queue either from EventBridge (``Object
 Created`` / ``Object Deleted``, the default of ``infra_cdk``) or straight from
-S3 notifications (``ObjectCreated:*`` / ``ObjectRemoved:*``); both are parsed
-here, with Powertools' event data classes, into cloud-neutral
+S3 notifications (``ObjectCreated:*`` / ``ObjectRemoved:*`` /
+``LifecycleExpiration:*``), the latter also wrapped in an SNS notification
+(S3 -> SNS -> SQS without raw message delivery); all are parsed here, with
+Powertools' event data classes, into cloud-neutral
 :class:`~skyhop.controlplane.replication.ObjectEvent` values, and handed to
 :func:`functions.common.handle_object_events`: objects up to a rule's
 ``inline_max_bytes`` are copied by this function, larger ones are queued as one
 TransferRequest per rule for the gateways, deletes propagate where a rule says
-so. S3 test events and other event types are ignored. A record fails alone
-(``batchItemFailures``) when a copy failed for a transient reason.
+so.
+
+One rule for deletes on both paths (:func:`s3_kind`): an object gone is
+``deleted`` whoever removed it, a request (``ObjectRemoved:*``, EventBridge
+reason ``DeleteObject``) or a lifecycle rule expiring it
+(``LifecycleExpiration:Delete`` / ``:DeleteMarkerCreated``, EventBridge reason
+``Lifecycle Expiration``), and it reaches the destination exactly where the
+replication rule says ``propagate_deletes``.
+
+S3 test events and other S3 event types are settled quietly; a message that
+is no bucket event at all is logged and counted (``UnrecognizedBucketEvents``),
+never retried. A record fails alone (``batchItemFailures``) when a copy failed
+for a transient reason.
 """
 
 from __future__ import annotations
@@ -32,18 +45,56 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions import common as shared
 from functions.aws.common import configure, logger, metrics, tracer
 from skyhop.controlplane.replication import ObjectEvent
+from skyhop.errors import SkyhopError
+from skyhop.stores.s3 import S3Store
+from skyhop.uri import parse_uri
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 EVENTBRIDGE_KINDS = {"Object Created": "created", "Object Deleted": "deleted"}
+#: S3 notification event names by family (``ObjectCreated:Put`` is ``ObjectCreated``)
+S3_KINDS = {
+    "ObjectCreated": "created",
+    "ObjectRemoved": "deleted",
+    "LifecycleExpiration": "deleted",  # Delete, DeleteMarkerCreated: as EventBridge says
+}
+
+
+class NotABucketEvent(ValueError):
+    """A queue message that is no S3 or EventBridge bucket notification."""
+
+
+def s3_kind(event_name: str) -> str | None:
+    """``created`` / ``deleted`` for an S3 notification's ``eventName`` (with or
+    without the ``s3:`` prefix); None for the types replication ignores
+    (restores, tagging, ACLs, lifecycle transitions, ...)."""
+    family = event_name.removeprefix("s3:").partition(":")[0]
+    return S3_KINDS.get(family)
+
+
+def _unwrapped(raw: Any) -> Any:
+    """The S3 event inside an SNS notification (S3 -> SNS -> SQS without raw
+    message delivery), else ``raw`` itself."""
+    if isinstance(raw, dict) and raw.get("Type") == "Notification" and "TopicArn" in raw:
+        message = raw.get("Message")
+        if not isinstance(message, str):
+            raise NotABucketEvent("an SNS notification without a Message")
+        try:
+            return json.loads(message)
+        except ValueError:
+            raise NotABucketEvent(
+                f"an SNS notification from {raw.get('TopicArn')} whose Message is not JSON"
+            ) from None
+    return raw
 
 
 def object_events(body: str, tags: Any = None) -> list[ObjectEvent]:
     """The object events in one SQS body; ``tags(bucket)`` supplies bucket tags
-    (needed only by rules that select buckets by tag)."""
-    raw = json.loads(body)
+    (needed only by rules that select buckets by tag). Raises NotABucketEvent
+    for a message that is no bucket notification."""
+    raw = _unwrapped(json.loads(body))
     if not isinstance(raw, dict):
-        return []
+        raise NotABucketEvent(f"a JSON {type(raw).__name__}, not a bucket notification")
     found: list[tuple[str, str, str, int | None, str | None]] = []
     if raw.get("source") == "aws.s3" and "detail" in raw:
         event = S3EventBridgeNotificationEvent(raw)
@@ -55,11 +106,10 @@ def object_events(body: str, tags: Any = None) -> list[ObjectEvent]:
             )
     elif isinstance(raw.get("Records"), list):
         for record in S3Event(raw).records:
-            name = record.event_name
-            if not name.startswith(("ObjectCreated:", "ObjectRemoved:")):
+            kind = s3_kind(record.event_name)
+            if kind is None:
                 continue
             obj = record.s3.get_object
-            kind = "created" if name.startswith("ObjectCreated:") else "deleted"
             found.append(
                 (
                     kind,
@@ -69,6 +119,17 @@ def object_events(body: str, tags: Any = None) -> list[ObjectEvent]:
                     obj.get("eTag"),
                 )
             )
+    elif raw.get("Event") != "s3:TestEvent":  # sent once when a notification is configured
+        raise NotABucketEvent(
+            "neither an S3 notification nor an EventBridge S3 event "
+            f"(keys: {', '.join(sorted(raw)[:8]) or 'none'})"
+        )
+    return _events_of(found, tags)
+
+
+def _events_of(
+    found: list[tuple[str, str, str, int | None, str | None]], tags: Any
+) -> list[ObjectEvent]:
     return [
         ObjectEvent(
             kind=kind,  # type: ignore[arg-type]
@@ -83,15 +144,13 @@ def object_events(body: str, tags: Any = None) -> list[ObjectEvent]:
 
 @cache
 def bucket_tags(bucket: str) -> dict[str, str]:
-    """A bucket's tags, read once per execution environment."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    """A bucket's tags, read once per execution environment through the S3 store
+    (none when they cannot be read: a rule selecting by tag then does not match)."""
     try:
-        tags = boto3.client("s3").get_bucket_tagging(Bucket=bucket)["TagSet"]
-    except (ClientError, BotoCoreError):
+        return S3Store(parse_uri(f"s3://{bucket}/")).tags()
+    except SkyhopError as exc:
+        logger.warning("cannot read the tags of bucket %s: %s", bucket, exc)
         return {}
-    return {t["Key"]: t["Value"] for t in tags}
 
 
 def _tag_rules() -> bool:
@@ -103,6 +162,10 @@ def record_handler(record: SQSRecord) -> None:
     with logger.append_context_keys(message_id=record.message_id):
         try:
             events = object_events(record.body, bucket_tags if _tag_rules() else None)
+        except NotABucketEvent as exc:
+            logger.warning("ignoring a message that is not a bucket event: %s", exc)
+            metrics.add_metric(name="UnrecognizedBucketEvents", unit=MetricUnit.Count, value=1)
+            return
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("dropping a malformed bucket event: %s", str(exc).splitlines()[0])
             metrics.add_metric(name="MalformedBucketEvents", unit=MetricUnit.Count, value=1)

@@ -11,8 +11,11 @@ messages the same way for every cloud).
     SKYHOP_EVENTS_QUEUE_URL               -> SKYHOP_EVENTS_QUEUE (gateways post events there)
     SKYHOP_RESULTS_QUEUE_URL              -> SKYHOP_RESULTS_QUEUE
     SKYHOP_REGIONS                        regions gateways may run in
-    SKYHOP_KMS_KEY_ID, SKYHOP_LAUNCH_TEMPLATE_NAME, SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN,
-    SKYHOP_GATEWAY_ROLE_ARN               -> SKYHOP_COMPUTE=aws, SKYHOP_COMPUTE_OPTIONS
+    SKYHOP_KMS_KEY_ID, SKYHOP_LAUNCH_TEMPLATE_NAME,
+    SKYHOP_GATEWAY_{SOURCE,RELAY,DESTINATION}_PROFILE_ARN (one identity per gateway role),
+    SKYHOP_GATEWAY_DESTINATION_ROLE_ARN, SKYHOP_GATEWAY_WHEEL (the wheel asset: bucket,
+    key, sha256, filename, requirements)
+                                          -> SKYHOP_COMPUTE=aws, SKYHOP_COMPUTE_OPTIONS
                                              (EC2ComputeProvider's keyword arguments)
     SKYHOP_RULES                          replication rules (bucket_events)
     SKYHOP_CONTROL_QUEUES                 per-gateway control queues; default ``sqs://skyhop-ctl``
@@ -24,7 +27,7 @@ A variable of :mod:`functions.common` that is already set wins, so a deployment
 
 With ``SKYHOP_KMS_KEY_ID`` set, each job's data key reaches its gateways wrapped
 with that KMS key under the job's encryption context
-(:class:`skyhop.compute.ec2.KMSKeyWrapper`), never in the clear.
+(:class:`skyhop.crypto.kms.KMSKeyWrapper`), never in the clear.
 """
 
 from __future__ import annotations
@@ -76,15 +79,24 @@ def translated_env(env: Mapping[str, str]) -> dict[str, str]:
         options: dict[str, Any] = {}
         if env.get("SKYHOP_LAUNCH_TEMPLATE_NAME") and region:
             options["launch_templates"] = {region: env["SKYHOP_LAUNCH_TEMPLATE_NAME"]}
-        if env.get("SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"):
-            options["instance_profiles"] = dict.fromkeys(
-                ROLES, env["SKYHOP_GATEWAY_INSTANCE_PROFILE_ARN"]
-            )
-        if env.get("SKYHOP_GATEWAY_ROLE_ARN"):
-            # a KMS grant is made only for roles whose configs carry a wrapped key
-            options["grantee_roles"] = dict.fromkeys(ROLES, env["SKYHOP_GATEWAY_ROLE_ARN"])
+        # each gateway role its own identity (a relay's has no storage access at all)
+        profiles = {r: env.get(f"SKYHOP_GATEWAY_{r.upper()}_PROFILE_ARN", "") for r in ROLES}
+        if any(profiles.values()):
+            missing = sorted(r for r, p in profiles.items() if not p)
+            if missing:
+                raise ConfigError(
+                    f"SKYHOP_GATEWAY_{missing[0].upper()}_PROFILE_ARN is not set: every gateway "
+                    "role needs its own instance profile"
+                )
+            options["instance_profiles"] = profiles
+        if env.get("SKYHOP_GATEWAY_DESTINATION_ROLE_ARN"):
+            # only destinations receive a wrapped key, so only their role gets a KMS grant
+            options["grantee_roles"] = {"destination": env["SKYHOP_GATEWAY_DESTINATION_ROLE_ARN"]}
         if env.get("SKYHOP_KMS_KEY_ID"):
             options["kms_keys"] = [env["SKYHOP_KMS_KEY_ID"]]
+        if env.get("SKYHOP_GATEWAY_WHEEL"):
+            # the deployment's own skyhop wheel (an S3 asset), which gateways install by hash
+            options["wheel"] = json.loads(env["SKYHOP_GATEWAY_WHEEL"])
         if env.get("SKYHOP_WAIT_READY", "").lower() in ("0", "false", "no"):
             options["wait_ready"] = False
         out["SKYHOP_COMPUTE_OPTIONS"] = json.dumps(options, sort_keys=True)
@@ -96,7 +108,7 @@ def translated_env(env: Mapping[str, str]) -> dict[str, str]:
 def kms_key_wrapper(key_id: str) -> shared.KeyWrapperFactory:
     """Per job, a KMS wrapper bound to that job's encryption context (one factory
     per key, so configuring it again changes nothing)."""
-    from skyhop.compute.ec2 import KMSKeyWrapper
+    from skyhop.crypto.kms import KMSKeyWrapper
 
     def for_job(job: Job) -> KMSKeyWrapper:
         return KMSKeyWrapper(key_id, job_id=job.job_id)

@@ -33,6 +33,7 @@ METRICS = {
     "chunk_failed": "ChunksFailed",
     "gateway_error": "GatewayErrors",
     "gateway_ready": "GatewaysReady",
+    "gateway_enrol": "GatewaysEnrolling",
 }
 
 

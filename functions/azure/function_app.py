@@ -4,8 +4,10 @@ Functions (``skyhop deploy azure`` sets the app settings they name):
 
 ``on_request``        queue trigger on ``%SKYHOP_REQUESTS_QUEUE_NAME%``: a TransferRequest -> a job
 ``on_gateway_event``  queue trigger on ``%SKYHOP_EVENTS_QUEUE_NAME%``: an EventEnvelope -> the manifest
-``on_blob_event``     Event Grid trigger: ``Microsoft.Storage.BlobCreated`` / ``BlobDeleted``
-                      -> replication by the rules in ``SKYHOP_RULES``
+``on_blob_event``     Event Grid trigger: ``Microsoft.Storage.BlobCreated`` / ``BlobDeleted``,
+                      in the Event Grid schema or the CloudEvents 1.0 schema (both
+                      are subscription options) -> replication by the rules in
+                      ``SKYHOP_RULES``
 ``reaper``            timer, every five minutes -> stuck chunks, budgets, orphans
 
 Both queues live in the account of the ``AzureWebJobsStorage`` connection; the
@@ -35,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from functions import common
 from skyhop.controlplane.replication import ObjectEvent
 from skyhop.controlplane.serverless import ReapReport
+from skyhop.errors import first_line
 from skyhop.queues.azure_queue import PAYLOAD_PREFIX, parse_azq, payload_container, resolve_body
 
 common.configure_logging()
@@ -86,9 +89,23 @@ def blob_uri(topic: str | None, subject: str | None, url: str) -> str:
     return f"az://{account}/{container}/{blob}"
 
 
-def object_event(event: func.EventGridEvent) -> ObjectEvent | None:
-    """An Event Grid blob event as an ObjectEvent; None for events replication ignores."""
-    kind = BLOB_EVENTS.get(event.event_type)
+BlobEvent = func.EventGridEvent | func.CloudEvent
+
+
+def envelope(event: BlobEvent) -> tuple[str, str | None, str | None, str]:
+    """(type, topic, subject, id) of an event in either schema: Event Grid's
+    ``eventType``/``topic``, or CloudEvents' ``type``/``source``."""
+    if isinstance(event, func.CloudEvent):
+        return event.type, event.source, event.subject, event.id
+    if isinstance(event, func.EventGridEvent):
+        return event.event_type, event.topic, event.subject, event.id
+    raise common.BadMessage(f"not an Event Grid or CloudEvents event: {type(event).__name__}")
+
+
+def object_event(event: BlobEvent) -> ObjectEvent | None:
+    """A blob event (either schema) as an ObjectEvent; None for events replication ignores."""
+    event_type, topic, subject, _ = envelope(event)
+    kind = BLOB_EVENTS.get(event_type)
     if kind is None:
         return None
     try:
@@ -97,14 +114,14 @@ def object_event(event: func.EventGridEvent) -> ObjectEvent | None:
         detail = (
             common.validation_message(exc, "blob event")
             if isinstance(exc, ValidationError)
-            else f"blob event data is not JSON: {common.one_line(exc)}"
+            else f"blob event data is not JSON: {first_line(exc, limit=500)}"
         )
         raise common.BadMessage(detail) from None
     if data.api in SKIPPED_APIS:
         return None
     return ObjectEvent(
         kind=kind,  # type: ignore[arg-type]
-        uri=blob_uri(event.topic, event.subject, data.url),
+        uri=blob_uri(topic, subject, data.url),
         size=data.content_length if kind == "created" else None,
         etag=data.e_tag if kind == "created" else None,
     )
@@ -131,7 +148,9 @@ def _forget(parked: str | None) -> None:
     try:
         payload_container(account).delete_blob(name)
     except Exception as exc:  # noqa: BLE001 - a leftover payload blob is harmless
-        common.log(logging.WARNING, f"could not delete parked body {name}: {common.one_line(exc)}")
+        common.log(
+            logging.WARNING, f"could not delete parked body {name}: {first_line(exc, limit=500)}"
+        )
 
 
 def _queue_message(
@@ -173,16 +192,19 @@ def process_gateway_event(msg: func.QueueMessage) -> common.Handled:
     )
 
 
-def process_blob_event(event: func.EventGridEvent) -> common.Handled:
-    """A storage account's blob event through the replication rules."""
+def process_blob_event(event: BlobEvent) -> common.Handled:
+    """A storage account's blob event (Event Grid or CloudEvents schema) through
+    the replication rules; anything else is dropped with one error line."""
     try:
+        event_type, _, _, event_id = envelope(event)
         found = object_event(event)
     except common.BadMessage as exc:
-        return common.drop("bucket event", str(exc), event_id=event.id, event_type=event.event_type)
+        event_id = str(getattr(event, "id", "") or "") or None
+        return common.drop("bucket event", str(exc), event_id=event_id)
     if found is None:
-        common.log(logging.INFO, "event ignored", event_type=event.event_type, event_id=event.id)
+        common.log(logging.INFO, "event ignored", event_type=event_type, event_id=event_id)
         return common.Handled(action="done", detail="ignored")
-    return common.handle_object_events([found], message_id=event.id)
+    return common.handle_object_events([found], message_id=event_id)
 
 
 def process_reaper() -> ReapReport:
@@ -204,7 +226,7 @@ def on_gateway_event(msg: func.QueueMessage) -> None:
 
 
 @app.event_grid_trigger(arg_name="event")
-def on_blob_event(event: func.EventGridEvent) -> None:
+def on_blob_event(event: func.EventGridEvent) -> None:  # or a func.CloudEvent (same converter)
     process_blob_event(event)
 
 

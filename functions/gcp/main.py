@@ -3,9 +3,11 @@
 Entry points (``skyhop deploy gcp`` wires their triggers):
 
 ``on_gcs_object``      Eventarc: ``google.cloud.storage.object.v1.finalized`` /
-                       ``.deleted`` / ``.archived`` on a replicated bucket ->
-                       replication by the rules in ``SKYHOP_RULES`` (small objects
-                       copied here, bulk queued on ``SKYHOP_REQUESTS_QUEUE``)
+                       ``.deleted`` / ``.archived`` on a replicated bucket, or a
+                       bucket's Pub/Sub notification (``OBJECT_FINALIZE`` /
+                       ``OBJECT_DELETE`` / ``OBJECT_ARCHIVE``, JSON_API_V1 payload)
+                       pushed to it -> replication by the rules in ``SKYHOP_RULES``
+                       (small objects copied here, bulk queued on ``SKYHOP_REQUESTS_QUEUE``)
 ``on_request``         Eventarc Pub/Sub (the requests topic): a TransferRequest -> a job
 ``on_gateway_event``   Eventarc Pub/Sub (the events topic): an EventEnvelope -> the manifest
 ``reaper``             HTTP, called by Cloud Scheduler -> stuck chunks, budgets, orphans
@@ -28,7 +30,7 @@ from typing import Any
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from functions import common
 from skyhop.controlplane.replication import ObjectEvent
@@ -42,6 +44,12 @@ GCS_EVENTS = {
     "google.cloud.storage.object.v1.archived": "deleted",
 }
 PUBSUB_EVENT = "google.cloud.pubsub.topic.v1.messagePublished"
+# Pub/Sub notifications for Cloud Storage: the message's eventType attribute
+NOTIFICATION_EVENTS = {
+    "OBJECT_FINALIZE": "created",
+    "OBJECT_DELETE": "deleted",
+    "OBJECT_ARCHIVE": "deleted",
+}
 
 
 class StorageObjectData(BaseModel):
@@ -51,8 +59,18 @@ class StorageObjectData(BaseModel):
 
     bucket: str
     name: str
+    #: int64 fields travel as JSON strings ("1637874272256630") or, as proto3 JSON
+    #: allows and google-cloudevents' StorageObjectData-complex.json shows, numbers
     generation: str | None = None
-    size: int | None = None  # int64 travels as a JSON string
+    size: int | None = None
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _int64(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
     md5_hash: str | None = Field(None, alias="md5Hash")
     crc32c: str | None = None
     content_type: str | None = Field(None, alias="contentType")
@@ -97,7 +115,10 @@ def _data(event: CloudEvent) -> Any:
 
 
 def object_event(event: CloudEvent) -> ObjectEvent | None:
-    """A GCS CloudEvent as an ObjectEvent; None for event types replication ignores."""
+    """A GCS CloudEvent, or a bucket's Pub/Sub notification, as an ObjectEvent;
+    None for event types replication ignores."""
+    if event["type"] == PUBSUB_EVENT:
+        return notification_event(published(event))
     kind = GCS_EVENTS.get(event["type"])
     if kind is None:
         return None
@@ -105,6 +126,26 @@ def object_event(event: CloudEvent) -> ObjectEvent | None:
         obj = StorageObjectData.model_validate(_data(event))
     except ValidationError as exc:
         raise common.BadMessage(common.validation_message(exc, "storage event")) from None
+    return _object_event(kind, obj)
+
+
+def notification_event(message: MessagePublishedData) -> ObjectEvent | None:
+    """A Cloud Storage Pub/Sub notification (attributes ``eventType``, ``bucketId``,
+    ``objectId``; data: the object resource, ``payloadFormat`` JSON_API_V1)."""
+    attributes = message.message.attributes
+    kind = NOTIFICATION_EVENTS.get(attributes.get("eventType", ""))
+    if kind is None:
+        return None
+    if attributes.get("payloadFormat", "JSON_API_V1") != "JSON_API_V1":
+        raise common.BadMessage("storage notification without its object (payloadFormat NONE)")
+    try:
+        obj = StorageObjectData.model_validate_json(message.body())
+    except ValidationError as exc:
+        raise common.BadMessage(common.validation_message(exc, "storage notification")) from None
+    return _object_event(kind, obj)
+
+
+def _object_event(kind: str, obj: StorageObjectData) -> ObjectEvent:
     return ObjectEvent(
         kind=kind,  # type: ignore[arg-type]
         uri=f"gs://{obj.bucket}/{obj.name}",

@@ -171,9 +171,10 @@ class GatewayClient:
         except (ValidationError, KeyError, TypeError, ValueError):
             raise GatewayError(f"gateway {self.gateway_id} sent malformed events") from None
 
-    def drain(self, wait: float = 30.0) -> GatewayStatus:
-        """Stop accepting chunks; returns once nothing is in flight or after ``wait`` s."""
-        query = urlencode({"wait": wait})
+    def drain(self, wait: float = 30.0, *, discard: bool = False) -> GatewayStatus:
+        """Stop accepting chunks (``discard``: a source drops those queued and not
+        started); returns once nothing is in flight or after ``wait`` s."""
+        query = urlencode({"wait": wait, **({"discard": 1} if discard else {})})
         payload = self._request("POST", f"/v1/drain?{query}", "", timeout=self.timeout + wait)
         return self._parse(GatewayStatus, payload)
 

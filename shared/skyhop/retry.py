@@ -42,8 +42,14 @@ def is_throttle(exc: BaseException) -> bool:
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: Callable[[], float]) -> float:
     """Full jitter: uniform in ``[0, min(cap, base * 2**attempt)]`` for the
     ``attempt``-th retry (0-based)."""
-    ceiling = min(cap, base * 2 ** min(max(attempt, 0), _MAX_EXPONENT))
+    ceiling = min(cap, base * 2.0 ** min(max(attempt, 0), _MAX_EXPONENT))
     return rng() * ceiling
+
+
+def pause(attempt: int, *, base: float, cap: float) -> None:
+    """Sleep one full-jitter back-off (:func:`backoff_delay`) before retrying a lost
+    race or unprocessed items: spreading contention out needs no secure random."""
+    time.sleep(backoff_delay(attempt, base=base, cap=cap, rng=random.random))
 
 
 def retry(

@@ -10,6 +10,27 @@ events without Python. Regenerate after changing a model, and check in CI::
 Each schema is JSON Schema draft 2020-12: requests, gateway events and the
 replication rules file describe what a producer may send (pydantic's validation
 mode); the job report describes what skyhop writes (serialization mode).
+
+A message a schema accepts, skyhop accepts, and the other way round: skyhop
+reads messages strictly (:func:`skyhop.models.parse_message`), and
+``tests/messages/`` holds a corpus of valid and invalid messages that the
+models and a real JSON Schema validator must judge alike. Four rules have no
+JSON Schema keyword; the schemas carry them as keywords of their own, which a
+plain validator ignores and :func:`validator` enforces:
+
+``x-skyhop-ordered: [[LOW, HIGH], ...]``
+    on an object: where both properties are numbers, LOW is at most HIGH
+    (``min_size``/``max_size``, ``min_age``/``max_age``).
+``x-skyhop-unique: PROPERTY``
+    on an array of objects: no two items share the PROPERTY's value (rule names).
+``x-skyhop-first-of: [PROPERTY, ARRAY]``
+    on an object: where both are given, PROPERTY is ARRAY's first item (a
+    multicast request's ``destination`` and ``destinations``).
+``format: skyhop-glob``
+    a ``--include``/``--exclude`` pattern that compiles (balanced ``[`` and
+    ``{``, no lone trailing ``\\``; see :mod:`skyhop.patterns`).
+
+Formats are asserted (``date-time`` is RFC 3339 with an offset).
 """
 
 from __future__ import annotations
@@ -23,7 +44,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from skyhop.models import EventEnvelope, JobReport, ReplicationConfig, TransferRequest
+from skyhop.errors import SkyhopError, UsageError
+from skyhop.models import (
+    EventEnvelope,
+    JobControlEnvelope,
+    JobReport,
+    ReplicationConfig,
+    TransferRequest,
+)
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -46,6 +74,7 @@ class Published:
 PUBLISHED: tuple[Published, ...] = (
     Published("transfer_request", 1, TransferRequest, title="skyhop TransferRequest"),
     Published("gateway_event", 1, EventEnvelope, title="skyhop gateway event envelope"),
+    Published("job_control", 1, JobControlEnvelope, title="skyhop job control (requests queue)"),
     Published("replication_config", 1, ReplicationConfig, title="skyhop replication rules"),
     Published("job_report", 1, JobReport, "serialization", title="skyhop job report"),
 )
@@ -60,6 +89,67 @@ def schema_for(item: Published) -> dict[str, Any]:
         **schema,
         "title": item.title or schema.get("title", item.name),
     }
+
+
+def validator(name: str, schema: dict[str, Any] | None = None) -> Any:
+    """A ``jsonschema`` validator of the published schema ``name`` (``transfer_request``,
+    ``gateway_event``, ``replication_config``, ``job_report``) that also enforces
+    skyhop's own keywords and asserts formats. Needs the ``jsonschema`` package
+    (skyhop's ``dev`` extra). ``schema``: the schema to use instead of the model's
+    (e.g. the file as published)."""
+    try:
+        import jsonschema
+        from jsonschema import validators
+    except ImportError:  # pragma: no cover - dev dependency
+        raise UsageError("validating against the schemas needs the jsonschema package") from None
+    from skyhop.patterns import compile_glob
+
+    [item] = [p for p in PUBLISHED if p.name == name] or [None]
+    if item is None:
+        raise UsageError(f"no published schema {name!r}: {', '.join(p.name for p in PUBLISHED)}")
+
+    def ordered(v: Any, pairs: Any, instance: Any, schema: Any) -> Any:
+        if not isinstance(instance, dict):
+            return
+        for low, high in pairs:
+            a, b = instance.get(low), instance.get(high)
+            numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (a, b))
+            if numbers and a > b:
+                yield jsonschema.ValidationError(f"{low} ({a}) is more than {high} ({b})")
+
+    def unique(v: Any, prop: Any, instance: Any, schema: Any) -> Any:
+        if not isinstance(instance, list):
+            return
+        seen: set[str] = set()
+        for item in instance:
+            value = item.get(prop) if isinstance(item, dict) else None
+            if isinstance(value, str):
+                if value in seen:
+                    yield jsonschema.ValidationError(f"{prop} {value!r} appears twice")
+                seen.add(value)
+
+    def first_of(v: Any, pair: Any, instance: Any, schema: Any) -> Any:
+        if not isinstance(instance, dict):
+            return
+        one, many = pair
+        a, b = instance.get(one), instance.get(many)
+        if isinstance(a, str) and a and isinstance(b, list) and b and b[0] != a:
+            yield jsonschema.ValidationError(f"{one} {a!r} is not the first of {many}")
+
+    formats = jsonschema.FormatChecker()
+
+    @formats.checks("skyhop-glob", raises=SkyhopError)
+    def _glob(value: object) -> bool:
+        if isinstance(value, str):
+            compile_glob(value)
+        return True
+
+    base = validators.validator_for({"$schema": DIALECT})
+    cls = validators.extend(
+        base,
+        {"x-skyhop-ordered": ordered, "x-skyhop-unique": unique, "x-skyhop-first-of": first_of},
+    )
+    return cls(schema if schema is not None else schema_for(item), format_checker=formats)
 
 
 def render(item: Published) -> str:

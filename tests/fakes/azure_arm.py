@@ -7,8 +7,9 @@ security rules, virtual networks, public IP addresses, network interfaces) and
 ``Microsoft.Compute/virtualMachines`` resources, plus listing a collection.
 Every write finishes at once (``provisioningState: Succeeded``), public IPs get
 an address from TEST-NET-3 (never contacted), NICs a private 10.0.0.x address,
-and two inbound rules of one NSG may not share a priority (400
-``SecurityRuleConflict``, as ARM answers).
+two inbound rules of one NSG may not share a priority (400
+``SecurityRuleConflict``, as ARM answers), and a VM's ``instanceView`` shows its
+power state (``_power`` on the resource, running unless a test says otherwise).
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ class FakeARM(FakeHTTP):
 
     def get(self, req: Request, m: re.Match[str]) -> Reply:
         key = m.group("path").lower()
+        if key.endswith("/instanceview") and key.rsplit("/", 1)[0] in self.resources:
+            vm = self.resources[key.rsplit("/", 1)[0]]
+            power = vm.get("_power", "PowerState/running")
+            return Reply(
+                200, {"statuses": [{"code": "ProvisioningState/succeeded"}, {"code": power}]}
+            )
         if self._is_item(m):
             if key not in self.resources:
                 return _error(

@@ -2,7 +2,7 @@
 
 There is no emulator for the Compute API, so this serves, on 127.0.0.1, the
 ``compute/v1`` paths for regions, networks, subnetworks (get, insert,
-aggregated list), firewalls (insert, get, patch, delete) and instances (insert,
+aggregated list), firewalls (insert, get, list, patch, delete) and instances (insert,
 get, delete, aggregated list with ``labels.KEY = "VALUE"`` / ``labels.KEY:*``
 filters), answering with finished operations. Instances come up PROVISIONING,
 then RUNNING with an external address from TEST-NET-3 (never contacted).
@@ -53,6 +53,7 @@ class FakeGCE(FakeHTTP):
         r("POST", P + r"/regions/(?P<region>[^/]+)/subnetworks", self.insert_subnet)
         r("GET", P + r"/aggregated/subnetworks", self.list_subnets)
         r("POST", P + r"/global/firewalls", self.insert_firewall)
+        r("GET", P + r"/global/firewalls", self.list_firewalls)
         r("GET", P + r"/global/firewalls/(?P<name>[^/]+)", self.get_firewall)
         r("PATCH", P + r"/global/firewalls/(?P<name>[^/]+)", self.patch_firewall)
         r("DELETE", P + r"/global/firewalls/(?P<name>[^/]+)", self.delete_firewall)
@@ -136,6 +137,9 @@ class FakeGCE(FakeHTTP):
         self.firewalls[name] = dict(req.body)
         return self._op(m, name, "insert")
 
+    def list_firewalls(self, req: Request, m: re.Match[str]) -> Reply:
+        return Reply(200, {"items": [self.firewalls[n] for n in sorted(self.firewalls)]})
+
     def get_firewall(self, req: Request, m: re.Match[str]) -> Reply:
         rule = self.firewalls.get(m.group("name"))
         return Reply(200, rule) if rule else _error(404, "firewall not found", "notFound")
@@ -177,7 +181,8 @@ class FakeGCE(FakeHTTP):
         if inst is None:
             return _error(404, "instance not found", "notFound")
         reply = Reply(200, self._public(inst))
-        inst["status"] = "RUNNING"  # the next look finds it running
+        if inst["status"] == "PROVISIONING":
+            inst["status"] = "RUNNING"  # the next look finds it running
         return reply
 
     def delete_instance(self, req: Request, m: re.Match[str]) -> Reply:

@@ -48,6 +48,14 @@ class FakeHTTP:
         self.lock = threading.RLock()
         self.server: ThreadingHTTPServer | None = None
         self.scheme = "http"
+        #: injected faults: (method, path substring, reply), each answered once
+        self.faults: list[tuple[str, str, Reply]] = []
+
+    def fail(self, method: str, contains: str, reply: Reply) -> None:
+        """Answer the next ``method`` request whose path contains ``contains`` with
+        ``reply`` instead of its handler's (once)."""
+        with self.lock:
+            self.faults.append((method, contains, reply))
 
     def route(self, method: str, pattern: str, handler: Handler, flags: int = 0) -> None:
         self.routes.append((method, re.compile(f"^{pattern}$", flags), handler))
@@ -110,6 +118,10 @@ class FakeHTTP:
         return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def dispatch(self, req: Request) -> Reply:
+        for i, (method, contains, reply) in enumerate(self.faults):
+            if method == req.method and contains in req.path:
+                del self.faults[i]
+                return reply
         for method, pattern, handler in self.routes:
             if method != req.method:
                 continue

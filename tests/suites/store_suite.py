@@ -28,8 +28,17 @@ from typing import ClassVar
 
 import pytest
 
-from skyhop.errors import NotFoundError, PreconditionFailed, SkyhopError, StoreError
-from skyhop.stores.base import MultipartWriter, ObjectMeta, ObjectStore, capabilities
+from skyhop.errors import IntegrityError, NotFoundError, PreconditionFailed, SkyhopError, StoreError
+from skyhop.integrity import crc32c, crc_hex
+from skyhop.stores.base import (
+    Directories,
+    MultipartWriter,
+    ObjectMeta,
+    ObjectStore,
+    RangeReaderInto,
+    capabilities,
+    is_dir,
+)
 
 KeyFn = Callable[[str], str]
 
@@ -93,6 +102,29 @@ class StoreSuite:
         caps = capabilities(store)
         if caps.multipart:
             assert isinstance(store, MultipartWriter)
+
+    def test_capabilities_are_what_the_store_does(self, store, k):
+        """Every entry of the features table holds: buffers are taken, ranges read
+        into a buffer, directories answer (and without the entry, no such method)."""
+        caps = capabilities(store)
+        data = payload(300_000, seed=5)
+        if caps.accepts_buffers:
+            store.put(k("buf.bin"), memoryview(bytearray(data)))
+            assert store.read_range(k("buf.bin"), 0, len(data)) == data
+        else:
+            store.put(k("buf.bin"), data)
+        if caps.read_into:
+            buffer = bytearray(64 * 1024)
+            blocks = store.iter_range_into(k("buf.bin"), 10, 200_000, buffer)
+            assert b"".join(bytes(b) for b in blocks) == data[10:200_010]
+        else:
+            assert not isinstance(store, RangeReaderInto)
+        if caps.directories:
+            store.put(k("dir/inner.bin"), b"x")
+            assert is_dir(store, k("dir")) and not is_dir(store, k("buf.bin"))
+        else:
+            assert not isinstance(store, Directories) and not is_dir(store, k("dir"))
+        assert caps.server_side_copy == hasattr(store, "copy_object")
 
     # ------------------------------------------------------------ put / head
 
@@ -168,6 +200,36 @@ class StoreSuite:
         assert head.meta.content_encoding == "identity"
         assert head.meta.cache_control == "max-age=60"
         assert head.meta.user == {"origin": "skyhop", "job": "j-1"}
+
+    def test_modification_time_is_kept(self, store, k):
+        """The source's mtime written with an object comes back from head and list
+        (what sync compares for equality), in every store."""
+        stamp = 1_700_000_000.123456
+        store.put(k("kept.txt"), b"x", meta=ObjectMeta(mtime=stamp, user={"u": "v"}))
+        store.put(k("plain.txt"), b"y")
+        head = store.head(k("kept.txt"))
+        assert head is not None and head.mtime_precision is not None
+        assert abs(head.mtime - stamp) <= head.mtime_precision
+        if head.meta is not None:
+            assert head.meta.user.get("u", "v") == "v" and "mtime" not in head.meta.user
+        listed = {i.key: i for i in store.list(k(""))}
+        if capabilities(store).listing_metadata:
+            assert abs(listed[k("kept.txt")].mtime - stamp) <= head.mtime_precision
+        plain = store.head(k("plain.txt"))
+        assert plain is not None and plain.mtime is not None
+        # a cloud object written without one has only its write time; a file has its own
+        assert (plain.mtime_precision is None) == (store.uri.scheme != "local")
+
+    def test_multipart_keeps_the_modification_time(self, store, k):
+        self._need_multipart(store)
+        stamp = 1_600_000_000.5
+        key = k("mp/kept")
+        upload = store.create_multipart(key, meta=ObjectMeta(mtime=stamp))
+        tag = store.upload_part(key, upload, 1, b"hello")
+        store.complete_multipart(key, upload, [(1, tag)])
+        head = store.head(key)
+        assert head is not None and head.mtime_precision is not None
+        assert abs(head.mtime - stamp) <= head.mtime_precision
 
     # ------------------------------------------------------------ listing
 
@@ -357,6 +419,44 @@ class StoreSuite:
         assert store.read_range(key, 0, info.size) == part1 + part2
         assert store.read_range(key, len(part1) - 5, 10) == part1[-5:] + part2[:5]
         assert keys_of(store, k("mp/")) == [key]
+
+    def test_multipart_with_crc32cs_round_trip(self, store, k):
+        """An upload whose parts and completion carry their CRC32Cs (the direct path's):
+        every store takes them; the bytes are the parts'."""
+        min_part = self._need_multipart(store)
+        part1 = payload(max(min_part, 64 * 1024), seed=21)
+        part2 = payload(1000, seed=22)
+        crcs = {1: crc_hex(crc32c(part1)), 2: crc_hex(crc32c(part2))}
+        key = k("mp/crc")
+        upload = store.create_multipart(key, crc32c=True)
+        tag2 = store.upload_part(key, upload, 2, part2, crc32c=crcs[2])
+        tag1 = store.upload_part(key, upload, 1, part1, crc32c=crcs[1])
+        whole = crc_hex(crc32c(part1 + part2))
+        info = store.complete_multipart(
+            key, upload, [(1, tag1), (2, tag2)], part_crc32c=crcs, crc32c=whole
+        )
+        assert info.size == len(part1) + len(part2)
+        assert store.read_range(key, 0, info.size) == part1 + part2
+        if info.checksums.get("crc32c"):
+            assert info.checksums["crc32c"].rjust(8, "0") == whole
+
+    def test_part_differing_from_its_crc32c_is_refused(self, store, k):
+        """A store that checks the CRC32C a write carries refuses a part whose bytes
+        changed after their CRC32C was computed (S3: BadDigest), and keeps none of it."""
+        min_part = self._need_multipart(store)
+        if not capabilities(store).verifies_crc32c:
+            pytest.skip("store does not check the CRC32C of writes")
+        good = payload(max(min_part, 64 * 1024), seed=23)
+        bad = bytearray(good)
+        bad[len(bad) // 2] ^= 0x01
+        key = k("mp/flipped")
+        upload = store.create_multipart(key, crc32c=True)
+        with pytest.raises(IntegrityError):
+            store.upload_part(key, upload, 1, bytes(bad), crc32c=crc_hex(crc32c(good)))
+        tag = store.upload_part(key, upload, 1, good, crc32c=crc_hex(crc32c(good)))
+        whole = crc_hex(crc32c(good))
+        store.complete_multipart(key, upload, [(1, tag)], part_crc32c={1: whole}, crc32c=whole)
+        assert store.read_range(key, 0, len(good)) == good
 
     def test_multipart_single_small_part(self, store, k):
         self._need_multipart(store)

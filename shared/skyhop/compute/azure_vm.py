@@ -14,7 +14,10 @@ free priority from 1000 up (two jobs may not share a priority in one NSG):
 * ``skyhop-JOB-ctl`` (made by :meth:`launch` when ``control_cidrs`` is given):
   inbound TCP on the control ports from the control plane's ranges.
 
-:meth:`revoke` deletes both from every skyhop NSG; other jobs' rules stay.
+:meth:`revoke` deletes both from every skyhop NSG (each even when another
+fails); other jobs' rules stay. :meth:`rules` and :meth:`firewall_jobs` find rules
+by the job their description names, so the reaper removes what a failed revoke
+left. ``control_cidrs`` are a /16 at most.
 
 VMs carry the tags ``skyhop-job``, ``skyhop-gateway``, ``skyhop-role``,
 ``skyhop-region`` and ``skyhop-ports`` (public IPs and NICs the job tag too, so
@@ -26,7 +29,13 @@ throwaway SSH key whose private half is never kept.
 :meth:`launch` returns once every VM has succeeded, has a public address and
 its control API answers (``ready_probe``; tests replace it).
 
-Credentials: ``DefaultAzureCredential`` unless ``credential`` is given;
+Each gateway role runs as its own user-assigned managed identity (``identities``:
+role -> resource id; two roles may not share one), so a relay's VM holds no role
+assignment a source's or destination's has: the assignments themselves are the
+subscription's (not made here).
+
+Credentials: ``DefaultAzureCredential`` unless ``credential`` is given
+(``"anonymous"`` for an endpoint that checks no token);
 ``subscription_id`` or ``AZURE_SUBSCRIPTION_ID``. ``base_url`` points the
 clients at another Resource Manager endpoint and ``client_kwargs`` go to every
 client (tests use a local fake of the ARM REST API, since no emulator exists).
@@ -36,21 +45,33 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from azure.core import exceptions as aexc
+from azure.core.credentials import AccessToken
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.compute import models as cm
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.network import models as nm
 
+from skyhop.cleanup import Cleanup, each
 from skyhop.compute import startup
-from skyhop.errors import AccessError, GatewayError, NotFoundError, SkyhopError, UsageError
+from skyhop.compute.package import GatewayPackage
+from skyhop.errors import (
+    AccessError,
+    GatewayError,
+    NotFoundError,
+    SkyhopError,
+    UsageError,
+    first_line,
+    translated,
+)
 from skyhop.models import GatewayConfig, GatewayRole, GatewaySpec
 
 try:  # azure-mgmt-resource moved the client between major versions
@@ -72,6 +93,7 @@ SUBNET_RANGE = "10.0.0.0/20"
 SUBNET = "gateways"
 
 T = TypeVar("T")
+_RULE_JOB = re.compile(r"skyhop: job (\S+): ")  # what authorize and launch write in a rule
 ReadyProbe = Callable[[GatewaySpec, GatewayConfig], bool]
 
 
@@ -79,7 +101,13 @@ class AzureComputeProvider:
     """The ComputeProvider for Azure virtual machines."""
 
     name = "azure"
-    ready_via_events = True  # gateway_ready events and control queues (see compute.base)
+    #: a VM: launched over HTTPS control, it gets a boot configuration and enrols
+    #: (its secrets come over mutual TLS, never in user data or metadata)
+    enrols = True
+    #: True (a deployed control plane): gateway_ready events and control queues (see
+    #: compute.base); False (the CLI's ``--gateways cloud``): the control port opens to
+    #: ``control_cidrs`` and ``launch`` returns once each gateway's control API answers
+    ready_via_events: bool = True
 
     def __init__(
         self,
@@ -89,16 +117,19 @@ class AzureComputeProvider:
         group_location: str | None = None,
         vm_size: str = DEFAULT_VM_SIZE,
         image: dict[str, str] | None = None,
-        package_spec: str = "skyhop[azure]",
+        package_spec: GatewayPackage | Mapping[str, object] | str | None = None,
         control_cidrs: list[str] | None = None,
         admin_username: str = "skyhop",
+        identities: Mapping[str, str] | None = None,
         credential: Any = None,
         base_url: str | None = None,
         client_kwargs: dict[str, Any] | None = None,
         ready_timeout: float = 900.0,
         poll_interval: float = 5.0,
         ready_probe: ReadyProbe | None = None,
+        ready_via_events: bool = True,
     ) -> None:
+        self.ready_via_events = ready_via_events
         self.subscription_id = subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID")
         if not self.subscription_id:
             raise UsageError(
@@ -110,15 +141,26 @@ class AzureComputeProvider:
         self.group_location = group_location
         self.vm_size = vm_size
         self.image = dict(image or DEFAULT_IMAGE)
-        self.package_spec = package_spec
+        #: what the VMs install: skyhop's wheel and its SHA-256, or this version pinned
+        self.package_spec = startup.gateway_package(package_spec, "azure")
         if control_cidrs is None:
             raw = os.environ.get("SKYHOP_CONTROL_CIDRS", "")
             control_cidrs = [c for c in raw.split(",") if c.strip()]
         self.control_cidrs = startup.check_cidrs(control_cidrs)
+        if not ready_via_events and not self.control_cidrs:
+            raise UsageError(
+                "gateways controlled over their HTTPS API need the control plane's address "
+                "(control_cidrs) to open their control port to"
+            )
         self.admin_username = admin_username
+        #: gateway role -> the resource id of the user-assigned managed identity its
+        #: VMs run as (each role its own)
+        self.identities = startup.own_identities("identities", identities)
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
         self.ready_probe = ready_probe or startup.control_api_probe
+        if credential == "anonymous":  # an endpoint that checks no token (a local fake)
+            credential = _NoCredential()
         self._credential = credential
         self._base_url = base_url
         self._client_kwargs = dict(client_kwargs or {})
@@ -317,26 +359,76 @@ class AzureComputeProvider:
             )
 
     def revoke(self, job_id: str) -> None:
-        rg = self.resource_group
+        """Delete the job's rules from every skyhop NSG; every rule is tried even when
+        one fails (the first failure is raised after)."""
         names = {self.rule_name(job_id), self.rule_name(job_id, "-ctl")}
+        rg = self.resource_group
+
+        def delete(item: tuple[str, str]) -> None:
+            nsg_name, rule_name = item
+            try:
+                self._begin(
+                    lambda: self.network.security_rules.begin_delete(rg, nsg_name, rule_name),
+                    f"delete rule {rule_name} in {nsg_name}",
+                )
+            except NotFoundError:
+                pass
+
+        found = [(r["nsg"], r["name"]) for r in self._rules() if r["name"] in names]
+        each(found, delete, f"closing the firewall of job {job_id}")
+
+    def _rules(self) -> list[dict[str, Any]]:
+        """Every rule of the skyhop NSGs: ``nsg``, ``name``, ``job`` (from its
+        description, '' when it names none), ``ports`` and ``sources``."""
+        rg = self.resource_group
         try:
             groups = _call(lambda: list(self.network.network_security_groups.list(rg)), "list NSGs")
         except NotFoundError:
-            return
+            return []
+        out = []
         for nsg in groups:
             if not (nsg.name or "").startswith("skyhop-"):
                 continue
             for rule in nsg.security_rules or []:
-                if rule.name in names:
-                    try:
-                        self._begin(
-                            lambda nsg=nsg, rule=rule: self.network.security_rules.begin_delete(
-                                rg, nsg.name, rule.name
-                            ),
-                            f"delete rule {rule.name} in {nsg.name}",
-                        )
-                    except NotFoundError:
-                        pass
+                found = _RULE_JOB.match(rule.description or "")
+                out.append(
+                    {
+                        "nsg": nsg.name,
+                        "name": rule.name,
+                        "job": found.group(1) if found else "",
+                        "ports": list(rule.destination_port_ranges or []),
+                        "sources": list(rule.source_address_prefixes or []),
+                    }
+                )
+        return out
+
+    def rules(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The skyhop NSG rules of one job (or of every job)."""
+        return [r for r in self._rules() if r["job"] and (job_id is None or r["job"] == job_id)]
+
+    def firewall_jobs(self) -> set[str]:
+        """The jobs that still have NSG rules (for the reaper)."""
+        return {r["job"] for r in self.rules()}
+
+    def check_credentials(self) -> str:
+        """That a Resource Manager token can be had (the credential given, else
+        ``DefaultAzureCredential``): an AccessError before anything is launched."""
+        if self._credential is None:
+            from azure.identity import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential()
+        quiet = logging.getLogger("azure.identity")  # it logs every credential it tried
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            self._credential.get_token("https://management.azure.com/.default")
+        except aexc.ClientAuthenticationError as exc:
+            raise AccessError(
+                f"checking the Azure credentials: {first_line(exc, limit=200)}"
+            ) from None
+        finally:
+            quiet.setLevel(level)
+        return f"subscription {self.subscription_id}"
 
     # ------------------------------------------------------------ VMs
 
@@ -351,7 +443,10 @@ class AzureComputeProvider:
         for location in dict.fromkeys(locations):
             self.ensure_network(location)
         jobs = sorted({cfg.job_id for cfg in prepared})
-        try:
+        with Cleanup("launching Azure gateways") as undo:
+            for job_id in jobs:
+                undo.add(self.terminate, job_id)
+                undo.add(self.revoke, job_id)  # newest first: rules, then VMs
             workers = min(16, len(prepared))
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(self._create_vm, prepared, locations))
@@ -369,14 +464,6 @@ class AzureComputeProvider:
                         )
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 return list(pool.map(self._await_ready, prepared))
-        except BaseException:
-            for job_id in jobs:
-                try:
-                    self.revoke(job_id)
-                    self.terminate(job_id)
-                except SkyhopError:
-                    pass
-            raise
 
     def _tags(self, cfg: GatewayConfig) -> dict[str, str]:
         return {
@@ -463,6 +550,11 @@ class AzureComputeProvider:
                 ]
             ),
         )
+        identity = self.identities.get(cfg.role.value)
+        if identity:
+            vm.identity = cm.VirtualMachineIdentity(
+                type="UserAssigned", user_assigned_identities={identity: {}}
+            )
         self._begin(
             lambda: self.compute.virtual_machines.begin_create_or_update(rg, name, vm),
             f"create VM {name}",
@@ -549,6 +641,26 @@ class AzureComputeProvider:
                 if (item.tags or {}).get("skyhop-job") == job_id:
                     delete(kind, ops, item.name)
 
+    def running(self, job_id: str) -> set[str]:
+        """Gateway ids of the job whose VMs are starting or running (a gateway that
+        exits cleanly powers its VM off: stopped, until deleted)."""
+        found = set()
+        for vm in self._vms(job_id):
+            try:
+                view = _call(
+                    lambda vm=vm: self.compute.virtual_machines.instance_view(
+                        self.resource_group, vm.name
+                    ),
+                    f"instance view of {vm.name}",
+                )
+            except NotFoundError:
+                continue
+            codes = [s.code or "" for s in view.statuses or []]
+            power = next((c for c in codes if c.startswith("PowerState/")), "PowerState/running")
+            if power in ("PowerState/starting", "PowerState/running"):
+                found.add(vm.tags["skyhop-gateway"])
+        return found
+
     def list_gateways(self, job_id: str | None = None) -> list[GatewaySpec]:
         specs = []
         for vm in self._vms(job_id):
@@ -582,23 +694,24 @@ def _throwaway_ssh_key() -> str:
     )
 
 
+class _NoCredential:
+    """A token credential for a Resource Manager endpoint that checks none."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken("anonymous", int(time.time()) + 3600)
+
+
 class _PriorityTaken(GatewayError):
     """Internal: another rule in the NSG has this priority."""
 
 
 def _call(fn: Callable[[], T], what: str) -> T:
-    try:
-        return fn()
-    except SkyhopError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified below, never leaked
-        raise _classify(exc, what) from None
+    return translated(fn, what, _classify)
 
 
 def _classify(exc: Exception, what: str) -> SkyhopError:
     code = getattr(getattr(exc, "error", None), "code", None) or ""
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    detail = str(message).strip().splitlines()[0][:300] if str(message).strip() else ""
+    detail = first_line(getattr(exc, "message", None) or exc)
     if isinstance(exc, aexc.ResourceNotFoundError):
         return NotFoundError(f"{what}: not found ({code or detail})")
     if isinstance(exc, aexc.ClientAuthenticationError):

@@ -4,27 +4,30 @@ Life of a job's compute: ``ensure_network`` per region (created once, reused),
 ``launch`` the job's gateways (returns when each is ready and its address and
 ports are known), ``authorize`` ingress only between the job's gateway
 addresses, and at the end ``revoke`` that job's rules (other jobs' rules stay)
-and ``terminate`` its gateways. ``list_gateways`` lets the reaper find what a
+and ``terminate`` its gateways. Both go on after an error (every region, every
+rule is tried; the first error is raised after: :func:`skyhop.cleanup.each`), and
+a caller terminates even when revoking failed. ``list_gateways`` lets the reaper find what a
 crash left behind. Implementations: local processes, EC2, GCE, Azure VMs.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from skyhop.errors import UsageError
 from skyhop.models import GatewayConfig, GatewaySpec
+from skyhop.registry import resolve
 
 
 @runtime_checkable
 class ComputeProvider(Protocol):
-    """``ready_via_events`` (an optional attribute, False when absent): ``launch``
-    returns without waiting for the gateways, which report ready with a
-    ``gateway_ready`` event and are controlled through per-gateway queues (cloud
-    VMs); else ``launch`` returns once each gateway accepts control calls."""
+    """The compute of one cloud (see the module docstring)."""
 
     name: str
+    #: True: ``launch`` returns without waiting for the gateways, which report ready
+    #: with a ``gateway_ready`` event and are controlled through per-gateway queues
+    #: (cloud VMs); False: ``launch`` returns once each gateway accepts control calls
+    ready_via_events: bool
 
     def ensure_network(self, region: str) -> None:
         """Create (or find) the skyhop network and firewall of ``region``."""
@@ -51,6 +54,44 @@ class ComputeProvider(Protocol):
         ...
 
 
+@runtime_checkable
+class FirewallRules(Protocol):
+    """Optional: a provider that lists the firewall rules it made, by job (to name
+    leftovers, and for the reaper to revoke those of finished jobs: a revoke that
+    failed leaves rules no gateway listing finds)."""
+
+    def rules(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The rules of one job (or of every job) in the regions it knows, each a
+        dict with at least ``job`` (the job it was made for)."""
+        ...
+
+    def firewall_jobs(self) -> set[str]:
+        """Every job that still has firewall rules (or per-job firewall resources)."""
+        ...
+
+
+@runtime_checkable
+class ChecksCredentials(Protocol):
+    """Optional: a provider that can tell, before launching anything, whether its
+    cloud's credentials work."""
+
+    def check_credentials(self) -> str:
+        """Who the credentials belong to; AccessError when there are none that work."""
+        ...
+
+
+@runtime_checkable
+class PowersOff(Protocol):
+    """Optional: a provider whose gateway VMs power themselves off after a clean exit
+    (:func:`skyhop.compute.startup.runner_script`) and that can tell which still run.
+    Teardown waits for the gateways it told to shut down to be off before it
+    terminates them, so none is cut off in the middle of its own shutdown."""
+
+    def running(self, job_id: str) -> set[str]:
+        """The gateway ids of ``job_id`` whose VMs are still starting or running."""
+        ...
+
+
 _REGISTRY: dict[str, str] = {
     "local": "skyhop.compute.local:LocalComputeProvider",
     "aws": "skyhop.compute.ec2:EC2ComputeProvider",
@@ -64,6 +105,5 @@ def open_provider(name: str, **kwargs: object) -> ComputeProvider:
     target = _REGISTRY.get(name)
     if target is None:
         raise UsageError(f"unknown compute provider {name!r}: use one of {', '.join(_REGISTRY)}")
-    module_name, _, cls_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    return getattr(module, cls_name)(**kwargs)
+    provider: ComputeProvider = resolve(target, f"compute provider {name!r}")(**kwargs)
+    return provider

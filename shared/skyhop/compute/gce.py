@@ -13,7 +13,10 @@ job (``skyhop-JOB``):
   TCP on the control ports from the control plane's ranges, which must reach
   the gateways' control API (mutual TLS and a bearer token guard it too).
 
-:meth:`revoke` deletes both; other jobs' rules stay.
+:meth:`revoke` deletes both (each even when the other fails); other jobs' rules
+stay. A failed launch deletes the control rule it made. :meth:`rules` and
+:meth:`firewall_jobs` find rules by the job their description names, so the
+reaper removes what a failed revoke left. ``control_cidrs`` are a /16 at most.
 
 Instances carry the labels ``skyhop-job``, ``skyhop-gateway`` and
 ``skyhop-role``, the tags ``skyhop`` and ``skyhop-JOB``, and two metadata
@@ -27,27 +30,48 @@ read it, so give destinations a wrapped key in shared projects.
 :meth:`launch` returns once every instance is RUNNING with an external address
 and its control API answers (``ready_probe``; tests replace it).
 
+Each gateway role runs as its own service account (``service_accounts``: role ->
+email; two roles may not share one), so a relay's VM holds no grant a source's or
+destination's has: what each account may do is the project's IAM (not made here).
+
 Credentials are Application Default Credentials unless ``credentials`` is
-given; ``api_endpoint`` points the client elsewhere (tests use a local fake of
-the Compute REST API, since no emulator exists).
+given (``"anonymous"`` for an endpoint that wants none); ``api_endpoint`` points
+the client elsewhere (tests use a local fake of the Compute REST API, since no
+emulator exists). ``ready_via_events=False`` (the CLI's ``--gateways cloud``)
+needs ``control_cidrs``: the control plane then calls the gateways' control API
+itself instead of waiting for events.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import google.auth
 from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exc
+from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import compute_v1
 
+from skyhop.cleanup import Cleanup, each
+from skyhop.clouds import gcp
 from skyhop.compute import startup
-from skyhop.errors import AccessError, GatewayError, NotFoundError, SkyhopError, UsageError
+from skyhop.compute.package import GatewayPackage
+from skyhop.errors import (
+    AccessError,
+    GatewayError,
+    NotFoundError,
+    SkyhopError,
+    UsageError,
+    first_line,
+    translated,
+)
 from skyhop.models import GatewayConfig, GatewayRole, GatewaySpec
 
 DEFAULT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
@@ -56,6 +80,7 @@ RULE_PRIORITY = 1000
 CONFIG_KEY = "skyhop-gateway-config"
 
 T = TypeVar("T")
+_RULE_JOB = re.compile(r"skyhop job (\S+): ")  # what _put_rule writes in a rule's description
 ReadyProbe = Callable[[GatewaySpec, GatewayConfig], bool]
 
 
@@ -63,7 +88,13 @@ class GCEComputeProvider:
     """The ComputeProvider for Google Compute Engine."""
 
     name = "gcp"
-    ready_via_events = True  # gateway_ready events and control queues (see compute.base)
+    #: a VM: launched over HTTPS control, it gets a boot configuration and enrols
+    #: (its secrets come over mutual TLS, never in user data or metadata)
+    enrols = True
+    #: True (a deployed control plane): gateway_ready events and control queues (see
+    #: compute.base); False (the CLI's ``--gateways cloud``): the control port opens to
+    #: ``control_cidrs`` and ``launch`` returns once each gateway's control API answers
+    ready_via_events: bool = True
 
     def __init__(
         self,
@@ -73,15 +104,17 @@ class GCEComputeProvider:
         machine_type: str = DEFAULT_MACHINE_TYPE,
         image: str = DEFAULT_IMAGE,
         disk_gb: int = 20,
-        package_spec: str = "skyhop[gcp]",
+        package_spec: GatewayPackage | Mapping[str, object] | str | None = None,
         control_cidrs: list[str] | None = None,
-        service_account: str | None = None,
+        service_accounts: Mapping[str, str] | None = None,
         credentials: Any = None,
         api_endpoint: str | None = None,
         ready_timeout: float = 900.0,
         poll_interval: float = 5.0,
         ready_probe: ReadyProbe | None = None,
+        ready_via_events: bool = True,
     ) -> None:
+        self.ready_via_events = ready_via_events
         self.project = (
             project or os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ.get("GCLOUD_PROJECT")
         )
@@ -91,16 +124,25 @@ class GCEComputeProvider:
         self.machine_type = machine_type
         self.image = image
         self.disk_gb = disk_gb
-        self.package_spec = package_spec
+        #: what the VMs install: skyhop's wheel and its SHA-256, or this version pinned
+        self.package_spec = startup.gateway_package(package_spec, "gcp")
         if control_cidrs is None:
             raw = os.environ.get("SKYHOP_CONTROL_CIDRS", "")
             control_cidrs = [c for c in raw.split(",") if c.strip()]
         self.control_cidrs = startup.check_cidrs(control_cidrs)
-        self.service_account = service_account
+        if not ready_via_events and not self.control_cidrs:
+            raise UsageError(
+                "gateways controlled over their HTTPS API need the control plane's address "
+                "(control_cidrs) to open their control port to"
+            )
+        #: gateway role -> the service account its VMs run as (each role its own)
+        self.service_accounts = startup.own_identities("service_accounts", service_accounts)
         self.ready_timeout = ready_timeout
         self.poll_interval = poll_interval
         self.ready_probe = ready_probe or startup.control_api_probe
         self._client_kwargs: dict[str, Any] = {}
+        if credentials == "anonymous":  # an endpoint that asks for none (a local fake)
+            credentials = AnonymousCredentials()
         if credentials is not None:
             self._client_kwargs["credentials"] = credentials
         if api_endpoint is not None:
@@ -281,16 +323,64 @@ class GCEComputeProvider:
         )
 
     def revoke(self, job_id: str) -> None:
+        """Delete the job's data and control rules; both are tried even when one
+        fails (the first failure is raised after)."""
+        each(
+            [self.rule_name(job_id), self.rule_name(job_id, "-ctl")],
+            self._delete_rule,
+            f"closing the firewall of job {job_id}",
+        )
+
+    def _delete_rule(self, name: str) -> None:
         firewalls = self._client("FirewallsClient")
-        for name in (self.rule_name(job_id), self.rule_name(job_id, "-ctl")):
-            what = f"delete firewall rule {name}"
-            try:
-                op = _call(
-                    lambda name=name: firewalls.delete(project=self.project, firewall=name), what
-                )
-                self._wait(op, what)
-            except NotFoundError:
-                pass
+        what = f"delete firewall rule {name}"
+        try:
+            op = _call(lambda: firewalls.delete(project=self.project, firewall=name), what)
+            self._wait(op, what)
+        except NotFoundError:
+            pass
+
+    def rules(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """The skyhop firewall rules of the network (of one job, or of every job):
+        ``name``, ``job`` (from the rule's description), ``ports`` and ``sources``."""
+        pager = _call(
+            lambda: self._client("FirewallsClient").list(project=self.project),
+            "list firewall rules",
+        )
+        out = []
+        for rule in _call(lambda: list(pager), "list firewall rules"):
+            if not rule.network.endswith(f"/networks/{self.network}"):
+                continue
+            found = _RULE_JOB.match(rule.description or "")
+            if found is None or (job_id is not None and found.group(1) != job_id):
+                continue
+            out.append(
+                {
+                    "name": rule.name,
+                    "job": found.group(1),
+                    "ports": [p for a in rule.allowed for p in a.ports],
+                    "sources": list(rule.source_ranges),
+                }
+            )
+        return sorted(out, key=lambda r: r["name"])
+
+    def firewall_jobs(self) -> set[str]:
+        """The jobs that still have firewall rules (for the reaper)."""
+        return {r["job"] for r in self.rules()}
+
+    def check_credentials(self) -> str:
+        """Who launches: the credentials given, else Application Default Credentials
+        (an AccessError naming what is missing before anything is launched)."""
+        if "credentials" in self._client_kwargs:
+            return f"the given credentials (project {self.project})"
+        try:
+            credentials, _ = google.auth.default()
+        except DefaultCredentialsError as exc:
+            raise AccessError(
+                f"checking the Google Cloud credentials: {first_line(exc, limit=200)}"
+            ) from None
+        who = getattr(credentials, "service_account_email", None) or "application default"
+        return f"{who} (project {self.project})"
 
     # ------------------------------------------------------------ instances
 
@@ -304,15 +394,18 @@ class GCEComputeProvider:
         placements = [self.region_zone(cfg.region) for cfg in prepared]
         for region_name, _ in dict.fromkeys(placements):
             self.ensure_network(region_name)
-        created: list[tuple[str, str]] = []
-        try:
+        created: list[tuple[str, str]] = []  # (zone, name), deleted together on failure
+        with Cleanup("launching GCE gateways") as undo:
+            undo.add(self._delete_instances, created)
             jobs = sorted({cfg.job_id for cfg in prepared})
             if self.control_cidrs:
                 for job_id in jobs:
                     cfgs = [c for c in prepared if c.job_id == job_id]
+                    name = self.rule_name(job_id, "-ctl")
+                    undo.add(self._delete_rule, name)  # a failed launch leaves no rule
                     self._put_rule(
                         job_id,
-                        self.rule_name(job_id, "-ctl"),
+                        name,
                         startup.control_ports(cfgs),
                         self.control_cidrs,
                         "control API, from the control plane",
@@ -343,9 +436,6 @@ class GCEComputeProvider:
                         [(cfg, zone) for cfg, (_, zone) in zip(prepared, placements, strict=True)],
                     )
                 )
-        except BaseException:
-            self._delete_instances(created)
-            raise
 
     def _instance(self, cfg: GatewayConfig, region: str, zone: str) -> compute_v1.Instance:
         fetch = (
@@ -397,10 +487,11 @@ class GCEComputeProvider:
             ],
             description=f"skyhop gateway {cfg.gateway_id} of job {cfg.job_id}",
         )
-        if self.service_account:
+        account = self.service_accounts.get(cfg.role.value)
+        if account:
             body.service_accounts = [
                 compute_v1.ServiceAccount(
-                    email=self.service_account,
+                    email=account,
                     scopes=["https://www.googleapis.com/auth/cloud-platform"],
                 )
             ]
@@ -468,6 +559,16 @@ class GCEComputeProvider:
     def terminate(self, job_id: str) -> None:
         self._delete_instances([(zone, inst.name) for zone, inst in self._instances(job_id)])
 
+    def running(self, job_id: str) -> set[str]:
+        """Gateway ids of the job whose instances are starting or running (a gateway
+        that exits cleanly powers its VM off: TERMINATED, until deleted)."""
+        found = set()
+        for _, inst in self._instances(job_id):
+            if inst.status in ("PROVISIONING", "STAGING", "RUNNING"):
+                meta = {item.key: item.value for item in inst.metadata.items}
+                found.add(meta["skyhop-gateway-id"])
+        return found
+
     def _delete_instances(self, names: list[tuple[str, str]]) -> None:
         instances = self._client("InstancesClient")
         ops = []
@@ -526,25 +627,16 @@ class _Conflict(GatewayError):
 
 
 def _call(fn: Callable[[], T], what: str) -> T:
-    try:
-        return fn()
-    except SkyhopError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified below, never leaked
-        raise _classify(exc, what) from None
+    return translated(fn, what, _classify)
 
 
 def _classify(exc: Exception, what: str) -> SkyhopError:
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    detail = str(message).strip().splitlines()[0][:300] if str(message).strip() else ""
+    detail = gcp.short(exc)
     if isinstance(exc, gexc.Conflict):
         return _Conflict(f"{what}: already exists")
-    if isinstance(exc, gexc.NotFound):
-        return NotFoundError(f"{what}: not found ({detail})")
-    if isinstance(exc, gexc.Unauthorized | gexc.Forbidden | gexc.PermissionDenied):
-        return AccessError(f"{what}: access denied ({detail})")
-    if isinstance(exc, auth_exc.GoogleAuthError):
-        return AccessError(f"{what}: no usable Google credentials ({detail})")
+    found = gcp.known(exc, what)
+    if found is not None:
+        return found
     if isinstance(exc, gexc.BadRequest):
         return GatewayError(f"{what}: rejected ({detail})")
-    return GatewayError(f"{what}: {detail or type(exc).__name__}")
+    return GatewayError(f"{what}: {detail}")

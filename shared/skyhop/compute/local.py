@@ -37,9 +37,11 @@ from pathlib import Path
 from queue import Queue
 from typing import IO, Any
 
+from skyhop.cleanup import Cleanup
 from skyhop.config import jobs_dir
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewaySpec
+from skyhop.processes import pid_alive
 
 READY_TIMEOUT = 30.0
 SHUTDOWN_GRACE = 5.0
@@ -134,15 +136,13 @@ class LocalComputeProvider:
         if len(set(ids)) != len(ids):
             raise UsageError("gateway ids must be unique within a launch")
         started: list[_Running] = []
-        try:
+        with Cleanup("launching local gateways") as undo:
             for cfg in configs:
-                started.append(self._start(cfg))
+                running = self._start(cfg)
+                undo.add(_remove, running.config_path)
+                undo.add(_stop_process, running.proc, quick=True)
+                started.append(running)
             specs = [self._await_ready(r, time.monotonic() + self.ready_timeout) for r in started]
-        except BaseException:
-            for r in started:
-                _stop_process(r.proc, quick=True)
-                _remove(r.config_path)
-            raise
         with self._lock:
             for r in started:
                 self._running.setdefault(r.spec.job_id, {})[r.spec.gateway_id] = r
@@ -165,7 +165,7 @@ class LocalComputeProvider:
             return dict(self._allowed.get(job_id, {}))
 
     def terminate(self, job_id: str) -> None:
-        """POST /v1/shutdown to each gateway, then SIGTERM, then SIGKILL; reap all."""
+        """SIGTERM each gateway (it stops as a shutdown call would), then SIGKILL; reap all."""
         with self._lock:
             running = list(self._running.pop(job_id, {}).values())
         threads = [
@@ -255,9 +255,11 @@ class LocalComputeProvider:
             ready = json.loads(line) if line else None
         except ValueError:
             ready = None
+        # a queue-controlled gateway says it is enrolling (over its queues) instead:
+        # its ports come in its gateway_ready event
         if (
             not isinstance(ready, dict)
-            or ready.get("ready") is not True
+            or (ready.get("ready") is not True and ready.get("enrolling") is not True)
             or ready.get("gateway_id") != gid
         ):
             if timed_out:
@@ -273,34 +275,15 @@ class LocalComputeProvider:
             raise GatewayError(f"gateway {gid} {why}: {_tail(r.log_path)}")
         r.spec = r.spec.model_copy(
             update={
-                "data_port": int(ready["data_port"]),
-                "control_port": int(ready["control_port"]),
+                "data_port": int(ready.get("data_port", 0)),
+                "control_port": int(ready.get("control_port", 0)),
             }
         )
         return r.spec
 
     def _terminate_one(self, r: _Running) -> None:
-        if r.proc.poll() is None:
-            try:
-                from skyhop.gateway_api import GatewayClient
-
-                client = GatewayClient(
-                    r.spec.host,
-                    r.spec.control_port,
-                    r.spec.gateway_id,
-                    r.config.ca_cert_pem,
-                    r.config.control_token,
-                    r.config.cert_pem,
-                    r.config.key_pem,
-                    timeout=2.0,
-                )
-                client.shutdown()
-            except GatewayError:
-                pass
-            try:
-                r.proc.wait(SHUTDOWN_GRACE)
-            except subprocess.TimeoutExpired:
-                pass
+        # SIGTERM: the gateway stops as a shutdown call would stop it (its control API
+        # takes only the control plane's certificate, which this provider never holds)
         _stop_process(r.proc, quick=False)
         _remove(r.config_path)
 
@@ -335,6 +318,31 @@ def _child_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([*existing, *sorted(roots - set(existing))])
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def sweep_stale_secrets() -> int:
+    """Remove the gateway configurations (each holds key material) under
+    ``jobs_dir()`` whose launching process is gone: a CLI killed with SIGKILL
+    never removed them. A live launcher's files are never touched. Returns how
+    many files were removed."""
+    removed = 0
+    for job_dir in jobs_dir().iterdir():
+        if job_dir.is_symlink() or not job_dir.is_dir():
+            continue
+        for path in job_dir.iterdir():
+            if not (path.name.endswith(".json") or path.name.endswith(".json.tmp")):
+                continue
+            try:
+                parent = json.loads(path.read_text()).get("parent_pid")
+            except (OSError, ValueError, AttributeError):
+                parent = None  # unreadable or half written: its writer's pid is unknown
+            if isinstance(parent, int) and parent > 0 and pid_alive(parent):
+                continue
+            if not isinstance(parent, int) and time.time() - path.stat().st_mtime < 60:
+                continue  # being written right now
+            _remove(path)
+            removed += 1
+    return removed
 
 
 def _write_private(path: Path, text: str) -> None:

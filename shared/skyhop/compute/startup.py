@@ -1,7 +1,13 @@
 """What every cloud gateway VM runs at boot, and how its configuration is adapted.
 
+A VM gateway launched over HTTPS control (``provision.launch``) carries a boot
+configuration (:func:`skyhop.enrolment.boot_config`): no private key, token,
+data key or storage credential, only public material and a one-time enrolment
+token; its secrets come over mutual TLS once it is up (:mod:`gateway_vm.enrol`).
+
 Cloud providers (GCE, Azure, ...) hand a VM a shell script that installs skyhop
-in a virtualenv and starts ``python -m gateway_vm --config PATH`` as a systemd
+in a virtualenv (this control plane's own wheel, checked against its SHA-256, or
+at least its exact version: :mod:`skyhop.compute.package`) and starts ``python -m gateway_vm --config PATH`` as a systemd
 unit. Only how the configuration reaches the VM differs per cloud (a metadata
 attribute on GCE, custom data on Azure); the caller passes the shell command
 that writes it to ``$CONFIG``.
@@ -12,9 +18,14 @@ from __future__ import annotations
 import ipaddress
 import re
 import shlex
+import socket
+import ssl
+from collections.abc import Mapping
 
-from skyhop.errors import GatewayError, SkyhopError, UsageError
-from skyhop.models import GatewayConfig, GatewaySpec
+from skyhop.compute.package import GatewayPackage
+from skyhop.compute.package import version as package_version
+from skyhop.errors import GatewayError, UsageError, first_line
+from skyhop.models import GatewayConfig, GatewayRole, GatewaySpec
 
 DATA_PORT = 7400
 CONTROL_PORT = 7401
@@ -34,11 +45,47 @@ def vm_config(cfg: GatewayConfig) -> GatewayConfig:
     )
 
 
-def startup_script(write_config: str, package_spec: str) -> str:
+#: a pip requirement the boot script may install from an index: pinned to one version
+_PINNED = re.compile(r"^skyhop(\[[a-z0-9,]+\])?==[0-9][0-9A-Za-z.+!-]*$")
+DIST_DIR = "/opt/skyhop/dist"
+
+
+def install_commands(package: GatewayPackage | str) -> str:
+    """The boot script's install step. A :class:`~skyhop.compute.package.GatewayPackage`:
+    download the wheel, refuse it unless its SHA-256 is the one given, install it with
+    ``--require-hashes --no-deps``, then its dependencies at the control plane's own
+    versions. A string: a pip requirement pinned to one version (``skyhop[gcp]==0.1.0``);
+    an unpinned one (whatever the index calls skyhop that day) is refused."""
+    if isinstance(package, str):
+        spec = package.strip()
+        if not _PINNED.match(spec):
+            raise UsageError(
+                f"gateway package {package!r} is not pinned: give skyhop's wheel "
+                "(GatewayPackage: URL and SHA-256) or an exact version, skyhop[extra]==VERSION"
+            )
+        return f"/opt/skyhop/bin/pip install -q {shlex.quote(spec)}\n"
+    wheel = f"{DIST_DIR}/{package.filename}"
+    requirement = f"skyhop @ file://{wheel} --hash=sha256:{package.sha256}"
+    deps = " ".join(shlex.quote(r) for r in package.requirements)
+    lines = [
+        f"mkdir -p {DIST_DIR}",
+        f"curl -fsS --retry 5 --retry-connrefused -o {shlex.quote(wheel)} "
+        f"{shlex.quote(package.url)}",
+        f"echo {shlex.quote(package.sha256 + '  ' + wheel)} | sha256sum -c --quiet - || "
+        '{ echo "skyhop: the gateway wheel does not match its SHA-256; not installing" >&2; '
+        "exit 1; }",
+        f"echo {shlex.quote(requirement)} > {DIST_DIR}/requirements.txt",
+        f"/opt/skyhop/bin/pip install -q --no-deps --require-hashes -r {DIST_DIR}/requirements.txt",
+    ]
+    if deps:
+        lines.append(f"/opt/skyhop/bin/pip install -q {deps}")
+    return "\n".join(lines) + "\n"
+
+
+def startup_script(write_config: str, package: GatewayPackage | str) -> str:
     """A boot script: write the config with ``write_config`` (a shell command that writes
-    ``$CONFIG``), install ``package_spec`` (a pip requirement) and start the gateway."""
-    if not package_spec.strip():
-        raise UsageError("empty package spec for the gateway VMs")
+    ``$CONFIG``), install skyhop (:func:`install_commands`) and start the gateway."""
+    install = install_commands(package)
     return f"""#!/bin/bash
 # skyhop gateway bootstrap
 set -euo pipefail
@@ -52,14 +99,37 @@ if ! command -v python3 >/dev/null || ! python3 -m venv --help >/dev/null 2>&1; 
   apt-get update -qq && apt-get install -y -qq python3-venv python3-pip
 fi
 test -x /opt/skyhop/bin/python || python3 -m venv /opt/skyhop
-/opt/skyhop/bin/pip install -q --upgrade pip
-/opt/skyhop/bin/pip install -q {shlex.quote(package_spec)}
-cat > {RUNNER_PATH} <<'SKYHOP_RUNNER'
+{install}cat > {RUNNER_PATH} <<'SKYHOP_RUNNER'
 {runner_script()}SKYHOP_RUNNER
 chmod 700 {RUNNER_PATH}
 systemctl stop skyhop-gateway 2>/dev/null || true
 systemd-run --unit skyhop-gateway --property=Restart=on-failure {RUNNER_PATH}
 """
+
+
+def gateway_package(
+    given: GatewayPackage | Mapping[str, object] | str | None, extra: str | None = None
+) -> GatewayPackage | str:
+    """What a provider's VMs install: the package it was given (a mapping, from a
+    JSON options variable, is read as a GatewayPackage), else :func:`default_spec`.
+    Checked now, so a bad one fails before anything launches."""
+    if given is None:
+        return default_spec(extra)
+    if isinstance(given, GatewayPackage):
+        return given
+    if isinstance(given, str):
+        install_commands(given)
+        return given.strip()
+    try:
+        return GatewayPackage.model_validate(dict(given))
+    except ValueError as exc:
+        raise UsageError(f"gateway package: {first_line(exc)}") from None
+
+
+def default_spec(extra: str | None = None) -> str:
+    """This control plane's own version of skyhop (with ``extra``), as a pinned pip
+    requirement: what a provider installs when it is given no wheel."""
+    return f"skyhop{f'[{extra}]' if extra else ''}=={package_version()}"
 
 
 def runner_script(python: str = "/opt/skyhop/bin/python", config: str = CONFIG_PATH) -> str:
@@ -102,14 +172,28 @@ def control_ports(gateways: list[GatewaySpec] | list[GatewayConfig]) -> list[int
     return sorted({g.control_port or CONTROL_PORT for g in gateways})
 
 
+#: the widest control range a provider accepts, by IP version: a control port is
+#: for the control plane's own addresses, never for a whole network (let alone /0)
+WIDEST_CONTROL_PREFIX = {4: 16, 6: 48}
+
+
 def check_cidrs(cidrs: list[str]) -> list[str]:
-    """Validated, normalised CIDRs (UsageError naming a bad one)."""
+    """Validated, normalised control CIDRs (UsageError naming a bad one): a range
+    wider than a /16 (IPv6: /48), ``0.0.0.0/0`` and ``::/0`` above all, is refused."""
     out = []
     for cidr in cidrs:
         try:
-            out.append(str(ipaddress.ip_network(cidr.strip(), strict=False)))
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError:
             raise UsageError(f"not a CIDR range: {cidr!r}") from None
+        widest = WIDEST_CONTROL_PREFIX[network.version]
+        if network.prefixlen < widest:
+            raise UsageError(
+                f"control CIDR {cidr.strip()} is too wide (it would open the gateways' "
+                f"control port to a whole network): give the control plane's own "
+                f"addresses, /{widest} at most"
+            )
+        out.append(str(network))
     return sorted(set(out))
 
 
@@ -127,21 +211,60 @@ def cloud_name(text: str, *, prefix: str = "skyhop-", limit: int = 63) -> str:
 
 
 def control_api_probe(spec: GatewaySpec, cfg: GatewayConfig) -> bool:
-    """True once the gateway's control API answers a status call."""
-    from skyhop.gateway_api import GatewayClient
+    """True once the gateway's control API answers over the job's mutual TLS (its
+    certificate checked against its gateway id). The probe presents the gateway's
+    own certificate, which the control API refuses (only the control plane's is
+    accepted): any HTTP answer means it is up."""
+    import http.client
 
-    client = GatewayClient(
-        spec.host,
-        spec.control_port,
-        spec.gateway_id,
-        cfg.ca_cert_pem,
-        cfg.control_token,
-        cfg.cert_pem,
-        cfg.key_pem,
-        timeout=5.0,
-    )
+    from skyhop.crypto import client_context
+
+    if cfg.enrol_token:  # a boot configuration: up once its enrolment server speaks TLS
+        return _speaks_tls(spec)
     try:
-        client.status()
-    except SkyhopError:
+        ctx = client_context(cfg.ca_cert_pem, cfg.cert_pem, cfg.key_pem)
+        raw = socket.create_connection((spec.host, spec.control_port), timeout=5.0)
+        with raw, ctx.wrap_socket(raw, server_hostname=spec.gateway_id) as tls:
+            conn = http.client.HTTPConnection(spec.host, spec.control_port, timeout=5.0)
+            conn.sock = tls
+            conn.request("GET", "/v1/status")
+            return conn.getresponse().status > 0
+    except (OSError, ssl.SSLError, http.client.HTTPException, ValueError):
         return False
-    return True
+
+
+def own_identities(what: str, identities: Mapping[str, str] | None) -> dict[str, str]:
+    """Gateway role -> cloud identity (an instance profile, service account, managed
+    identity), refused when two roles share one: each gateway role has its own (a
+    relay none of the storage access of a source or destination, a source none of a
+    destination's writes)."""
+    out = dict(identities or {})
+    unknown = sorted(set(out) - {r.value for r in GatewayRole})
+    if unknown:
+        raise UsageError(
+            f"{what}: {unknown[0]!r} is not a gateway role (source, relay, destination)"
+        )
+    seen: dict[str, str] = {}
+    for role, identity in sorted(out.items()):
+        if identity in seen:
+            raise UsageError(
+                f"{what}: the {seen[identity]} and {role} gateways share the identity "
+                f"{identity}: give each gateway role its own"
+            )
+        seen[identity] = role
+    return out
+
+
+def _speaks_tls(spec: GatewaySpec) -> bool:
+    """True when a TLS 1.3 handshake with the gateway's control port completes (an
+    enrolling gateway's certificate is self-signed: its key is not certified yet)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # nothing is sent: only whether it answers
+    try:
+        raw = socket.create_connection((spec.host, spec.control_port), timeout=5.0)
+        with raw, ctx.wrap_socket(raw):
+            return True
+    except (OSError, ssl.SSLError):
+        return False

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from skyhop.errors import AccessError
 from skyhop.stores.base import DelimitedLister, ObjectInfo, ObjectStore, capabilities
 
 T = TypeVar("T")
@@ -51,19 +52,23 @@ class _PrefixListing:
         self.cancelled = threading.Event()
 
     def run(self) -> None:
+        buf: list[ObjectInfo] = []
         try:
-            buf: list[ObjectInfo] = []
             for info in self.store.list(self.prefix):
                 buf.append(info)
                 if len(buf) >= self.batch:
                     if not self._put(buf):
                         return
                     buf = []
-            if buf and not self._put(buf):
-                return
-            self._put(_END)
+        except AccessError as exc:
+            # a prefix below the listing's own that cannot be listed fails alone
+            buf.append(unlisted(self.prefix, exc))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             self._put(exc)
+            return
+        if buf and not self._put(buf):
+            return
+        self._put(_END)
 
     def _put(self, item: object) -> bool:
         while not self.cancelled.is_set():
@@ -84,6 +89,12 @@ class _PrefixListing:
             yield from item  # type: ignore[misc]
 
 
+def unlisted(prefix: str, exc: BaseException) -> ObjectInfo:
+    """The listing's entry for a prefix below it that could not be listed: it fails
+    alone, with the reason (``ObjectInfo.error``)."""
+    return ObjectInfo(key=prefix, size=0, error=str(exc) or type(exc).__name__)
+
+
 def _segments(
     store: DelimitedLister, prefix: str, depth: int, fanout: int, read_ahead: int
 ) -> Iterator[ObjectInfo | str]:
@@ -101,7 +112,10 @@ def _segments(
     def release(entries: list[ObjectInfo | str]) -> Iterator[ObjectInfo | str]:
         for entry in entries:
             if isinstance(entry, str) and descend:
-                yield from _segments(store, entry, depth - 1, fanout, read_ahead)
+                try:
+                    yield from _segments(store, entry, depth - 1, fanout, read_ahead)
+                except AccessError as exc:  # a prefix below that cannot be listed
+                    yield unlisted(entry, exc)
             else:
                 yield entry
 
@@ -273,6 +287,22 @@ def ordered_map(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def refreshed(store: ObjectStore, info: ObjectInfo) -> ObjectInfo:
+    """``info`` with what only a HEAD tells (metadata, and the modification time kept
+    in it) where the store's listing leaves it out (S3); a key gone or rewritten
+    since it was listed keeps its listing (the pinned read will say so)."""
+    found = store.head(info.key)
+    if found is None or found.etag != info.etag:
+        return info
+    return info.model_copy(
+        update={
+            "meta": found.meta,
+            "mtime": found.mtime,
+            "mtime_precision": found.mtime_precision,
+        }
+    )
+
+
 def with_meta(
     store: ObjectStore, infos: Iterable[ObjectInfo], *, workers: int = 16
 ) -> Iterator[ObjectInfo]:
@@ -283,9 +313,6 @@ def with_meta(
         return
 
     def head(info: ObjectInfo) -> ObjectInfo:
-        found = store.head(info.key)
-        if found is None or found.etag != info.etag:
-            return info  # gone or rewritten since listed: the pinned read will say so
-        return info.model_copy(update={"meta": found.meta})
+        return refreshed(store, info)
 
     yield from ordered_map(head, infos, needs=lambda i: i.meta is None, workers=workers)

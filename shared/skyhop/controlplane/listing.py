@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from skyhop.controlplane.filters import Filter, matches
 from skyhop.errors import NotFoundError, UsageError
-from skyhop.models import Chunk, ObjectEntry, ReplicationRule, TransferOptions, plan_parts
+from skyhop.models import (
+    Chunk,
+    ChunkState,
+    ObjectEntry,
+    ObjectState,
+    ReplicationRule,
+    TransferOptions,
+    plan_parts,
+)
 from skyhop.stores.base import ObjectInfo, ObjectMeta, ObjectStore
 from skyhop.uri import StoreURI
 
@@ -23,6 +31,8 @@ __all__ = [
     "SourceSelection",
     "carried_meta",
     "entries",
+    "fail_entry",
+    "failed_entry",
     "make_entry",
     "matches",
     "select",
@@ -124,9 +134,11 @@ def entries(
             dst_key = selection.single_dst_key or ""
         else:
             rel = info.key[len(selection.src_prefix) :]
-            if not rel or rel.endswith("/"):
+            if info.error is not None and rel:
+                pass  # a folder or file that could not be read: it fails, filters or not
+            elif not rel or rel.endswith("/"):
                 continue  # directory markers
-            if not selected.accepts(rel, info):
+            elif not selected.accepts(rel, info):
                 continue
             dst_key = selection.dst_prefix + rel
         entry, chunks = make_entry(job_id, object_id, chunk_id, info, dst_key, options)
@@ -143,7 +155,11 @@ def make_entry(
     dst_key: str,
     options: TransferOptions,
 ) -> tuple[ObjectEntry, list[Chunk]]:
-    """One object of a job and its chunks, numbered from ``first_chunk_id``."""
+    """One object of a job and its chunks, numbered from ``first_chunk_id``. A part
+    of the listing that could not be read (``info.error``) is an object failed at
+    once, with the reason, so the rest of the job goes on."""
+    if info.error is not None:
+        return failed_entry(job_id, object_id, first_chunk_id, info.key, dst_key, info.error)
     part, n_chunks, multipart = plan_parts(
         info.size, options.chunk_size, options.multipart_threshold
     )
@@ -160,7 +176,7 @@ def make_entry(
         n_chunks=n_chunks,
         multipart=multipart,
         src_checksums=dict(info.checksums),
-        meta=carried_meta(info.meta, options),
+        meta=carried_meta(info.meta, options, info.mtime),
     )
     chunks = [
         Chunk(
@@ -176,16 +192,61 @@ def make_entry(
     return entry, chunks
 
 
+def failed_entry(
+    job_id: str, object_id: int, chunk_id: int, src_key: str, dst_key: str, reason: str
+) -> tuple[ObjectEntry, list[Chunk]]:
+    """An object that fails before anything is sent (its folder cannot be listed, its
+    upload cannot start): one empty chunk, failed too, so the job's counts add up."""
+    entry = ObjectEntry(
+        job_id=job_id,
+        object_id=object_id,
+        src_key=src_key,
+        dst_key=dst_key,
+        size=0,
+        chunk_size=1,
+        n_chunks=1,
+        state=ObjectState.FAILED,
+        error=reason,
+    )
+    chunk = Chunk(
+        job_id=job_id,
+        chunk_id=chunk_id,
+        object_id=object_id,
+        index=0,
+        offset=0,
+        length=0,
+        state=ChunkState.FAILED,
+        error=reason,
+    )
+    return entry, [chunk]
+
+
+def fail_entry(entry: ObjectEntry, chunks: list[Chunk], reason: str) -> None:
+    """Fail an object (and its chunks) still being listed, with ``reason``."""
+    entry.state = ObjectState.FAILED
+    entry.error = reason
+    entry.upload_id = None
+    for chunk in chunks:
+        chunk.state = ChunkState.FAILED
+        chunk.error = reason
+
+
 def carried_meta(
-    meta: ObjectMeta | None, options: TransferOptions | ReplicationRule
+    meta: ObjectMeta | None,
+    options: TransferOptions | ReplicationRule,
+    mtime: float | None = None,
 ) -> ObjectMeta | None:
     """The metadata written at the destination: content type and encoding, cache
-    control and user metadata as the source has them; the storage class only
-    when the request sets one (a class of one cloud means nothing in another)."""
+    control and user metadata as the source has them, the source's modification
+    time (``mtime``, kept so that ``sync`` can compare it for equality); the
+    storage class only when the request sets one (a class of one cloud means
+    nothing in another)."""
     storage_class = options.storage_class
     if meta is None:
-        return ObjectMeta(storage_class=storage_class) if storage_class else None
-    return meta.model_copy(update={"storage_class": storage_class})
+        if storage_class is None and mtime is None:
+            return None
+        return ObjectMeta(storage_class=storage_class, mtime=mtime)
+    return meta.model_copy(update={"storage_class": storage_class, "mtime": mtime})
 
 
 def _join(prefix: str, name: str) -> str:
@@ -196,7 +257,7 @@ def _join(prefix: str, name: str) -> str:
 
 def _first(it: Iterator[ObjectInfo]) -> ObjectInfo | None:
     for item in it:
-        if item.key.endswith("/") and item.size == 0:
+        if item.key.endswith("/") and item.size == 0 and item.error is None:
             continue  # directory marker objects
         return item
     return None

@@ -49,9 +49,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
-from skyhop.config import reports_dir
+from skyhop.config import private_opener, reports_dir
 from skyhop.models import (
+    DIRECT,
     ChunkState,
+    Encryption,
     Job,
     JobReport,
     ObjectReport,
@@ -84,12 +86,21 @@ def build_report(
         failures += [f"missing at destination: {k}" for k in summary.missing]
         failures += [f"size mismatch: {k}" for k in summary.size_mismatches]
         failures += [f"checksum mismatch: {k}" for k in summary.checksum_mismatches]
-    resent = sum(
-        max(0, c.attempts - 1)
-        for c in manifest.iter_chunks(job.job_id, {ChunkState.VERIFIED, ChunkState.FAILED})
-    )
+    resent = after_failure = 0
+    for c in manifest.iter_chunks(job.job_id, {ChunkState.VERIFIED, ChunkState.FAILED}):
+        extra = max(0, c.attempts - 1)
+        resent += extra
+        after_failure += min(c.failures, extra)
     if job.sync is not None and job.sync.deletes_skipped:
         failures.append(f"deletes not run: {job.sync.deletes_skipped}")
+    direct = job.runtime is not None and job.runtime.compute == DIRECT
+    src_scheme, dst_scheme = job.request.source_uri.scheme, job.request.destination_uri.scheme
+    # only a direct copy between buckets of one cloud may have been done by the store
+    same_cloud = direct and src_scheme == dst_scheme != "local"
+    server_side = copied = 0
+    for o in manifest.iter_objects(job.job_id, {ObjectState.VERIFIED}):
+        copied += o.size  # parts of an object that did not complete are not "copied"
+        server_side += bool(same_cloud and o.server_side)
     return JobReport(
         job_id=job.job_id,
         state=job.state,
@@ -97,15 +108,20 @@ def build_report(
         destination=job.request.destination,
         objects=progress.objects_verified,
         objects_failed=progress.objects_failed,
-        bytes=progress.bytes_verified,
+        bytes=copied,
         seconds=round(seconds, 3),
         gbps=round(progress.bytes_verified * 8 / seconds / 1e9, 4) if seconds > 0 else 0.0,
         chunks_resent=resent,
+        chunks_resent_after_failure=after_failure,
         verification=summary,
         plan=job.plan,
         failures=failures,
         sync=job.sync,
         csv=str(report_paths(job.job_id)[1]),
+        data_path="direct" if direct else "gateways",
+        # the direct path has no hop between machines: nothing to seal
+        encryption=Encryption.NONE if direct else job.request.options.encryption,
+        server_side_copies=server_side,
     )
 
 
@@ -122,11 +138,6 @@ def iter_object_reports(manifest: ManifestStore, job: Job) -> Iterator[ObjectRep
             seconds=round(entry.seconds, 3) if entry.seconds is not None else None,
             error=None if verified else (entry.error or "not verified"),
         )
-
-
-def object_reports(manifest: ManifestStore, job: Job) -> list[ObjectReport]:
-    """One row per object."""
-    return list(iter_object_reports(manifest, job))
 
 
 CSV_COLUMNS = (
@@ -147,7 +158,9 @@ class CsvReport:
     def __init__(self, job_id: str) -> None:
         self.path = report_paths(job_id)[1]
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self._fh = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self._fh = open(  # noqa: SIM115 - held open across calls, closed by close()
+            self.path, "a", newline="", encoding="utf-8", opener=private_opener
+        )
         self._writer = csv.writer(self._fh)
         self.rows = 0
         if new:
@@ -217,7 +230,8 @@ def write_report(report: JobReport, rows: list[ObjectReport] | None = None) -> P
     """Write the JSON summary (and the per-object CSV when rows are given)."""
     json_path, csv_path = report_paths(report.job_id)
     tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report.model_dump(mode="json"), indent=2))
+    with open(tmp, "w", encoding="utf-8", opener=private_opener) as fh:
+        fh.write(json.dumps(report.model_dump(mode="json"), indent=2))
     tmp.replace(json_path)
     if rows is not None:
         csv_path.unlink(missing_ok=True)

@@ -7,6 +7,7 @@ manifest, a cloud compute provider, and ``event_sink`` set to the gateway
 events queue, so gateways post their events there).
 
     submit_request     TransferRequest -> manifest, plan, gateways, first dispatch
+                       (a sync request: compared and planned whole, then the same)
     on_gateway_event   a gateway event -> conditional update, more dispatch, finish
     reap               scheduled: stuck chunks, unready or lost gateways, jobs past
                        their budget, orphans, resuming interrupted jobs
@@ -17,20 +18,47 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
+from skyhop.compute.base import FirewallRules
 from skyhop.controlplane.service import ControlPlane
-from skyhop.errors import ConflictError, SkyhopError
-from skyhop.models import GatewayEvent, Job, JobReport, JobState, TransferRequest, utcnow
+from skyhop.controlplane.sync import submit_sync
+from skyhop.errors import ConflictError, SkyhopError, first_line
+from skyhop.models import (
+    EventEnvelope,
+    GatewayEvent,
+    Job,
+    JobReport,
+    JobState,
+    TransferRequest,
+    parse_message,
+    utcnow,
+)
+from skyhop.state.base import JobsByState, PurgesExpired
 
 log = logging.getLogger("skyhop.serverless")
 
 
 def submit_request(cp: ControlPlane, request: TransferRequest) -> Job:
     """Validate, list, plan, provision and dispatch. A bad request raises before
-    anything is provisioned; a failure after provisioning tears it down."""
-    job = cp.create_job(request)
-    return cp.start(job.job_id)
+    anything is provisioned; a failure after provisioning tears it down. A sync
+    request (``mode='sync'``) is compared and planned whole here
+    (:func:`~skyhop.controlplane.sync.submit_sync`)."""
+    job = submit_sync(cp, request) if request.mode == "sync" else cp.create_job(request)
+    if request.hold:  # the sender shows the plan first and sends start_job (or cancel_job)
+        return job
+    return start_job(cp, job.job_id)
+
+
+def start_job(cp: ControlPlane, job_id: str) -> Job:
+    """Start a planned (or interrupted) job. A sync that has nothing to copy
+    launches no gateway: it is verified, its deletes run and it is reported now."""
+    job = cp.require(job_id)
+    if job.state == JobState.PLANNED and job.sync is not None and job.objects_total == 0:
+        cp.manifest.update_job(job_id, expect={JobState.PLANNED}, state=JobState.RUNNING)
+        cp.finish(job_id)
+        return cp.require(job_id)
+    return cp.start(job_id)
 
 
 def on_gateway_event(cp: ControlPlane, event: GatewayEvent) -> JobReport | None:
@@ -62,23 +90,41 @@ class ReapReport(BaseModel):
     )
     resumed: list[str] = Field(default_factory=list)
     gave_up: list[str] = Field(default_factory=list, description="interrupted too often")
+    holds_expired: list[str] = Field(
+        default_factory=list, description="held jobs nobody started within the hold window"
+    )
+    rules_revoked: list[str] = Field(
+        default_factory=list,
+        description="finished or unknown jobs whose leftover firewall rules were revoked",
+    )
     queues_deleted: list[str] = Field(
         default_factory=list, description="jobs whose leftover control queues were deleted"
+    )
+    jobs_purged: list[str] = Field(
+        default_factory=list, description="finished jobs past their retention, deleted"
     )
     errors: list[str] = Field(default_factory=list)
 
 
 def jobs_in(cp: ControlPlane, states: set[JobState], limit: int = 1000) -> list[Job]:
     """Jobs in ``states``: from the manifest's state index when it has one
-    (``iter_jobs``), else among the ``limit`` most recent jobs."""
-    iter_jobs = getattr(cp.manifest, "iter_jobs", None)
-    if iter_jobs is not None:
-        return list(iter_jobs(states))
-    return [j for j in cp.jobs(limit=limit) if j.state in states]
+    (:class:`~skyhop.state.base.JobsByState`), else among the ``limit`` most recent jobs.
+    A multicast job's destination legs are not jobs of their own here: their job
+    runs, resumes and finishes them."""
+    if isinstance(cp.manifest, JobsByState):
+        return [j for j in cp.manifest.iter_jobs(states) if j.leg_of is None]
+    return [j for j in cp.jobs(limit=limit) if j.state in states and j.leg_of is None]
+
+
+HOLD_WINDOW = timedelta(hours=1)
 
 
 def reap(
-    cp: ControlPlane, *, budget: timedelta = timedelta(hours=24), resume: bool = True
+    cp: ControlPlane,
+    *,
+    budget: timedelta = timedelta(hours=24),
+    resume: bool = True,
+    hold_window: timedelta = HOLD_WINDOW,
 ) -> ReapReport:
     """One sweep of the scheduled reaper, for every cloud:
 
@@ -87,11 +133,17 @@ def reap(
     * running jobs: interrupted when a gateway is gone, else stuck chunks go back
       to pending, more is dispatched, and a job whose transfer is done is finished;
     * jobs (provisioning or running) past their time ``budget`` fail;
-    * gateways (and firewall rules) that no live job owns are torn down, and so
-      are control queues left behind by finished or unknown jobs;
+    * gateways (and firewall rules) that no live job owns are torn down; firewall
+      rules that finished or unknown jobs left (a revoke that failed), found by
+      their job tag, are revoked; and control queues left behind by finished or
+      unknown jobs are deleted;
     * with ``resume``, interrupted jobs start again on fresh gateways while they
       have attempts left (``Limits.max_attempts``), else they fail naming their
-      last error.
+      last error;
+    * a manifest whose service has no TTL (:class:`~skyhop.state.base.PurgesExpired`,
+      Table Storage) deletes the finished jobs past their retention;
+    * held jobs (``TransferRequest.hold``) nobody started within ``hold_window``
+      fail, their multipart uploads aborted (the sender was gone before it answered).
     """
     report = ReapReport()
     now = utcnow()
@@ -119,17 +171,30 @@ def reap(
             pass  # another invocation moved the job on
         except SkyhopError as exc:
             log.warning("reaper: job %s: %s", job_id, exc)
-            report.errors.append(f"{job_id}: {_one_line(exc)}")
+            report.errors.append(f"{job_id}: {first_line(exc, limit=500)}")
     for job_id in report.jobs_finished:
         live.discard(job_id)
     orphans = {g.job_id for g in cp.compute.list_gateways() if g.job_id not in live}
     for job_id in sorted(orphans):
-        cp.teardown(job_id)
-        report.orphans_terminated.append(job_id)
+        try:
+            cp.teardown(job_id)
+            report.orphans_terminated.append(job_id)
+        except SkyhopError as exc:  # the next orphan is torn down all the same
+            report.errors.append(f"{job_id}: tearing down: {first_line(exc, limit=500)}")
+    _leftover_rules(cp, live | orphans, report)
     _leftover_queues(cp, live, report)
     if resume:
         for job in jobs_in(cp, {JobState.INTERRUPTED}):
             _interrupted(cp, job, report)
+    if isinstance(cp.manifest, PurgesExpired):  # a service without TTL
+        try:
+            report.jobs_purged = cp.manifest.purge_expired()
+        except SkyhopError as exc:
+            report.errors.append(f"purging expired jobs: {first_line(exc, limit=500)}")
+    for job in jobs_in(cp, {JobState.PLANNED}):
+        if job.request.hold and now - job.updated_at > hold_window:
+            cp.cancel(job.job_id, f"held for its start for more than {hold_window}; never started")
+            report.holds_expired.append(job.job_id)
     return report
 
 
@@ -185,7 +250,29 @@ def _interrupted(cp: ControlPlane, job: Job, report: ReapReport) -> None:
         pass
     except SkyhopError as exc:
         log.warning("reaper: could not resume job %s: %s", job.job_id, exc)
-        report.errors.append(f"{job.job_id}: {_one_line(exc)}")
+        report.errors.append(f"{job.job_id}: {first_line(exc, limit=500)}")
+
+
+def _leftover_rules(cp: ControlPlane, seen: set[str], report: ReapReport) -> None:
+    """Revoke the firewall rules of jobs that are finished or unknown: what a revoke
+    that failed left behind, found by the rules' job tags (no gateway is left to find
+    them by)."""
+    if not isinstance(cp.compute, FirewallRules):
+        return
+    try:
+        owners = cp.compute.firewall_jobs() - seen
+    except SkyhopError as exc:
+        report.errors.append(f"listing firewall rules: {first_line(exc, limit=500)}")
+        return
+    for job_id in sorted(owners):
+        job = cp.manifest.get_job(job_id)
+        if job is not None and not job.state.finished:
+            continue  # being started, or interrupted and about to resume
+        try:
+            cp.compute.revoke(job_id)
+            report.rules_revoked.append(job_id)
+        except SkyhopError as exc:
+            report.errors.append(f"{job_id}: revoking rules: {first_line(exc, limit=500)}")
 
 
 def _leftover_queues(cp: ControlPlane, live: set[str], report: ReapReport) -> None:
@@ -196,7 +283,7 @@ def _leftover_queues(cp: ControlPlane, live: set[str], report: ReapReport) -> No
     try:
         owners = cp.control_queues.jobs() - live
     except SkyhopError as exc:
-        report.errors.append(f"listing control queues: {_one_line(exc)}")
+        report.errors.append(f"listing control queues: {first_line(exc, limit=500)}")
         return
     for job_id in sorted(owners):
         job = cp.manifest.get_job(job_id)
@@ -206,9 +293,16 @@ def _leftover_queues(cp: ControlPlane, live: set[str], report: ReapReport) -> No
             cp.control_queues.delete_job(job_id)
             report.queues_deleted.append(job_id)
         except SkyhopError as exc:
-            report.errors.append(f"{job_id}: deleting control queues: {_one_line(exc)}")
+            report.errors.append(f"{job_id}: deleting control queues: {first_line(exc, limit=500)}")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:500] if text else type(exc).__name__
+_EVENT = TypeAdapter(GatewayEvent)
+
+
+def parse_event(body: str) -> GatewayEvent:
+    """A queue message body (an EventEnvelope or a bare event) as a typed event,
+    read strictly (as the published gateway_event schema says)."""
+    try:
+        return parse_message(EventEnvelope, body).event
+    except ValueError:
+        return _EVENT.validate_json(body, strict=True)

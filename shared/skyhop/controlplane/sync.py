@@ -9,15 +9,24 @@ one action:
   (:class:`~skyhop.models.CompareMode`):
 
   ``size-mtime`` (default)
-      the sizes differ, or the source was modified after the destination
-      object (by more than ``modify_window``, 1 s by default, since S3 and
-      Azure keep whole seconds);
+      the sizes differ, or the modification times differ. Every store keeps
+      the source's modification time with the copy (a file's own mtime; user
+      metadata ``mtime`` on S3, GCS and Azure, as rclone writes it; see
+      :mod:`skyhop.stores.mtime`), so the two are compared for *equality*
+      within the precision kept: an edit a moment after the last sync, or a
+      file replaced by an older one (``cp -p``, ``tar x``), is copied; a file
+      dated in the future is copied once. Only a destination object without a
+      kept time (written by something else) falls back to "the source is
+      newer than the destination's write time", by more than 1 s.
+      ``modify_window`` overrides either tolerance. On S3 the kept time is in
+      metadata a listing does not carry: objects of the same size on both
+      sides cost a HEAD each (as with rclone);
   ``checksum`` (``--checksum``)
       the sizes differ, or both sides have a comparable checksum (CRC32C, else
       MD5) and it differs; with no comparable checksum, as ``size-mtime``;
   ``update`` (``--update``)
-      the source is newer; a newer destination object is kept even when the
-      sizes differ;
+      the source is newer (than the kept time, else the write time); a newer
+      destination object is kept even when the sizes differ;
   ``size`` (``--size-only``)
       the sizes differ.
 
@@ -37,31 +46,31 @@ Without ``--max-delete`` copying overlaps the listing: the first copies are
 written to the manifest and the gateways started while the merge goes on in a
 background thread (the job is ``listing_complete`` only when the merge ends).
 Skips are written to the job's CSV report as they are met, planned deletes to
-a spool file beside the job, read back by :func:`delete_phase` from
-:meth:`ControlPlane.finish`.
+a spool file beside the job, read back by
+:func:`~skyhop.controlplane.deletes.delete_phase` from :meth:`ControlPlane.finish`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import posixpath
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
-from skyhop.config import jobs_dir
-from skyhop.controlplane import fanout, listing
+from skyhop.controlplane import dryrun, fanout, listing
+from skyhop.controlplane.deletes import DeleteSpool
+from skyhop.controlplane.direct import DirectRunner, takes_direct_path
 from skyhop.controlplane.embedded import EmbeddedRunner, ProgressCallback
 from skyhop.controlplane.filters import Filter
-from skyhop.controlplane.report import CsvReport, report_paths, write_report
+from skyhop.controlplane.keyorder import as_prefix, merge, relative
+from skyhop.controlplane.keyorder import hidden as _hidden
+from skyhop.controlplane.report import CsvReport, build_report, report_paths
 from skyhop.controlplane.service import BATCH, ControlPlane
 from skyhop.controlplane.verify import _norm_crc
-from skyhop.errors import NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.errors import NotFoundError, SkyhopError, StoreError, UsageError, first_line
 from skyhop.models import (
     Chunk,
     CompareMode,
@@ -69,21 +78,21 @@ from skyhop.models import (
     JobReport,
     JobState,
     ObjectEntry,
-    ObjectReport,
+    ObjectState,
     SyncSummary,
     TransferOptions,
     TransferRequest,
     new_job_id,
     plan_parts,
+    short_report,
 )
-from skyhop.stores.base import ObjectInfo, ObjectStore, capabilities
+from skyhop.stores.base import ObjectInfo, ObjectStore, capabilities, is_dir
 from skyhop.uri import StoreURI
 
 log = logging.getLogger("skyhop.sync")
 
 Action = Literal["copy", "skip", "delete"]
 
-HIDDEN = ".skyhop-"  # skyhop's own staging objects (multipart parts, markers)
 FLUSH_SECONDS = 0.5  # a copy waits at most about this long before the manifest has it
 
 
@@ -120,12 +129,29 @@ def comparable(src: dict[str, str], dst: dict[str, str]) -> tuple[str, str, str]
     return None
 
 
+#: the tolerance against a destination's write time (S3 and Azure keep whole seconds)
+WRITE_TIME_WINDOW = 1.0
+
+
 def compare(
-    src: ObjectInfo, dst: ObjectInfo, mode: CompareMode, window: float
+    src: ObjectInfo, dst: ObjectInfo, mode: CompareMode, window: float | None = None
 ) -> tuple[bool, str, str, str | None]:
-    """Whether ``src`` must be copied over ``dst``: (copy, reason, method, checksum)."""
-    newer = src.mtime is not None and dst.mtime is not None and src.mtime > dst.mtime + window
+    """Whether ``src`` must be copied over ``dst``: (copy, reason, method, checksum).
+
+    ``dst.mtime_precision`` says whether the destination kept a modification
+    time (then times are compared for equality within the coarser precision of
+    the two, or ``window``) or has only its write time (then the source must be
+    newer than it by ``window``, 1 s by default)."""
     known = src.mtime is not None and dst.mtime is not None
+    kept = dst.mtime_precision is not None
+    if window is None:
+        window = (
+            max(dst.mtime_precision or 0.0, src.mtime_precision or 0.0)
+            if kept
+            else WRITE_TIME_WINDOW
+        )
+    newer = known and src.mtime > dst.mtime + window  # type: ignore[operator]
+    differs = known and abs(src.mtime - dst.mtime) > window  # type: ignore[operator]
     if mode == CompareMode.SIZE or (mode == CompareMode.UPDATE and not known):
         if src.size != dst.size:
             return True, "size differs", "size", None
@@ -143,65 +169,24 @@ def compare(
             if a != b:
                 return True, f"{method} differs", method, a
             return False, "unchanged", method, a
-    if newer:
+    if kept and differs:
+        return True, "modification time differs", "size+mtime", None
+    if not kept and newer:
         return True, "newer at the source", "size+mtime", None
     return False, "unchanged", "size+mtime", None
 
 
+def needs_head(src: ObjectInfo, dst: ObjectInfo, mode: CompareMode) -> bool:
+    """Whether comparing ``src`` with ``dst`` needs the modification times a HEAD
+    tells (same size, compared by time)."""
+    if mode == CompareMode.SIZE:
+        return False
+    if mode != CompareMode.UPDATE and src.size != dst.size:
+        return False
+    return not (mode == CompareMode.CHECKSUM and comparable(src.checksums, dst.checksums))
+
+
 # ---------------------------------------------------------------- merging
-
-
-def as_prefix(key: str) -> str:
-    """A key naming a directory or prefix, with its trailing slash."""
-    return key if not key or key.endswith("/") else key + "/"
-
-
-def _hidden(rel: str) -> bool:
-    return HIDDEN in rel and any(part.startswith(HIDDEN) for part in rel.split("/"))
-
-
-def relative(
-    items: Iterator[ObjectInfo], prefix: str, where: str
-) -> Iterator[tuple[bytes, str, ObjectInfo]]:
-    """(sort key, relative key, info) of every object under ``prefix``, checking
-    that the listing really comes in key order (a merge of unordered listings
-    would copy and delete the wrong objects)."""
-    last = b""
-    for info in items:
-        if not info.key.startswith(prefix):
-            raise StoreError(f"the listing of {where} returned {info.key!r}, outside {prefix!r}")
-        rel = info.key[len(prefix) :]
-        if not rel or rel.endswith("/") or _hidden(rel):
-            continue
-        order = rel.encode("utf-8", "surrogateescape")
-        if order <= last:
-            raise StoreError(
-                f"the listing of {where} is not in key order ({last.decode(errors='replace')!r} "
-                f"before {rel!r}); refusing to sync"
-            )
-        last = order
-        yield order, rel, info
-
-
-def merge(
-    src: Iterator[tuple[bytes, str, ObjectInfo]],
-    dst: Iterator[tuple[bytes, str, ObjectInfo]],
-) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]:
-    """Join two key-ordered listings: (relative key, source, destination)."""
-    s = next(src, None)
-    d = next(dst, None)
-    while s is not None or d is not None:
-        if d is None or (s is not None and s[0] < d[0]):
-            assert s is not None
-            yield s[1], s[2], None
-            s = next(src, None)
-        elif s is None or d[0] < s[0]:
-            yield d[1], None, d[2]
-            d = next(dst, None)
-        else:
-            yield s[1], s[2], d[2]
-            s = next(src, None)
-            d = next(dst, None)
 
 
 @dataclass(slots=True)
@@ -281,12 +266,17 @@ class SyncPlan:
         summary = self.counts
         selected = self.selected
         dst_items = fanout.list_parallel(self.dst, self.dst_prefix, workers=self.list_workers)
-        pairs = merge(
+        pairs: Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]] = merge(
             relative(self._src_items, self.src_prefix, str(self.src_uri)),
             relative(dst_items, self.dst_prefix, str(self.dst_uri)),
         )
+        pairs = self._with_kept_times(pairs)
         for rel, s, d in pairs:
-            if s is not None:
+            if s is not None and s.error is not None:
+                # what could not be read fails alone (filters cannot tell); with it in
+                # the job, no delete runs, so nothing below it is taken for gone
+                planned = Planned("copy", rel, s, d, f"cannot be read: {s.error}")
+            elif s is not None:
                 if not selected.accepts(rel, s):
                     summary.excluded += 1
                     continue
@@ -320,89 +310,43 @@ class SyncPlan:
                 summary.bytes_to_delete += planned.size
             yield planned
 
+    def _with_kept_times(
+        self, pairs: Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]
+    ) -> Iterator[tuple[str, ObjectInfo | None, ObjectInfo | None]]:
+        """The merged pairs, with a HEAD (in parallel, order kept) of each side whose
+        listing does not carry the modification time kept in metadata (S3), for
+        the pairs a comparison by time will decide."""
+        heads = [
+            store if not capabilities(store).listing_metadata else None
+            for store in (self.src, self.dst)
+        ]
+        if heads == [None, None]:
+            yield from pairs
+            return
+        mode = self.options.compare
+
+        def needed(pair: tuple[str, ObjectInfo | None, ObjectInfo | None]) -> bool:
+            _, s, d = pair
+            return s is not None and d is not None and needs_head(s, d, mode)
+
+        def head(
+            pair: tuple[str, ObjectInfo | None, ObjectInfo | None],
+        ) -> tuple[str, ObjectInfo | None, ObjectInfo | None]:
+            rel, s, d = pair
+            assert s is not None and d is not None
+            src_store, dst_store = heads
+            if src_store is not None:
+                s = fanout.refreshed(src_store, s)
+            if dst_store is not None:
+                d = fanout.refreshed(dst_store, d)
+            return rel, s, d
+
+        yield from fanout.ordered_map(head, pairs, needs=needed)
+
 
 def _chain(first: ObjectInfo, rest: Iterator[ObjectInfo]) -> Iterator[ObjectInfo]:
     yield first
     yield from rest
-
-
-# ---------------------------------------------------------------- planned deletes
-
-
-class DeleteSpool:
-    """Planned deletes of a job, one JSON line each, beside the job's other files."""
-
-    def __init__(self, job_id: str) -> None:
-        self.path: Path = jobs_dir() / f"{job_id}.deletes.jsonl"
-        self._fh: TextIO | None = None
-
-    def add(self, key: str, size: int) -> None:
-        if self._fh is None:
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        self._fh.write(json.dumps({"key": key, "size": size}) + "\n")
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-    def __iter__(self) -> Iterator[tuple[str, int]]:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                item = json.loads(line)
-                yield item["key"], int(item["size"])
-
-    def remove(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
-
-
-def delete_phase(cp: ControlPlane, job: Job, rows: CsvReport, *, copies_ok: bool) -> Job:
-    """Delete the job's planned deletes, after every copy was verified.
-
-    Called by :meth:`ControlPlane.finish`. Does nothing (and says why in the
-    job's sync summary) when a copy failed or more than ``--max-delete`` objects
-    would go."""
-    summary = (job.sync or SyncSummary()).model_copy()
-    spool = DeleteSpool(job.job_id)
-    if summary.to_delete == 0 or not spool.path.exists():
-        spool.remove()
-        return job
-    options = job.request.options
-    if not copies_ok:
-        summary.deletes_skipped = (
-            f"not every copy was verified; none of the {summary.to_delete} planned deletes ran"
-        )
-    elif options.max_delete is not None and summary.to_delete > options.max_delete:
-        summary.deletes_skipped = (
-            f"{summary.to_delete} deletes planned, more than --max-delete {options.max_delete}"
-        )
-    if summary.deletes_skipped:
-        spool.remove()
-        return cp.manifest.update_job(job.job_id, sync=summary)
-    dst = cp.store(job.request.destination_uri)
-
-    def delete(item: tuple[str, int]) -> tuple[str, int, str | None]:
-        key, size = item
-        try:
-            dst.delete(key)
-        except SkyhopError as exc:
-            return key, size, str(exc)
-        return key, size, None
-
-    for key, size, error in fanout.ordered_map(delete, iter(spool), workers=8, window=64):
-        if error is None:
-            summary.deleted += 1
-            rows.write(
-                ObjectReport(key=key, size=size, action="deleted", reason="absent at the source")
-            )
-        else:
-            summary.delete_failures += 1
-            rows.write(ObjectReport(key=key, size=size, action="failed", error=f"delete: {error}"))
-    spool.remove()
-    return cp.manifest.update_job(job.job_id, sync=summary)
 
 
 # ---------------------------------------------------------------- running a sync
@@ -415,13 +359,20 @@ class SyncJob:
     """One ``skyhop sync``: plan, dry-run or run it with the embedded runner."""
 
     def __init__(
-        self, cp: ControlPlane, request: TransferRequest, *, list_workers: int = 8
+        self,
+        cp: ControlPlane,
+        request: TransferRequest,
+        *,
+        list_workers: int = 8,
+        spool_deletes: bool = True,
     ) -> None:
         self.cp = cp
+        self.spool_deletes = spool_deletes
+        src, dst = cp.preflight(request)
+        request = cp.for_destination(request)
         self.request = request
         self.options: TransferOptions = request.options
         self.selected = Filter.of(self.options)
-        src, dst = cp.preflight(request)
         self._check_destination(dst, request.destination_uri)
         self.plan = SyncPlan(src, dst, request, self.selected, list_workers=list_workers)
         self.job: Job | None = None
@@ -432,11 +383,24 @@ class SyncJob:
         self._spool: DeleteSpool | None = None
         self._next_object = 0
         self._next_chunk = 0
+        self._unflushed: list[ObjectEntry] = []  # uploads started, not in the manifest yet
+
+    def _abort_unflushed(self) -> None:
+        """Abort the uploads of objects planned but not yet written to the manifest
+        (``abort_uploads`` only knows those it has): no staging is left behind."""
+        dst = self.cp.store(self.request.destination_uri)
+        for entry in self._unflushed:
+            if entry.upload_id:
+                try:
+                    self.cp._multipart(dst).abort_multipart(entry.dst_key, entry.upload_id)
+                except SkyhopError as exc:
+                    log.warning("abort of %s failed: %s", entry.dst_key, exc)
+        self._unflushed.clear()
 
     @staticmethod
     def _check_destination(dst: ObjectStore, uri: StoreURI) -> None:
-        is_dir = getattr(dst, "is_dir", None)
-        if callable(is_dir) and uri.key and not is_dir(uri.key) and dst.head(uri.key) is not None:
+        directories = capabilities(dst).directories
+        if directories and uri.key and not is_dir(dst, uri.key) and dst.head(uri.key) is not None:
             raise UsageError(f"destination {uri} is a file, not a directory")
 
     @property
@@ -452,6 +416,8 @@ class SyncJob:
         job_id = new_job_id()
         shown = 0
         dst_prefix = self.plan.dst_prefix
+        if out is not None:
+            out.write(dryrun.heading(self.request) + "\n")
         with CsvReport(job_id) as rows:
             for planned in self.plan.actions():
                 rows.write_fields(
@@ -463,7 +429,17 @@ class SyncJob:
                     planned.reason,
                 )
                 if out is not None and shown < first:
-                    out.write(_line(planned, self.plan.dst_key(planned.rel)) + "\n")
+                    out.write(
+                        dryrun.line(
+                            "error"
+                            if planned.src is not None and planned.src.error
+                            else planned.action,
+                            planned.rel,
+                            planned.size,
+                            planned.reason,
+                        )
+                        + "\n"
+                    )
                     shown += 1
         summary = self.summary
         limit = self.options.max_delete
@@ -475,47 +451,27 @@ class SyncJob:
         if out is not None and shown < summary.to_copy + summary.skipped + summary.to_delete:
             more = summary.to_copy + summary.skipped + summary.to_delete - shown
             out.write(f"... and {more} more (every action: {report_paths(job_id)[1]})\n")
-        estimate = Job(
-            job_id=job_id,
-            request=self.request,
-            objects_total=summary.to_copy,
-            bytes_total=summary.bytes_to_copy,
-            chunks_total=self.plan.parts,
+        return dryrun.report(
+            self.cp, self.request, job_id, summary, parts=self.plan.parts, started=started
         )
-        plan = self.cp.planner(estimate) if self.cp.planner and summary.to_copy else None
-        report = JobReport(
-            job_id=job_id,
-            state=JobState.SUCCEEDED,
-            source=self.request.source,
-            destination=self.request.destination,
-            objects=0,
-            objects_failed=0,
-            bytes=0,
-            seconds=round(time.monotonic() - started, 3),
-            gbps=0.0,
-            plan=plan,
-            sync=summary,
-            csv=str(report_paths(job_id)[1]),
-        )
-        write_report(report)
-        return report
 
     # ------------------------------------------------------------ the job
 
-    def begin(self) -> Job:
-        """Create the job and plan its first copies (with ``--max-delete``, all of
-        them, refusing before anything is written when too many deletes would go).
-        The job comes back PLANNED; :meth:`run` moves it."""
+    def begin(self, *, whole: bool = False) -> Job:
+        """Create the job and plan its first copies (with ``--max-delete``, or
+        ``whole``, all of them; with ``--max-delete`` refusing before anything is
+        written when too many deletes would go). The job comes back PLANNED;
+        :meth:`run` moves it (or, ``whole``, any control plane's ``start``)."""
         cp = self.cp
         job = Job(request=self.request, listing_complete=False, sync=self.summary)
         cp.manifest.create_job(job)
         self.job = job
         self._csv = CsvReport(job.job_id)
-        self._spool = DeleteSpool(job.job_id)
+        self._spool = DeleteSpool(job.job_id) if self.spool_deletes else None
         self._entries = self._stream()
         guarded = self.options.max_delete is not None
         try:
-            done = self._ingest(until_first=not guarded, uploads=not guarded)
+            done = self._ingest(until_first=not (guarded or whole), uploads=not guarded)
             if guarded:
                 self._refuse_too_many_deletes()
                 cp.start_uploads(job.job_id)
@@ -523,9 +479,14 @@ class SyncJob:
                 self._seal()
             job = cp.require(job.job_id)
             plan = cp.planner(job) if cp.planner and job.objects_total else None
+            if plan is not None and not job.listing_complete:
+                plan.notes.append(
+                    f"estimated for the first {job.objects_total} object(s) listed: the "
+                    "listing goes on while they are copied; the report has the whole sync's"
+                )
             self.job = cp.manifest.update_job(job.job_id, state=JobState.PLANNED, plan=plan)
         except BaseException as exc:
-            self._abandon(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._abandon(first_line(exc, limit=500))
             raise
         return self.job
 
@@ -545,6 +506,7 @@ class SyncJob:
         if self._spool is not None:
             self._spool.remove()
         self.cp.abort_uploads(self.job.job_id)
+        self._abort_unflushed()
         for path in report_paths(self.job.job_id):
             path.unlink(missing_ok=True)
         self.cp.manifest.update_job(self.job.job_id, state=JobState.FAILED, error=reason)
@@ -553,7 +515,7 @@ class SyncJob:
         """Source infos of the copies (with metadata where the listing lacks it),
         and ``_TICK`` now and then while skips and deletes go by; skips go to the
         CSV report and deletes to the spool on the way."""
-        assert self._csv is not None and self._spool is not None
+        assert self._csv is not None
         csv, spool = self._csv, self._spool
         dst_prefix = self.plan.dst_prefix
 
@@ -575,7 +537,7 @@ class SyncJob:
                         item.method,
                         item.reason,
                     )
-                else:
+                elif spool is not None:  # else the delete phase plans them again
                     assert item.dst is not None
                     spool.add(item.dst.key, item.dst.size)
                 if n % 256 == 0 and time.monotonic() - last > FLUSH_SECONDS / 2:
@@ -587,10 +549,7 @@ class SyncJob:
             return planned()
 
         def head(info: ObjectInfo) -> ObjectInfo:
-            found = src.head(info.key)
-            if found is None or found.etag != info.etag:
-                return info  # gone or rewritten since listed: the pinned read will say so
-            return info.model_copy(update={"meta": found.meta})
+            return fanout.refreshed(src, info)
 
         return fanout.ordered_map(
             head,  # type: ignore[arg-type]
@@ -620,10 +579,14 @@ class SyncJob:
                 )
                 self._next_object += 1
                 self._next_chunk += len(parts)
-                if entry.multipart and uploads:
-                    entry.upload_id = cp._multipart(dst).create_multipart(
-                        entry.dst_key, meta=entry.meta
-                    )
+                started = (
+                    entry.multipart
+                    and uploads
+                    and entry.state == ObjectState.PENDING
+                    and cp.start_upload(dst, entry, parts) is not None
+                )
+                if started:
+                    self._unflushed.append(entry)  # aborted if the sync is abandoned
                 if not objects:
                     since = time.monotonic()
                 objects.append(entry)
@@ -645,9 +608,10 @@ class SyncJob:
             self.cp.manifest.put_chunks(chunks)
         objects.clear()
         chunks.clear()
+        self._unflushed.clear()  # in the manifest now: abort_uploads finds them
         self._totals()
 
-    def _totals(self, **extra: object) -> Job:
+    def _totals(self, **extra: Any) -> Job:
         assert self.job is not None
         if self._csv is not None:
             self._csv.flush()
@@ -667,7 +631,11 @@ class SyncJob:
             self._csv = None
         if self._spool is not None:
             self._spool.close()
-        self._totals(listing_complete=True)
+        job = self._totals(listing_complete=True)
+        if self.cp.planner is not None and job.objects_total and job.plan is not None:
+            # the estimate shown at the start covered the first batch: redo it whole
+            plan = self.cp.planner(job)
+            self.cp.manifest.update_job(job.job_id, plan=plan)
 
     def feed(self) -> None:
         """Plan the rest (in a background thread while the gateways copy)."""
@@ -689,7 +657,11 @@ class SyncJob:
         if not job.listing_complete:
             feeder = threading.Thread(target=self.feed, name="sync-plan", daemon=True)
             feeder.start()
-        runner = _Runner(self.cp, self, on_progress=on_progress)
+        runner: EmbeddedRunner | DirectRunner = (
+            _DirectRunner(self.cp, self, on_progress=on_progress)
+            if takes_direct_path(job)
+            else _Runner(self.cp, self, on_progress=on_progress)
+        )
         try:
             return runner.run(job.job_id)
         except BaseException as exc:
@@ -698,8 +670,9 @@ class SyncJob:
             self._stop.set()
             if feeder is not None:
                 feeder.join(timeout=30)
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc, limit=500)
             self.cp.abort_uploads(job.job_id)
+            self._abort_unflushed()
             if self._spool is not None:
                 self._spool.remove()
             self.cp.manifest.update_job(
@@ -725,84 +698,45 @@ class _Runner(EmbeddedRunner):
         super()._check_alive(job, pumps)
         if self.sync.feed_error is not None:
             error = self.sync.feed_error
+            raise StoreError(f"listing failed: {first_line(error, limit=500)}")
+
+
+class _DirectRunner(DirectRunner):
+    """The direct runner, failing the job when the background planning fails."""
+
+    def __init__(
+        self, cp: ControlPlane, sync: SyncJob, *, on_progress: ProgressCallback | None
+    ) -> None:
+        super().__init__(cp, on_progress=on_progress)
+        self.sync = sync
+
+    def check(self, job: Job) -> None:
+        error = self.sync.feed_error
+        if error is not None:
             raise StoreError(
                 f"listing failed: {str(error).splitlines()[0] if str(error) else error!r}"
             )
+
+
+def submit_sync(cp: ControlPlane, request: TransferRequest) -> Job:
+    """A sync request from a queue (``skyhop sync --on NAME``): listed, compared and
+    planned whole in this call, and returned PLANNED for :meth:`ControlPlane.start`,
+    which any later invocation may call. Its deletes are not spooled here (the
+    function that finishes the job may run elsewhere): the delete phase plans them
+    again from fresh listings, after every copy is verified."""
+    sync = SyncJob(cp, request, spool_deletes=False)
+    try:
+        return sync.begin(whole=True)
+    except SkyhopError as exc:
+        if sync.job is not None:  # refused while planned (--max-delete): its sender learns why
+            failed = cp.require(sync.job.job_id)
+            report = build_report(cp.manifest, failed, None)
+            report.failures.insert(0, f"refused: {first_line(exc, limit=500)}")
+            cp.manifest.update_job(failed.job_id, report=short_report(report))
+        raise
 
 
 def _real_prefix(prefix: str) -> str:
     """A local key prefix (a directory) with every symlink on its path resolved."""
     real = os.path.realpath("/" + prefix)
     return real if real.endswith("/") else real + "/"
-
-
-def _line(planned: Planned, key: str) -> str:
-    info = planned.src if planned.src is not None else planned.dst
-    size = info.size if info is not None else 0
-    return f"{planned.action:<6} {key}  ({size} bytes, {planned.reason})"
-
-
-def cp_dry_run(
-    cp: ControlPlane, request: TransferRequest, out: TextIO | None, *, first: int = 20
-) -> JobReport:
-    """``skyhop cp --dry-run``: what a copy would copy, with totals and the cost estimate."""
-    started = time.monotonic()
-    src, dst = cp.preflight(request)
-    src_uri, dst_uri = request.source_uri, request.destination_uri
-    dst_is_dir = bool(getattr(dst, "is_dir", lambda _k: False)(dst_uri.key))
-    options = request.options
-    selection, objects = listing.select(src, src_uri, dst_uri, options, dst_is_dir)
-    selected = Filter.of(options)
-    summary = SyncSummary(dry_run=True)
-    parts = 0
-    job_id = new_job_id()
-    with CsvReport(job_id) as rows:
-        for info in objects:
-            if selection.single:
-                if not selected.accepts(posixpath.basename(info.key), info):
-                    summary.excluded += 1
-                    continue
-                key = selection.single_dst_key or ""
-            else:
-                rel = info.key[len(selection.src_prefix) :]
-                if not rel or rel.endswith("/"):
-                    continue
-                if not selected.accepts(rel, info):
-                    summary.excluded += 1
-                    continue
-                key = selection.dst_prefix + rel
-            planned = Planned("copy", posixpath.basename(key), info, None, "selected")
-            rows.write(ObjectReport(key=key, size=info.size, action="copy", reason="selected"))
-            if out is not None and summary.to_copy < first:
-                out.write(_line(planned, key) + "\n")
-            summary.to_copy += 1
-            summary.bytes_to_copy += info.size
-            parts += plan_parts(info.size, options.chunk_size, options.multipart_threshold)[1]
-    if out is not None and summary.to_copy > first:
-        out.write(
-            f"... and {summary.to_copy - first} more (every action: {report_paths(job_id)[1]})\n"
-        )
-    estimate = Job(
-        job_id=job_id,
-        request=request,
-        objects_total=summary.to_copy,
-        bytes_total=summary.bytes_to_copy,
-        chunks_total=parts,
-    )
-    plan = cp.planner(estimate) if cp.planner and summary.to_copy else None
-    report = JobReport(
-        job_id=job_id,
-        state=JobState.SUCCEEDED,
-        source=request.source,
-        destination=request.destination,
-        objects=0,
-        objects_failed=0,
-        bytes=0,
-        seconds=round(time.monotonic() - started, 3),
-        gbps=0.0,
-        plan=plan,
-        sync=summary,
-        csv=str(report_paths(job_id)[1]),
-    )
-    write_report(report)
-    return report

@@ -102,7 +102,10 @@ def object_checksums(entry: ObjectEntry, chunks: Iterable[Chunk]) -> ObjectCheck
     destination gateway computed over the bytes it wrote (absent from older
     gateways, and then nothing MD5-based is claimed)."""
     ordered = sorted(chunks, key=lambda c: c.index)
-    crc = combine_chunks([(c.crc32c or "00000000", c.length) for c in ordered])
+    # a chunk the store copied itself (server-side) has no CRC32C: then neither has
+    # the object, and its MD5s (the store's own) are what is compared
+    known = all(c.crc32c for c in ordered)
+    crc = combine_chunks([(c.crc32c or "00000000", c.length) for c in ordered]) if known else ""
     md5s = [(c.md5 or "").lower() for c in ordered]
     if not ordered or not all(md5s):
         return ObjectChecksums(crc32c=crc)
@@ -127,7 +130,7 @@ def source_checksum(
     if isinstance(sums, str):
         sums = ObjectChecksums(crc32c=sums)
     src = entry.src_checksums
-    if src.get("crc32c"):
+    if src.get("crc32c") and sums.crc32c:
         return CRC32C, _norm_crc(src["crc32c"]) == sums.crc32c
     src_md5 = _md5(src.get("md5"))
     if src_md5 and sums.md5:

@@ -17,7 +17,12 @@ What it makes or updates, in RESOURCE_GROUP (azure-mgmt-resource, azure-mgmt-web
 
 ``destroy`` removes the Event Grid subscriptions, the function app and its plan
 (the queues and the resource group stay: they may hold messages or other things).
-The functions need a manifest every instance shares: ``dynamodb://TABLE``.
+The manifest is Table Storage in the function app's own storage account by
+default (``aztable://ACCOUNT/skyhopmanifest``, the account of the
+``AzureWebJobsStorage`` connection; the deploy creates the table).
+``--manifest dynamodb://TABLE`` keeps it in DynamoDB instead (the functions
+then need AWS credentials); a ``sqlite://`` path is private to one instance
+and only fit for a trial.
 """
 
 from __future__ import annotations
@@ -26,13 +31,22 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
 
+from skyhop.controlplane.admission import check_locations
 from skyhop.deploy.package import SourceArchive
 from skyhop.deploy.report import DeployReport, FunctionResult
-from skyhop.errors import AccessError, NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.errors import (
+    AccessError,
+    NotFoundError,
+    SkyhopError,
+    StoreError,
+    UsageError,
+    first_line,
+    translated,
+)
 from skyhop.models import ReplicationConfig
 
 T = TypeVar("T")
@@ -46,6 +60,7 @@ _ACCOUNT_ID = re.compile(
     re.IGNORECASE,
 )
 KUDU_SUCCESS, KUDU_FAILED = 4, 3
+MANIFEST_TABLE = "skyhopmanifest"
 
 
 class AzureDeployConfig(BaseModel):
@@ -55,8 +70,16 @@ class AzureDeployConfig(BaseModel):
     app_name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-]{0,58}[a-z0-9]$")
     plan_name: str | None = None
     storage_connection_string: SecretStr
-    manifest: str = Field(description="SKYHOP_MANIFEST of the functions")
+    manifest: str | None = Field(
+        None,
+        description="SKYHOP_MANIFEST of the functions (default: Table Storage in the app's account)",
+    )
     rules: ReplicationConfig | None = None
+    transfer_locations: Annotated[list[str], AfterValidator(check_locations)] = Field(
+        default_factory=list,
+        description="SKYHOP_TRANSFER_LOCATIONS: locations ad-hoc requests may read and write "
+        "besides the rules' (controlplane.admission)",
+    )
     requests_queue: str = "skyhop-requests"
     events_queue: str = "skyhop-events"
     results_queue: str | None = None
@@ -82,6 +105,11 @@ class AzureDeployConfig(BaseModel):
             raise UsageError("the storage connection string names no AccountName")
         return account
 
+    @property
+    def manifest_uri(self) -> str:
+        """The functions' manifest: ``--manifest``, else Table Storage in the app's account."""
+        return self.manifest or f"aztable://{self.account}/{MANIFEST_TABLE}"
+
     def app_settings(self) -> dict[str, str]:
         conn = self.storage_connection_string.get_secret_value()
         settings = {
@@ -92,7 +120,7 @@ class AzureDeployConfig(BaseModel):
             "SCM_DO_BUILD_DURING_DEPLOYMENT": "true",
             "ENABLE_ORYX_BUILD": "true",
             "AZURE_STORAGE_CONNECTION_STRING": conn,
-            "SKYHOP_MANIFEST": self.manifest,
+            "SKYHOP_MANIFEST": self.manifest_uri,
             "SKYHOP_COMPUTE": "azure",
             "SKYHOP_COMPUTE_OPTIONS": json.dumps(
                 {"subscription_id": self.subscription_id, **self.compute_options}
@@ -101,12 +129,14 @@ class AzureDeployConfig(BaseModel):
             "SKYHOP_EVENTS_QUEUE": f"azq://{self.account}/{self.events_queue}",
             "SKYHOP_REQUESTS_QUEUE_NAME": self.requests_queue,
             "SKYHOP_EVENTS_QUEUE_NAME": self.events_queue,
-            "SKYHOP_HOME": "/tmp/skyhop",
+            "SKYHOP_HOME": "/tmp/skyhop",  # noqa: S108 - the function sandbox's own /tmp
         }
         if self.results_queue:
             settings["SKYHOP_RESULTS_QUEUE"] = f"azq://{self.account}/{self.results_queue}"
         if self.rules is not None:
             settings["SKYHOP_RULES"] = self.rules.model_dump_json()
+        if self.transfer_locations:
+            settings["SKYHOP_TRANSFER_LOCATIONS"] = ",".join(self.transfer_locations)
         return settings
 
 
@@ -187,6 +217,29 @@ class AzureDeployer:
             except ResourceExistsError:
                 pass
         return made
+
+    def manifest_table(self) -> bool:
+        """For an ``aztable://`` manifest in the app's storage account: create its
+        table (an existing one is kept); True when it was created."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.data.tables import TableServiceClient
+
+        from skyhop.state.azure_tables import parse_aztable
+
+        account, table = parse_aztable(self.config.manifest_uri)
+        if account != self.config.account:
+            return False
+        conn = self.config.storage_connection_string.get_secret_value()
+        service = TableServiceClient.from_connection_string(conn)
+        try:
+            _call(
+                lambda: service.create_table(table),
+                f"table {table}: create",
+                passthrough=(ResourceExistsError,),
+            )
+        except ResourceExistsError:
+            return False
+        return True
 
     def site(self) -> Any:
         """The resource group, the plan and the function app, created or updated."""
@@ -317,6 +370,9 @@ class AzureDeployer:
         report = DeployReport(target="azure")
         for name in self.queues():
             report.notes.append(f"created queue {name}")
+        manifest = self.config.manifest_uri
+        if manifest.startswith("aztable://") and self.manifest_table():
+            report.notes.append(f"created table {manifest.rsplit('/', 1)[1]}")
         existed = self._exists()
         site = self.site()
         deployment = self.zip_deploy(source, site)
@@ -333,10 +389,16 @@ class AzureDeployer:
             report.notes.append(
                 "no --events-from storage account: replication receives no blob events"
             )
-        if not self.config.manifest.startswith("dynamodb://"):
+        if manifest.startswith("aztable://"):
+            report.notes.append(f"manifest {manifest}")
+        elif manifest.startswith("dynamodb://"):
             report.notes.append(
-                f"manifest {self.config.manifest} is private to each function instance: "
-                "use dynamodb://TABLE beyond a trial"
+                f"manifest {manifest}: the functions need AWS credentials for DynamoDB"
+            )
+        else:
+            report.notes.append(
+                f"manifest {manifest} is private to each function instance: "
+                "keep the default Table Storage manifest beyond a trial"
             )
         return report
 
@@ -400,14 +462,7 @@ def _check(response: Any, what: str) -> None:
 
 def _call(fn: Callable[[], T], what: str, passthrough: tuple[type[Exception], ...] = ()) -> T:
     """Run one call; SDK errors become one-line SkyhopErrors (``passthrough`` ones are re-raised)."""
-    try:
-        return fn()
-    except passthrough:
-        raise
-    except SkyhopError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified, never leaked
-        raise _classify(exc, what) from None
+    return translated(fn, what, _classify, passthrough=passthrough)
 
 
 def _classify(exc: Exception, what: str) -> SkyhopError:
@@ -429,5 +484,4 @@ def _classify(exc: Exception, what: str) -> SkyhopError:
         return AccessError(f"{what}: no usable Azure credentials")
     if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError | OSError):
         return StoreError(f"{what}: connection failed ({type(exc).__name__})", retryable=True)
-    text = str(exc).strip().splitlines()
-    return SkyhopError(f"{what}: {text[0][:300] if text else type(exc).__name__}")
+    return SkyhopError(f"{what}: {first_line(exc)}")

@@ -19,8 +19,12 @@ each function is created, or updated when it exists (google-cloud-functions,
 ``functions_v2.FunctionServiceClient``), waiting for each operation.
 ``destroy`` deletes the functions (topics and staged archives stay).
 
-The functions need a manifest every instance shares: ``dynamodb://TABLE`` (a
-``sqlite://`` path is private to one instance and only fit for a trial).
+The manifest is Firestore in the same project by default
+(``firestore://PROJECT/(default)/skyhop-manifest``): the deploy sets the TTL
+policies on ``expires_at`` (google-cloud-firestore's admin client; they take
+effect in the background); its queries need no composite index. ``--manifest dynamodb://TABLE`` keeps the manifest in
+DynamoDB instead (the functions then need AWS credentials); a ``sqlite://``
+path is private to one instance and only fit for a trial.
 """
 
 from __future__ import annotations
@@ -28,13 +32,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
+from skyhop.controlplane.admission import check_locations
 from skyhop.deploy.package import SourceArchive
 from skyhop.deploy.report import DeployReport, FunctionResult
-from skyhop.errors import AccessError, NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.errors import (
+    SkyhopError,
+    StoreError,
+    UsageError,
+    translated,
+)
 from skyhop.models import ReplicationConfig
 from skyhop.stores.base import ObjectStore, open_store
 from skyhop.uri import StoreURI, parse_uri
@@ -47,19 +57,28 @@ GCS_EVENTS = {
     "deleted": "google.cloud.storage.object.v1.deleted",
 }
 PUBSUB_EVENT = "google.cloud.pubsub.topic.v1.messagePublished"
+FIRESTORE_COLLECTION = "skyhop-manifest"
 
 
 class GCPDeployConfig(BaseModel):
     project: str = Field(pattern=r"^[a-z][a-z0-9\-]{4,28}[a-z0-9]$")
     region: str = Field("us-central1", pattern=r"^[a-z]+-[a-z]+[0-9]$")
     staging_bucket: str = Field(min_length=3)
-    manifest: str = Field(description="SKYHOP_MANIFEST of the functions")
+    manifest: str | None = Field(
+        None,
+        description="SKYHOP_MANIFEST of the functions (default: Firestore in the same project)",
+    )
     prefix: str = Field("skyhop", pattern=r"^[a-z][a-z0-9\-]{0,30}$")
     buckets: list[str] = Field(
         default_factory=list,
         description="buckets whose object events replicate (default: the rules')",
     )
     rules: ReplicationConfig | None = None
+    transfer_locations: Annotated[list[str], AfterValidator(check_locations)] = Field(
+        default_factory=list,
+        description="SKYHOP_TRANSFER_LOCATIONS: locations ad-hoc requests may read and write "
+        "besides the rules' (controlplane.admission)",
+    )
     requests_topic: str = "skyhop-requests"
     events_topic: str = "skyhop-events"
     results_topic: str | None = None
@@ -77,20 +96,27 @@ class GCPDeployConfig(BaseModel):
                 found.add(rule.source_bucket)
         return sorted(found)
 
+    @property
+    def manifest_uri(self) -> str:
+        """The functions' manifest: ``--manifest``, else Firestore in the same project."""
+        return self.manifest or f"firestore://{self.project}/(default)/{FIRESTORE_COLLECTION}"
+
     def environment(self) -> dict[str, str]:
         env = {
-            "SKYHOP_MANIFEST": self.manifest,
+            "SKYHOP_MANIFEST": self.manifest_uri,
             "SKYHOP_COMPUTE": "gcp",
             "SKYHOP_COMPUTE_OPTIONS": json.dumps({"project": self.project, **self.compute_options}),
             "SKYHOP_REQUESTS_QUEUE": f"pubsub://{self.project}/{self.requests_topic}",
             "SKYHOP_EVENTS_QUEUE": f"pubsub://{self.project}/{self.events_topic}",
-            "SKYHOP_HOME": "/tmp/skyhop",
+            "SKYHOP_HOME": "/tmp/skyhop",  # noqa: S108 - the function sandbox's own /tmp
             "GOOGLE_CLOUD_PROJECT": self.project,
         }
         if self.results_topic:
             env["SKYHOP_RESULTS_QUEUE"] = f"pubsub://{self.project}/{self.results_topic}"
         if self.rules is not None:
             env["SKYHOP_RULES"] = self.rules.model_dump_json()
+        if self.transfer_locations:
+            env["SKYHOP_TRANSFER_LOCATIONS"] = ",".join(self.transfer_locations)
         return env
 
 
@@ -148,7 +174,9 @@ class GCPDeployer:
         api_endpoint: str | None = None,
         client: Any = None,
         publisher: Any = None,
+        firestore_admin: Any = None,
         ensure_topics: bool = True,
+        ensure_manifest: bool = True,
         stores: Callable[[StoreURI], ObjectStore] = open_store,
         timeout: float = 900.0,
     ) -> None:
@@ -157,7 +185,9 @@ class GCPDeployer:
         self._api_endpoint = api_endpoint
         self._client = client
         self._publisher = publisher
+        self._firestore_admin = firestore_admin
         self.ensure_topics = ensure_topics
+        self.ensure_manifest = ensure_manifest
         self.stores = stores
         self.timeout = timeout
         self.parent = f"projects/{config.project}/locations/{config.region}"
@@ -188,7 +218,49 @@ class GCPDeployer:
             self._publisher = _call(pubsub_v1.PublisherClient, "Pub/Sub: connect")
         return self._publisher
 
+    @property
+    def firestore_admin(self) -> Any:
+        if self._firestore_admin is None:
+            from google.cloud import firestore_admin_v1
+
+            kwargs: dict[str, Any] = {}
+            if self._credentials is not None:
+                kwargs["credentials"] = self._credentials
+            self._firestore_admin = _call(
+                lambda: firestore_admin_v1.FirestoreAdminClient(**kwargs), "Firestore: connect"
+            )
+        return self._firestore_admin
+
     # ------------------------------------------------------------ steps
+
+    def firestore_manifest(self) -> list[str]:
+        """For a ``firestore://`` manifest: TTL on ``expires_at`` of its collection
+        groups (the job collection, objects, chunks, counters); returns what was
+        asked for. TTL policies take effect in the background. Its queries need
+        no composite index."""
+        from google.cloud import firestore_admin_v1 as admin
+        from google.protobuf import field_mask_pb2
+
+        from skyhop.state.firestore import SUBCOLLECTIONS, TTL_FIELD, parse_firestore
+
+        project, database, collection = parse_firestore(self.config.manifest_uri)
+        root = f"projects/{project}/databases/{database}/collectionGroups"
+        done = []
+        for group in (collection, *SUBCOLLECTIONS):
+            field = admin.Field(
+                name=f"{root}/{group}/fields/{TTL_FIELD}", ttl_config=admin.Field.TtlConfig()
+            )
+            _call(
+                lambda field=field: self.firestore_admin.update_field(
+                    request={
+                        "field": field,
+                        "update_mask": field_mask_pb2.FieldMask(paths=["ttl_config"]),
+                    }
+                ),
+                f"Firestore: TTL on {group}.{TTL_FIELD}",
+            )
+            done.append(f"TTL {group}.{TTL_FIELD}")
+        return done
 
     def upload(self, source: SourceArchive) -> tuple[str, str, int]:
         """Stage the archive; returns (bucket, object, generation)."""
@@ -276,10 +348,23 @@ class GCPDeployer:
         if self.ensure_topics:
             for name in self.topics():
                 report.notes.append(f"created topic {name}")
-        if not self.config.manifest.startswith("dynamodb://"):
+        manifest = self.config.manifest_uri
+        if manifest.startswith("firestore://"):
+            if self.ensure_manifest:
+                asked = self.firestore_manifest()
+                report.notes.append(f"manifest {manifest}: {', '.join(asked)}")
+            else:
+                report.notes.append(f"manifest {manifest}")
+            who = self.config.service_account or "the functions' service account"
+            report.notes.append(f"{who} needs roles/datastore.user for the Firestore manifest")
+        elif manifest.startswith("dynamodb://"):
             report.notes.append(
-                f"manifest {self.config.manifest} is private to each function instance: "
-                "use dynamodb://TABLE beyond a trial"
+                f"manifest {manifest}: the functions need AWS credentials for DynamoDB"
+            )
+        else:
+            report.notes.append(
+                f"manifest {manifest} is private to each function instance: "
+                "keep the default Firestore manifest beyond a trial"
             )
         for plan in plan_functions(self.config):
             report.functions.append(self._apply(plan, storage))
@@ -358,28 +443,18 @@ class GCPDeployer:
 
 def _call(fn: Callable[[], T], what: str, passthrough: tuple[type[Exception], ...] = ()) -> T:
     """Run one API call; SDK errors become one-line SkyhopErrors (``passthrough`` ones are re-raised)."""
-    try:
-        return fn()
-    except passthrough:
-        raise
-    except SkyhopError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - classified, never leaked
-        raise _classify(exc, what) from None
+    return translated(fn, what, _classify, passthrough=passthrough)
 
 
 def _classify(exc: Exception, what: str) -> SkyhopError:
     from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
 
-    detail = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip()
-    detail = detail.splitlines()[0][:300] if detail else type(exc).__name__
-    if isinstance(exc, gexc.NotFound):
-        return NotFoundError(f"{what}: not found ({detail})")
-    if isinstance(exc, gexc.Unauthenticated | gexc.PermissionDenied | gexc.Forbidden):
-        return AccessError(f"{what}: access denied ({detail})")
-    if isinstance(exc, auth_exc.GoogleAuthError):
-        return AccessError(f"{what}: no usable Google credentials ({detail})")
+    from skyhop.clouds import gcp
+
+    detail = gcp.short(exc)
+    found = gcp.known(exc, what)
+    if found is not None:
+        return found
     if isinstance(exc, gexc.InvalidArgument | gexc.FailedPrecondition):
         return UsageError(f"{what}: {detail}")
     if isinstance(exc, gexc.GoogleAPICallError | gexc.RetryError | TimeoutError | OSError):

@@ -15,10 +15,22 @@ every profiled region, scipy.optimize.milp/HiGHS). Every planner returns a
 (egress, VM-hours, requests).
 """
 
+from typing import Any
+
 from skyhop.planner.api import MODES, PLANNERS, plan, region_of
 from skyhop.planner.costs import Workload, request_counts, workload
 from skyhop.planner.profile import LOCAL, Profile, default_profile_path, load_profile
-from skyhop.planner.render import plan_json, render_plan
+
+
+def __getattr__(name: str) -> Any:
+    """``render_plan`` and ``plan_json`` import rich on first use: a quiet copy
+    plans without printing, and should not pay for it at start-up."""
+    if name in ("render_plan", "plan_json"):
+        from skyhop.planner import render
+
+        return getattr(render, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LOCAL",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skyhop.errors import PlanError, SkyhopError, UsageError
 from skyhop.models import CostEstimate, Edge, Gateway, RoutePlan
@@ -11,7 +12,18 @@ from skyhop.planner.base import Mode, PlanRequest, Route, single_path_route, to_
 from skyhop.planner.costs import request_counts, request_usd, transfer_seconds, workload
 from skyhop.planner.direct import plan_direct
 from skyhop.planner.overlay import plan_overlay
-from skyhop.planner.profile import LOCAL, Profile, cloud_of, load_profile
+from skyhop.planner.profile import (
+    LOCAL,
+    CustomRegion,
+    Profile,
+    cloud_of,
+    load_profile,
+    with_custom_regions,
+)
+
+if TYPE_CHECKING:
+    from skyhop.stores.base import ObjectStore
+    from skyhop.uri import StoreURI
 
 
 def plan_milp(req: PlanRequest) -> Route:
@@ -35,7 +47,7 @@ def plan(
     src_region: str,
     dst_region: str,
     *,
-    bytes: int = 0,  # noqa: A002 - the brief's name for it
+    bytes: int = 0,
     objects: int | None = None,
     parts: int | None = None,
     multipart_objects: int | None = None,
@@ -65,6 +77,7 @@ def plan(
     request cannot be met, naming the best achievable figure.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    prof = with_remote_regions(prof, [src_region, dst_region, *(relays or ())])
     if mode not in MODES:
         raise UsageError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
     if planner not in PLANNERS:
@@ -85,18 +98,9 @@ def plan(
     if LOCAL in (src, dst, *via) or (src == dst and not via):
         return _trivial_plan(prof, src, dst, work, via)
 
-    if via:
-        pool = via
-    else:
-        pool = [prof.resolve(r) for r in regions] if regions is not None else prof.region_names
+    pool = via or ([prof.resolve(r) for r in regions] if regions is not None else prof.region_names)
     candidates = tuple(dict.fromkeys([src, dst, *pool]))
-    limits = {r: _limit(prof, r, max_vms, vcpu_quota) for r in candidates}
-    for r in (src, dst):
-        if limits[r] < 1:
-            raise PlanError(
-                f"no gateway fits in {r}: the vCPU quota is below one {prof.cloud(r).instance_type} "
-                f"({prof.cloud(r).vcpus} vCPUs)"
-            )
+    limits = gateway_limits(prof, candidates, max_vms, vcpu_quota, needed=(src, dst))
     if mode == "cheapest" and target_gbps is None:
         target_gbps = prof.pair_gbps(src, dst) or None
         if target_gbps is None:
@@ -124,12 +128,56 @@ def plan(
     return result
 
 
+def with_remote_regions(prof: Profile, names: Iterable[str]) -> Profile:
+    """``prof`` with the regions of the user's own that storage remotes define
+    (``planner_region`` with ``throughput_gbps``) among ``names``."""
+    wanted = {
+        n.strip().lower()
+        for n in names
+        if isinstance(n, str) and ":" in n and cloud_of(n.strip().lower()) not in prof.clouds
+    }
+    if not wanted:
+        return prof
+    from skyhop.remotes import storage_remotes
+
+    custom = [
+        CustomRegion(
+            name=r.planner_region.lower(),
+            gbps=r.throughput_gbps,
+            egress_usd_per_gb=r.egress_usd_per_gb,
+        )
+        for r in storage_remotes().values()
+        if r.planner_region and r.planner_region.lower() in wanted and r.throughput_gbps
+    ]
+    return with_custom_regions(prof, custom) if custom else prof
+
+
 def _resolve_or_local(prof: Profile, region: str) -> str:
     if not isinstance(region, str) or not region.strip():
         raise UsageError("a region is required (e.g. aws:us-east-1, or local)")
     if region.strip().lower() == LOCAL:
         return LOCAL
     return prof.resolve(region)
+
+
+def gateway_limits(
+    prof: Profile,
+    candidates: Iterable[str],
+    max_vms: int | Mapping[str, int] | None,
+    vcpu_quota: int | Mapping[str, int] | None,
+    *,
+    needed: Iterable[str],
+) -> dict[str, int]:
+    """Gateways allowed per candidate region; PlanError when a region the route
+    cannot do without (``needed``: source and destinations) fits none."""
+    limits = {r: _limit(prof, r, max_vms, vcpu_quota) for r in candidates}
+    for r in needed:
+        if limits[r] < 1:
+            raise PlanError(
+                f"no gateway fits in {r}: the vCPU quota is below one {prof.cloud(r).instance_type} "
+                f"({prof.cloud(r).vcpus} vCPUs)"
+            )
+    return limits
 
 
 def _limit(
@@ -213,9 +261,15 @@ def _trivial_plan(
     )
 
 
-def region_of(uri: str, override: str | None = None) -> str:
+def region_of(
+    uri: str,
+    override: str | None = None,
+    *,
+    stores: Callable[[StoreURI], ObjectStore] | None = None,
+) -> str:
     """The region of a store URI: ``override`` if given, ``local`` for local paths,
-    else what the store reports (``ObjectStore.region()``)."""
+    else what the store reports (``ObjectStore.region()``), asking a store of
+    ``stores`` (already open, so no second client) when given."""
     from skyhop.stores.base import open_store
     from skyhop.uri import parse_uri
 
@@ -225,7 +279,7 @@ def region_of(uri: str, override: str | None = None) -> str:
     if parsed.scheme == "local":
         return LOCAL
     try:
-        region = open_store(parsed).region()
+        region = (stores or open_store)(parsed).region()
     except SkyhopError as exc:
         raise UsageError(f"cannot tell the region of {uri} ({exc}); pass it explicitly") from None
     if not region:

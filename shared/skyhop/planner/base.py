@@ -21,13 +21,13 @@ Mode = Literal["fastest", "cheapest"]
 GBIT_PER_GB = 8.0
 
 
-@dataclass(frozen=True)
-class PlanRequest:
-    """One planning question, already validated and resolved against the profile."""
+@dataclass(frozen=True, kw_only=True)
+class Question:
+    """What every planning question holds, validated and resolved against the
+    profile: the source, the workload, the goal and the gateway limits per region."""
 
     profile: Profile
     src: str
-    dst: str
     work: Workload
     mode: Mode = "fastest"
     target_gbps: float | None = None
@@ -40,13 +40,24 @@ class PlanRequest:
 
     @property
     def requests_usd(self) -> float:
-        return request_usd(self.profile, self.src, self.dst, request_counts(self.work))
+        raise NotImplementedError
 
     @property
     def requests_usd_per_gb(self) -> float:
         """Request charges spread over the bytes (0 when no bytes move)."""
         gb = self.work.gigabytes
         return self.requests_usd / gb if gb > 0 else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanRequest(Question):
+    """One planning question from ``src`` to one destination region ``dst``."""
+
+    dst: str
+
+    @property
+    def requests_usd(self) -> float:
+        return request_usd(self.profile, self.src, self.dst, request_counts(self.work))
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""``skyhop plan SRC DST``: the route, gateways, expected throughput, time and cost.
+"""``skyhop plan SRC DST [--also DST2 ...]``: the route, gateways, expected throughput, time and cost.
 
-No data moves. Regions come from ``--src-region``/``--dst-region`` or from the
+No data moves. With ``--also``, one distribution tree to every destination,
+shown against one direct copy each. Regions come from ``--src-region``/``--dst-region`` or from the
 stores (``ObjectStore.region()``; local paths are ``local``). Without
 ``--bytes`` the source is measured (one HEAD, or a listing of the prefix).
 The lead's ``skyhop`` command mounts this with :func:`add_parser`; it also
@@ -68,6 +69,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="path, file://, s3://, gs:// or az:// URI")
     p.add_argument("destination")
+    p.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="DST",
+        help="another destination (repeatable): plan one distribution tree to all of them, "
+        "shown against one direct copy each",
+    )
+    p.add_argument(
+        "--also-region",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="the region of each --also destination, in order (default: ask the store)",
+    )
     p.add_argument("--bytes", metavar="SIZE", help="data to move (4096, 10GB, 1.5TiB)")
     p.add_argument("--objects", metavar="N", help="number of objects (default: 1, or measured)")
     p.add_argument("--parts", metavar="N", help="chunks over all objects (default: derived)")
@@ -81,6 +97,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--src-region", metavar="REGION", help="e.g. aws:us-east-1 (default: ask the store)"
     )
     p.add_argument("--dst-region", metavar="REGION")
+    p.add_argument(
+        "--regions",
+        metavar="R1,R2,...",
+        help="relay candidates (default: every profiled region; for --also, a shortlist of them)",
+    )
     p.add_argument("--profile", metavar="PATH", help="a throughput/cost profile JSON")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=run)
@@ -115,13 +136,45 @@ def _plan(args: argparse.Namespace) -> RoutePlan:
     quota = _count("--vcpu-quota", args.vcpu_quota, 1)
     objects = _count("--objects", args.objects, 0)
     parts = _count("--parts", args.parts, 0)
+    regions = (
+        [r.strip() for r in args.regions.split(",") if r.strip()]
+        if getattr(args, "regions", None)
+        else None
+    )
+    also = list(getattr(args, "also", []) or [])
+    also_regions = list(getattr(args, "also_region", []) or [])
+    if len(also_regions) > len(also):
+        raise UsageError("--also-region names the region of an --also destination: give one each")
+    if also and args.planner not in ("milp", "multicast"):
+        raise UsageError("--also plans a distribution tree: --planner applies to one destination")
     src = region_of(args.source, args.src_region)
     dst = region_of(args.destination, args.dst_region)
+    others = [
+        region_of(uri, also_regions[i] if i < len(also_regions) else None)
+        for i, uri in enumerate(also)
+    ]
     if args.bytes is not None:
         nbytes = parse_size(args.bytes)
     else:
         nbytes, measured = measure_source(args.source)
         objects = measured if objects is None else objects
+    if also:
+        from skyhop.planner.multicast import plan_multicast
+
+        return plan_multicast(
+            src,
+            [dst, *others],
+            bytes=nbytes,
+            objects=objects,
+            parts=parts,
+            mode=args.mode,
+            target_gbps=target,
+            max_cost_per_gb=ceiling,
+            max_vms=max_vms,
+            vcpu_quota=quota,
+            regions=regions,
+            profile=args.profile,
+        )
     return plan(
         src,
         dst,
@@ -134,6 +187,7 @@ def _plan(args: argparse.Namespace) -> RoutePlan:
         max_cost_per_gb=ceiling,
         max_vms=max_vms,
         vcpu_quota=quota,
+        regions=regions,
         profile=args.profile,
     )
 

@@ -24,12 +24,24 @@ import re
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skyhop.errors import PlanError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def _numpy() -> ModuleType:
+    """numpy, imported when a planner first needs the arrays: a direct or local
+    plan never does, and numpy costs a third of a second at every CLI start."""
+    import numpy
+
+    return numpy
+
 
 LOCAL = "local"
 DEFAULT_PROFILE = "default_profile.json"
@@ -118,6 +130,7 @@ class Profile(BaseModel):
     @cached_property
     def gbps_array(self) -> np.ndarray:
         """Throughput grid, 0 where not measured and on the diagonal."""
+        np = _numpy()
         arr = np.array([[0.0 if v is None else v for v in row] for row in self.gbps], dtype=float)
         np.fill_diagonal(arr, 0.0)
         return arr
@@ -125,6 +138,7 @@ class Profile(BaseModel):
     @cached_property
     def cost_array(self) -> np.ndarray:
         """Egress $/GB grid, NaN where unknown."""
+        np = _numpy()
         return np.array(
             [[np.nan if v is None else v for v in row] for row in self.usd_per_gb], dtype=float
         )
@@ -132,20 +146,24 @@ class Profile(BaseModel):
     @cached_property
     def usable(self) -> np.ndarray:
         """Edges a planner may use: measured throughput and a known price."""
+        np = _numpy()
         usable = (self.gbps_array > 0) & ~np.isnan(self.cost_array)
         np.fill_diagonal(usable, False)
         return usable
 
     @cached_property
     def vm_price_array(self) -> np.ndarray:
+        np = _numpy()
         return np.array([spec.vm_usd_per_hour for spec in self.regions.values()], dtype=float)
 
     @cached_property
     def egress_cap_array(self) -> np.ndarray:
+        np = _numpy()
         return np.array([self.cloud(r).egress_gbps_per_vm for r in self.regions], dtype=float)
 
     @cached_property
     def ingress_cap_array(self) -> np.ndarray:
+        np = _numpy()
         return np.array([self.cloud(r).ingress_gbps_per_vm for r in self.regions], dtype=float)
 
     def cloud(self, region: str) -> CloudSpec:
@@ -166,6 +184,7 @@ class Profile(BaseModel):
         )
 
     def egress_usd_per_gb(self, src: str, dst: str) -> float:
+        np = _numpy()
         if src == dst:
             return 0.0
         value = self.cost_array[self.index[src], self.index[dst]]
@@ -225,6 +244,53 @@ class Profile(BaseModel):
         by_bare = {r.split(":", 1)[1]: r for r in pool}
         close = difflib.get_close_matches(bare, list(by_bare), n=n, cutoff=0.0)
         return [by_bare[c] for c in close]
+
+
+class CustomRegion(_Strict):
+    """A region of the user's own (an on-premises or S3-compatible endpoint, given in
+    its storage remote): what one gateway moves to or from it, and what reading out
+    of it costs."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*:[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    gbps: float = Field(gt=0)
+    egress_usd_per_gb: float = Field(0.0, ge=0)
+
+
+def with_custom_regions(profile: Profile, regions: list[CustomRegion]) -> Profile:
+    """``profile`` with ``regions`` added (those it has already are left alone).
+
+    Links to and from a custom region carry its ``gbps`` (capped by the other
+    end's per-VM caps, as any link); reading out of it costs its
+    ``egress_usd_per_gb``; writing into it from a cloud region costs that
+    region's dearest egress in the profile, the stand-in for internet egress
+    (which profiles of inter-region links do not hold). Its gateways run on the
+    user's own machines: no VM price, no request charges."""
+    new = [r for r in dict((r.name, r) for r in regions).values() if r.name not in profile.regions]
+    if not new:
+        return profile
+    data = profile.model_dump()
+    n = len(profile.regions)
+    dearest = [max((v for v in row if v is not None), default=0.0) for row in profile.usd_per_gb]
+    for k, region in enumerate(new):
+        cloud = cloud_of(region.name)
+        if cloud not in data["clouds"]:
+            data["clouds"][cloud] = {
+                "instance_type": "your own machine",
+                "vcpus": 1,
+                "egress_gbps_per_vm": region.gbps,
+                "ingress_gbps_per_vm": region.gbps,
+                "caps_source": "storage remote",
+                "requests": {"get_per_1000": 0, "put_per_1000": 0, "list_per_1000": 0},
+            }
+        data["regions"][region.name] = {"vm_usd_per_hour": 0.0, "price_note": "storage remote"}
+        size = n + k
+        for i, row in enumerate(data["gbps"]):
+            row.append(region.gbps)
+            data["usd_per_gb"][i].append(dearest[i] if i < n else new[i - n].egress_usd_per_gb)
+        data["gbps"].append([region.gbps] * size + [None])
+        data["usd_per_gb"].append([region.egress_usd_per_gb] * size + [None])
+    data["name"] = f"{profile.name} + {', '.join(r.name for r in new)}"
+    return Profile.model_validate(data)
 
 
 def cloud_of(region: str) -> str:

@@ -20,19 +20,23 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-from azure.core import exceptions as aexc
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
-from skyhop.errors import AccessError, NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.clouds import azure as azure_kit
+from skyhop.errors import (
+    NotFoundError,
+    StoreError,
+    UsageError,
+    translated,
+)
 from skyhop.queues.base import Message
 
 MAX_ENCODED_BYTES = 64 * 1024
@@ -59,24 +63,6 @@ def parse_azq(uri: str) -> tuple[str, str]:
             "(3-63 lowercase letters, digits and single hyphens)"
         )
     return account, queue
-
-
-def _connection_string_account(conn: str) -> str | None:
-    fields = {}
-    for part in conn.split(";"):
-        name, sep, value = part.partition("=")
-        if sep:
-            fields[name.strip().lower()] = value.strip()
-    if fields.get("accountname"):
-        return fields["accountname"]
-    endpoint = fields.get("queueendpoint")
-    if not endpoint:
-        return None
-    split = urlsplit(endpoint)
-    host = split.hostname or ""
-    if host.endswith(".core.windows.net"):
-        return host.split(".")[0]
-    return split.path.strip("/").split("/")[0] or None
 
 
 class AzureQueue:
@@ -140,25 +126,13 @@ class AzureQueue:
             "message_encode_policy": TextBase64EncodePolicy(),
             "message_decode_policy": TextBase64DecodePolicy(),
         }
-        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-        if conn and _connection_string_account(conn) == self.account:
-            return QueueClient.from_connection_string(conn, self.name, **policies)
-        from azure.identity import DefaultAzureCredential
-
-        return QueueClient(
-            f"https://{self.account}.queue.core.windows.net",
-            self.name,
-            credential=DefaultAzureCredential(),
-            **policies,
+        client: QueueClient = azure_kit.storage_client(
+            QueueClient, self.account, "queue", self.name, **policies
         )
+        return client
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return fn()
-        except SkyhopError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified below, never leaked
-            raise _classify(exc, f"queue {self.uri}: {what}") from None
+        return translated(fn, f"queue {self.uri}: {what}", azure_kit.translate)
 
     # ------------------------------------------------------------ Queue
 
@@ -170,7 +144,7 @@ class AzureQueue:
             text = body
             if _encoded_size(body) > MAX_ENCODED_BYTES or body.startswith(PAYLOAD_PREFIX):
                 text = self._park(body)
-            self._call(lambda text=text: self.client.send_message(text), "send")
+            self._call(partial(self.client.send_message, text), "send")
 
     def _park(self, body: str) -> str:
         name = f"{self.name}/{uuid.uuid4().hex}"
@@ -222,12 +196,12 @@ class AzureQueue:
             pause = min(pause * 2, 2.0)
 
     def _fetch(self, parked: str) -> str:
-        raw = self._call(
+        raw: bytes = self._call(
             lambda: self.payloads.download_blob(parked).readall(), "fetch a parked body"
         )
         return raw.decode("utf-8")
 
-    def _delete(self, msg_id: str, pop: str) -> None:
+    def _delete(self, msg_id: str, pop: str | None) -> None:
         try:
             self._call(lambda: self.client.delete_message(msg_id, pop), "ack")
         except NotFoundError:
@@ -268,15 +242,7 @@ def payload_container(account: str) -> Any:
     """The blob container of ``account`` that holds parked bodies."""
     from azure.storage.blob import BlobServiceClient
 
-    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    if conn and _connection_string_account(conn) == account:
-        service = BlobServiceClient.from_connection_string(conn)
-    else:
-        from azure.identity import DefaultAzureCredential
-
-        service = BlobServiceClient(
-            f"https://{account}.blob.core.windows.net", credential=DefaultAzureCredential()
-        )
+    service = azure_kit.storage_client(BlobServiceClient, account, "blob")
     return service.get_container_client(PAYLOAD_CONTAINER)
 
 
@@ -286,10 +252,12 @@ def resolve_body(account: str, text: str) -> str:
     if not text.startswith(PAYLOAD_PREFIX):
         return text
     name = text[len(PAYLOAD_PREFIX) :]
-    try:
-        return payload_container(account).download_blob(name).readall().decode("utf-8")
-    except Exception as exc:  # noqa: BLE001 - classified, never leaked
-        raise _classify(exc, f"fetch parked body {name}") from None
+    raw: bytes = translated(
+        lambda: payload_container(account).download_blob(name).readall(),
+        f"fetch parked body {name}",
+        azure_kit.translate,
+    )
+    return raw.decode("utf-8")
 
 
 def _receipt(message: Message) -> tuple[str, str, str]:
@@ -298,34 +266,6 @@ def _receipt(message: Message) -> tuple[str, str, str]:
         return str(msg_id), str(pop), str(parked)
     except (ValueError, TypeError):
         raise UsageError(f"not an Azure queue receipt: {message.receipt!r}") from None
-
-
-def _classify(exc: Exception, what: str) -> SkyhopError:
-    detail = _short(exc)
-    if isinstance(exc, aexc.ResourceNotFoundError):
-        return NotFoundError(f"{what}: not found ({detail})")
-    if isinstance(exc, aexc.ClientAuthenticationError):
-        return AccessError(f"{what}: access denied ({detail})")
-    if isinstance(exc, aexc.ServiceRequestError | aexc.ServiceResponseError):
-        return StoreError(f"{what}: connection failed ({detail})", retryable=True)
-    if isinstance(exc, aexc.HttpResponseError):
-        status = exc.status_code or 0
-        if status in (401, 403):
-            return AccessError(f"{what}: access denied ({detail})")
-        if status == 404:
-            return NotFoundError(f"{what}: not found ({detail})")
-        return StoreError(f"{what}: {detail}", retryable=status in (408, 429) or status >= 500)
-    if isinstance(exc, OSError | ConnectionError | TimeoutError):
-        return StoreError(f"{what}: connection failed ({detail})", retryable=True)
-    return StoreError(f"{what}: {detail}")
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, aexc.HttpResponseError):
-        code = getattr(exc, "error_code", None) or exc.reason or ""
-        return f"{exc.status_code} {code}".strip()
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # ---------------------------------------------------------------- control queues
@@ -373,14 +313,7 @@ def azure_control_queue_job_prefix(prefix: str, job_id: str) -> str:
 def _service(account: str) -> Any:
     from azure.storage.queue import QueueServiceClient
 
-    conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-    if conn and _connection_string_account(conn) == account:
-        return QueueServiceClient.from_connection_string(conn)
-    from azure.identity import DefaultAzureCredential
-
-    return QueueServiceClient(
-        f"https://{account}.queue.core.windows.net", credential=DefaultAzureCredential()
-    )
+    return azure_kit.storage_client(QueueServiceClient, account, "queue")
 
 
 class AzureControlQueues:
@@ -422,12 +355,7 @@ class AzureControlQueues:
         return self._service
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return fn()
-        except SkyhopError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified, never leaked
-            raise _classify(exc, f"control queues {self.uri}: {what}") from None
+        return translated(fn, f"control queues {self.uri}: {what}", azure_kit.translate)
 
     def create(self, job_id: str, gateway_id: str) -> str:
         name = azure_control_queue_name(self.prefix, job_id, gateway_id)
@@ -476,7 +404,7 @@ class AzureControlQueues:
         for name in sorted(names):
             try:
                 self._call(
-                    lambda name=name: self.service.delete_queue(name),
+                    partial(self.service.delete_queue, name),
                     f"deleting control queue {name}",
                 )
                 deleted += 1

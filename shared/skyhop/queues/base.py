@@ -13,13 +13,13 @@ implementation by the same kind of URI: ``sqs://PREFIX[?region=R]``,
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
 from skyhop.errors import UsageError
+from skyhop.registry import resolve
 
 
 class Message(BaseModel):
@@ -42,6 +42,16 @@ class Queue(Protocol):
 
     def ack(self, message: Message) -> None:
         """Delete a received message so it is not delivered again."""
+        ...
+
+
+@runtime_checkable
+class CheckableQueue(Protocol):
+    """Optional: a queue that can tell, without taking a message, that it exists."""
+
+    def check(self) -> None:
+        """Raise NotFoundError when the queue does not exist (AccessError when it may
+        not be used); return when messages can be sent to it."""
         ...
 
 
@@ -126,14 +136,8 @@ def open_control_queues(uri: str) -> ControlQueues:
             f"unknown control queues {uri!r}: use sqs://PREFIX, azq://ACCOUNT/PREFIX, "
             "pubsub://PROJECT/PREFIX or memory://PREFIX"
         )
-    module_name, _, cls_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(
-            f"control queues {uri!r} need an optional dependency ({exc.name})"
-        ) from None
-    return getattr(module, cls_name)(uri)
+    queues: ControlQueues = resolve(target, f"control queues {uri!r}")(uri)
+    return queues
 
 
 def open_queue(uri: str) -> Queue:
@@ -142,9 +146,5 @@ def open_queue(uri: str) -> Queue:
     target = _REGISTRY.get(scheme)
     if target is None or "://" not in uri:
         raise UsageError(f"unknown queue URI {uri!r}: use memory://, sqs://, azq:// or pubsub://")
-    module_name, _, cls_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"queue {uri!r} needs an optional dependency ({exc.name})") from None
-    return getattr(module, cls_name)(uri)
+    queue: Queue = resolve(target, f"queue {uri!r}")(uri)
+    return queue

@@ -16,7 +16,7 @@ from skyhop.queues.base import (
     job_of_control_queue,
 )
 
-_QUEUES: dict[str, tuple[deque[tuple[str, str]], threading.Condition]] = {}
+_QUEUES: dict[str, tuple[deque[tuple[str, str, int]], threading.Condition]] = {}
 _LOCK = threading.Lock()
 _IDS = itertools.count()
 
@@ -31,17 +31,17 @@ class MemoryQueue:
             if uri not in _QUEUES:
                 _QUEUES[uri] = (deque(), threading.Condition())
             self._items, self._cond = _QUEUES[uri]
-        self._inflight: dict[str, str] = {}
+        self._inflight: dict[str, tuple[str, int]] = {}  # receipt -> (body, deliveries)
 
     def send(self, body: str) -> None:
         with self._cond:
-            self._items.append((str(next(_IDS)), body))
+            self._items.append((str(next(_IDS)), body, 0))
             self._cond.notify()
 
     def send_batch(self, bodies: list[str]) -> None:
         with self._cond:
             for body in bodies:
-                self._items.append((str(next(_IDS)), body))
+                self._items.append((str(next(_IDS)), body, 0))
             self._cond.notify_all()
 
     def receive(self, max_messages: int = 10, wait_seconds: float = 0.0) -> list[Message]:
@@ -50,9 +50,9 @@ class MemoryQueue:
                 self._cond.wait_for(lambda: bool(self._items), timeout=wait_seconds)
             out: list[Message] = []
             while self._items and len(out) < max_messages:
-                receipt, body = self._items.popleft()
-                self._inflight[receipt] = body
-                out.append(Message(body=body, receipt=receipt))
+                receipt, body, delivered = self._items.popleft()
+                self._inflight[receipt] = (body, delivered + 1)
+                out.append(Message(body=body, receipt=receipt, receive_count=delivered + 1))
             return out
 
     def ack(self, message: Message) -> None:
@@ -62,9 +62,9 @@ class MemoryQueue:
     def nack(self, message: Message) -> None:
         """Put a received message back at the front."""
         with self._cond:
-            body = self._inflight.pop(message.receipt, None)
-            if body is not None:
-                self._items.appendleft((message.receipt, body))
+            found = self._inflight.pop(message.receipt, None)
+            if found is not None:
+                self._items.appendleft((message.receipt, *found))
                 self._cond.notify()
 
     def __len__(self) -> int:

@@ -22,14 +22,21 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exc
-from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 
-from skyhop.errors import AccessError, NotFoundError, SkyhopError, StoreError, UsageError
+from skyhop.clouds import gcp
+from skyhop.errors import (
+    NotFoundError,
+    SkyhopError,
+    StoreError,
+    UsageError,
+    translated,
+)
 from skyhop.queues.base import (
     Message,
     control_queue_job_prefix,
@@ -76,8 +83,8 @@ class PubSubQueue:
         *,
         ack_deadline: int = 60,
         create: bool = True,
-        publisher: pubsub_v1.PublisherClient | None = None,
-        subscriber: pubsub_v1.SubscriberClient | None = None,
+        publisher: PublisherClient | None = None,
+        subscriber: SubscriberClient | None = None,
     ) -> None:
         self.uri = uri
         self.project, self.topic, self.subscription = parse_pubsub(uri)
@@ -94,24 +101,19 @@ class PubSubQueue:
     # ------------------------------------------------------------ plumbing
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return fn()
-        except SkyhopError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified below, never leaked
-            raise _classify(exc, f"queue {self.uri}: {what}") from None
+        return translated(fn, f"queue {self.uri}: {what}", _classify)
 
     @property
-    def publisher(self) -> pubsub_v1.PublisherClient:
+    def publisher(self) -> PublisherClient:
         if self._publisher is None:
-            self._publisher = self._call(pubsub_v1.PublisherClient, "connect")
+            self._publisher = self._call(PublisherClient, "connect")
         self._ensure()
         return self._publisher
 
     @property
-    def subscriber(self) -> pubsub_v1.SubscriberClient:
+    def subscriber(self) -> SubscriberClient:
         if self._subscriber is None:
-            self._subscriber = self._call(pubsub_v1.SubscriberClient, "connect")
+            self._subscriber = self._call(SubscriberClient, "connect")
         self._ensure()
         return self._subscriber
 
@@ -127,9 +129,9 @@ class PubSubQueue:
 
     def _create(self) -> None:
         if self._publisher is None:
-            self._publisher = self._call(pubsub_v1.PublisherClient, "connect")
+            self._publisher = self._call(PublisherClient, "connect")
         if self._subscriber is None:
-            self._subscriber = self._call(pubsub_v1.SubscriberClient, "connect")
+            self._subscriber = self._call(SubscriberClient, "connect")
         publisher, subscriber = self._publisher, self._subscriber
         try:
             self._call(
@@ -166,11 +168,11 @@ class PubSubQueue:
                 )
         publisher = self.publisher
         futures = [
-            self._call(lambda item=item: publisher.publish(self.topic_path, item), "publish")
+            self._call(partial(publisher.publish, self.topic_path, item), "publish")
             for item in data
         ]
         for future in futures:
-            self._call(lambda future=future: future.result(timeout=60), "publish")
+            self._call(partial(future.result, timeout=60), "publish")
 
     def receive(self, max_messages: int = 10, wait_seconds: float = 0.0) -> list[Message]:
         subscriber = self.subscriber
@@ -183,7 +185,8 @@ class PubSubQueue:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     response = self._call(
-                        lambda immediate=immediate, remaining=remaining: subscriber.pull(
+                        partial(
+                            subscriber.pull,
                             request={
                                 "subscription": self.subscription_path,
                                 "max_messages": count,
@@ -247,17 +250,14 @@ class _Timeout(StoreError):
 
 
 def _classify(exc: Exception, what: str) -> SkyhopError:
-    detail = _short(exc)
+    detail = gcp.short(exc)
     if isinstance(exc, gexc.AlreadyExists):
         return _Exists(f"{what}: already exists")
     if isinstance(exc, gexc.DeadlineExceeded):
         return _Timeout(f"{what}: timed out", retryable=True)
-    if isinstance(exc, gexc.NotFound):
-        return NotFoundError(f"{what}: not found ({detail})")
-    if isinstance(exc, gexc.Unauthenticated | gexc.PermissionDenied | gexc.Forbidden):
-        return AccessError(f"{what}: access denied ({detail})")
-    if isinstance(exc, auth_exc.GoogleAuthError):
-        return AccessError(f"{what}: no usable Google credentials ({detail})")
+    found = gcp.known(exc, what)
+    if found is not None:
+        return found
     if isinstance(exc, gexc.InvalidArgument):
         return UsageError(f"{what}: {detail}")
     if isinstance(
@@ -273,12 +273,6 @@ def _classify(exc: Exception, what: str) -> SkyhopError:
     if isinstance(exc, OSError | ConnectionError | TimeoutError):
         return StoreError(f"{what}: connection failed ({detail})", retryable=True)
     return StoreError(f"{what}: {detail}")
-
-
-def _short(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    text = str(message).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
 # ---------------------------------------------------------------- control queues
@@ -317,8 +311,8 @@ class PubSubControlQueues:
         self,
         uri: str = "",
         *,
-        publisher: pubsub_v1.PublisherClient | None = None,
-        subscriber: pubsub_v1.SubscriberClient | None = None,
+        publisher: PublisherClient | None = None,
+        subscriber: SubscriberClient | None = None,
     ) -> None:
         split = urlsplit(uri)
         project = split.netloc
@@ -341,25 +335,20 @@ class PubSubControlQueues:
         self._lock = threading.Lock()
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return fn()
-        except SkyhopError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified, never leaked
-            raise _classify(exc, f"control queues {self.uri}: {what}") from None
+        return translated(fn, f"control queues {self.uri}: {what}", _classify)
 
     @property
-    def publisher(self) -> pubsub_v1.PublisherClient:
+    def publisher(self) -> PublisherClient:
         with self._lock:
             if self._publisher is None:
-                self._publisher = self._call(pubsub_v1.PublisherClient, "connect")
+                self._publisher = self._call(PublisherClient, "connect")
         return self._publisher
 
     @property
-    def subscriber(self) -> pubsub_v1.SubscriberClient:
+    def subscriber(self) -> SubscriberClient:
         with self._lock:
             if self._subscriber is None:
-                self._subscriber = self._call(pubsub_v1.SubscriberClient, "connect")
+                self._subscriber = self._call(SubscriberClient, "connect")
         return self._subscriber
 
     def _topic_path(self, name: str) -> str:
@@ -428,8 +417,9 @@ class PubSubControlQueues:
         for name in sorted(subscriptions):
             try:
                 self._call(
-                    lambda name=name: self.subscriber.delete_subscription(
-                        request={"subscription": self._subscription_path(name)}
+                    partial(
+                        self.subscriber.delete_subscription,
+                        request={"subscription": self._subscription_path(name)},
                     ),
                     f"deleting control subscription {name}",
                 )
@@ -439,9 +429,7 @@ class PubSubControlQueues:
         for name in sorted(topics):
             try:
                 self._call(
-                    lambda name=name: self.publisher.delete_topic(
-                        request={"topic": self._topic_path(name)}
-                    ),
+                    partial(self.publisher.delete_topic, request={"topic": self._topic_path(name)}),
                     f"deleting control topic {name}",
                 )
                 deleted += 1

@@ -24,10 +24,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+from botocore.exceptions import ClientError
 
+from skyhop.clouds import aws
 from skyhop.errors import (
     AccessError,
     NotFoundError,
@@ -35,6 +34,8 @@ from skyhop.errors import (
     StoreError,
     ThrottledError,
     UsageError,
+    first_line,
+    translated,
 )
 from skyhop.queues.base import (
     CONTROL_QUEUE_PREFIX,
@@ -212,12 +213,22 @@ class SQSQueue:
         except _GoneReceipt:
             pass
 
+    def check(self) -> None:
+        """:class:`~skyhop.queues.base.CheckableQueue`: NotFoundError when the queue is gone."""
+        self._call(
+            lambda: self._client.get_queue_attributes(
+                QueueUrl=self.url, AttributeNames=["QueueArn"]
+            ),
+            "check",
+        )
+
     def attributes(self) -> dict[str, str]:
         """The queue's attributes (``QueueArn``, ``RedrivePolicy``, counts, ...)."""
-        return self._call(
+        answer = self._call(
             lambda: self._client.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"]),
             "attributes",
-        ).get("Attributes", {})
+        )
+        return {str(k): str(v) for k, v in answer.get("Attributes", {}).items()}
 
     # ------------------------------------------------------------ plumbing
 
@@ -356,25 +367,14 @@ class _GoneReceipt(StoreError):
 
 
 def _call(fn: Any, what: str) -> Any:
-    try:
-        return fn()
-    except SkyhopError:
-        raise
-    except ClientError as exc:
-        raise _classify(exc, what) from None
-    except NoRegionError:
-        raise UsageError(
-            f"{what}: no AWS region: set AWS_REGION or use sqs://NAME?region=R"
-        ) from None
-    except BotoCoreError as exc:
-        raise StoreError(f"{what}: {exc}", retryable=True) from None
+    return translated(fn, what, _translate, catch=aws.SDK_ERRORS)
 
 
 def _classify(exc: ClientError, what: str) -> SkyhopError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     query_code = str(error.get("QueryErrorCode", ""))
-    message = str(error.get("Message") or code).splitlines()[0][:300]
+    message = first_line(error.get("Message") or code)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
     if code in _NOT_FOUND or query_code in _NOT_FOUND:
         return NotFoundError(f"{what}: the queue does not exist")
@@ -387,17 +387,15 @@ def _classify(exc: ClientError, what: str) -> SkyhopError:
     return StoreError(f"{what}: {code}: {message}", retryable=status >= 500)
 
 
+_translate = aws.translator(
+    _classify, no_region="no AWS region: set AWS_REGION or use sqs://NAME?region=R"
+)
+
+
 def _client(region: str | None) -> Any:
-    try:
-        return boto3.session.Session().client(
-            "sqs",
-            region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 8}),
-        )
-    except NoRegionError:
-        raise UsageError(
-            "no AWS region for SQS: set AWS_REGION or use sqs://NAME?region=R"
-        ) from None
+    return aws.client(
+        "sqs", region, max_attempts=8, no_region="set AWS_REGION or use sqs://NAME?region=R"
+    )
 
 
 def _check_name(uri: str, name: str) -> None:

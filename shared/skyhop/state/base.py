@@ -11,6 +11,7 @@ DynamoDB) never leak their own exceptions: a lost condition is ``False`` or a
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
@@ -119,3 +120,91 @@ class ManifestStore(Protocol):
     def delete_job(self, job_id: str) -> None:
         """Remove a job and all its records (idempotent)."""
         ...
+
+
+@runtime_checkable
+class JobsByState(Protocol):
+    """Optional: a manifest that finds jobs by state through an index (DynamoDB's
+    by-state GSI, a Firestore or Table Storage query), for the reaper."""
+
+    def iter_jobs(self, states: set[JobState]) -> Iterator[Job]:
+        """Every job whose state is one of ``states``."""
+        ...
+
+
+@runtime_checkable
+class PurgesExpired(Protocol):
+    """Optional: a manifest whose service has no TTL (Table Storage) deletes the
+    finished jobs past their retention itself, when the reaper asks."""
+
+    def purge_expired(self, now: datetime | None = None) -> list[str]:
+        """Delete finished jobs whose retention has passed; their ids."""
+        ...
+
+
+@runtime_checkable
+class Batches(Protocol):
+    """Optional: a manifest whose writes cost a commit each (SQLite: a WAL append, and a
+    checkpoint every thousand pages) groups the writes one thread makes inside
+    ``batch()`` into one transaction. Every write keeps its own condition and result
+    (a transition inside sees the writes before it); they become durable together when
+    the block ends, also when it ends by an exception, so what was applied stays
+    applied (a result recorded before Ctrl-C is not sent again). Nested blocks join
+    the outer one."""
+
+    def batch(self) -> AbstractContextManager[None]: ...
+
+
+@runtime_checkable
+class Scrubs(Protocol):
+    """Optional: a manifest that keeps copies of overwritten rows (SQLite's WAL holds
+    the old pages until a checkpoint) erases them when asked, as after a job's
+    credentials are blanked. Stores without such copies do not declare it."""
+
+    def scrub(self) -> None:
+        """Leave no copy of overwritten data behind (now, or when this thread's
+        open batch commits); best effort: a busy store does it at close."""
+        ...
+
+
+def batched(manifest: ManifestStore) -> AbstractContextManager[None]:
+    """``manifest.batch()`` where the manifest :class:`Batches`, else nothing."""
+    return manifest.batch() if isinstance(manifest, Batches) else nullcontext()
+
+
+# ---------------------------------------------------------------- opening a manifest by URI
+
+#: scheme -> ``module:function`` taking the URI and returning the store; a new
+#: backend registers here (or with :func:`register_manifest`).
+_REGISTRY: dict[str, str] = {
+    "sqlite": "skyhop.state.openers:open_sqlite",
+    "dynamodb": "skyhop.state.openers:open_dynamodb",
+    "firestore": "skyhop.state.firestore:open_uri",
+    "aztable": "skyhop.state.azure_tables:open_uri",
+}
+
+
+def register_manifest(scheme: str, target: str) -> None:
+    """Register ``module:function`` (called with the whole URI) for ``scheme://``."""
+    _REGISTRY[scheme] = target
+
+
+def manifest_schemes() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def open_manifest(uri: str) -> ManifestStore:
+    """The manifest behind ``uri``: ``sqlite:///ABSOLUTE/PATH``,
+    ``dynamodb://TABLE[?region=R]``, or a registered scheme. A malformed or
+    unknown URI is a :class:`~skyhop.errors.UsageError` naming it."""
+    from skyhop.errors import UsageError
+    from skyhop.registry import resolve
+
+    scheme, sep, _ = uri.partition("://")
+    target = _REGISTRY.get(scheme)
+    if target is None or not sep:
+        raise UsageError(
+            f"unknown manifest {uri!r}: use " + ", ".join(f"{s}://" for s in manifest_schemes())
+        )
+    store: ManifestStore = resolve(target, f"manifest {uri!r}")(uri)
+    return store

@@ -20,7 +20,9 @@ Every transition is one conditional statement::
      WHERE job_id = ? AND chunk_id = ? AND state IN (...)
 
 and applied exactly when it changed a row, so a duplicated or late event
-changes nothing. Iterators page by key (``id > last ORDER BY id LIMIT n``),
+changes nothing. A runner records a round of results (and the chunks it takes
+next) inside :meth:`SQLiteManifest.batch`: one transaction, one commit, each
+write still conditional on what the writes before it left. Iterators page by key (``id > last ORDER BY id LIMIT n``),
 never by OFFSET. The database runs in WAL mode; each thread gets its own
 connection (an in-memory database, ``":memory:"``, shares one behind a lock).
 Every :mod:`sqlite3` error becomes a :mod:`skyhop.errors` error.
@@ -39,13 +41,14 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
 
-from skyhop.errors import ConflictError, NotFoundError, StoreError, UsageError
+from skyhop.errors import ConflictError, NotFoundError, StoreError
 from skyhop.models import Chunk, ChunkState, Job, JobState, ObjectEntry, ObjectState, utcnow
-from skyhop.state.base import JobProgress, next_updated_at
+from skyhop.state import rules
+from skyhop.state.base import JobProgress
 
 SCHEMA_VERSION = 1
 
@@ -98,7 +101,6 @@ class _Table:
         model: type[BaseModel],
         id_column: str,
         mirrored: dict[str, str],
-        frozen: set[str],
         state_index: str | None = None,
     ) -> None:
         self.name = name
@@ -106,7 +108,6 @@ class _Table:
         self.model = model
         self.id_column = id_column
         self.mirrored = mirrored  # model field -> column written alongside data
-        self.frozen = frozen  # fields an update may not change
 
 
 _JOBS = _Table(
@@ -114,14 +115,12 @@ _JOBS = _Table(
     Job,
     "job_id",
     {"state": "state", "created_at": "created_us", "updated_at": "updated_us"},
-    {"job_id"},
 )
 _OBJECTS = _Table(
     "objects",
     ObjectEntry,
     "object_id",
     {"state": "state", "size": "size"},
-    {"job_id", "object_id"},
     "objects_state",
 )
 _CHUNKS = _Table(
@@ -129,7 +128,6 @@ _CHUNKS = _Table(
     Chunk,
     "chunk_id",
     {"state": "state", "length": "length"},
-    {"job_id", "chunk_id", "object_id"},
     "chunks_state",
 )
 
@@ -148,31 +146,6 @@ def _column_value(value: Any) -> Any:
     return value
 
 
-@cache
-def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    field = model.model_fields[name]
-    return TypeAdapter(Annotated[field.annotation, field])
-
-
-def _validated(table: _Table, fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` checked against the model, as validated Python values."""
-    model = table.model
-    fixed = table.frozen & fields.keys()
-    if fixed:
-        raise UsageError(f"cannot change {', '.join(sorted(fixed))} of a {model.__name__}")
-    unknown = fields.keys() - model.model_fields.keys()
-    if unknown:
-        raise UsageError(f"unknown {model.__name__} field(s): {', '.join(sorted(unknown))}")
-    out: dict[str, Any] = {}
-    for name, value in fields.items():
-        try:
-            out[name] = _adapter(model, name).validate_python(value)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise UsageError(f"invalid {model.__name__} field {name}: {first['msg']}") from None
-    return out
-
-
 def _assignments(table: _Table, fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """``SET`` clause and parameters writing validated ``fields`` into the mirrored
     columns and into ``data`` with one ``json_set``."""
@@ -186,7 +159,7 @@ def _assignments(table: _Table, fields: dict[str, Any]) -> tuple[str, list[Any]]
     paths: list[str] = []
     for name, value in fields.items():
         paths.append(f"'$.{name}', json(?)")
-        params.append(_adapter(table.model, name).dump_json(value).decode())
+        params.append(rules.field_adapter(table.model, name).dump_json(value).decode())
     sets.append(f"data = json_set(data, {', '.join(paths)})")
     return ", ".join(sets), params
 
@@ -194,6 +167,32 @@ def _assignments(table: _Table, fields: dict[str, Any]) -> tuple[str, list[Any]]
 def _in(values: Iterable[Enum]) -> tuple[str, list[str]]:
     items = sorted({v.value for v in values})
     return ", ".join("?" * len(items)), items
+
+
+@cache
+def _in_values(values: frozenset[Enum]) -> tuple[str, ...]:
+    return tuple(sorted({v.value for v in values}))
+
+
+@cache
+def _update_sql(table: _Table, names: tuple[str, ...], n_states: int | None) -> str:
+    """The conditional ``UPDATE`` writing fields ``names`` (the statement text depends
+    on the names only; made once per shape of write, values bound)."""
+    sets = [f"{table.mirrored[n]} = ?" for n in names if n in table.mirrored]
+    paths = ", ".join(f"'$.{n}', json(?)" for n in names)
+    sets.append(f"data = json_set(data, {paths})")
+    sql = f"UPDATE {table.name} SET {', '.join(sets)} WHERE job_id = ? AND {table.id_column} = ?"  # noqa: S608 - names from the schema, values bound
+    if n_states is not None:
+        sql += f" AND state IN ({', '.join('?' * n_states)})"
+    return sql
+
+
+def _assignment_params(table: _Table, fields: dict[str, Any]) -> tuple[Any, ...]:
+    """The values :func:`_update_sql` binds, in its order: mirrored columns, then
+    every field's JSON."""
+    mirrored = [_column_value(v) for n, v in fields.items() if n in table.mirrored]
+    dumped = [rules.field_adapter(table.model, n).dump_json(v).decode() for n, v in fields.items()]
+    return (*mirrored, *dumped)
 
 
 class SQLiteManifest:
@@ -268,6 +267,8 @@ class SQLiteManifest:
             if not self._memory:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # a job's credentials, blanked when it ends, leave no copy in freed pages
+                conn.execute("PRAGMA secure_delete = ON")
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         with self._registry_lock:
@@ -285,10 +286,42 @@ class SQLiteManifest:
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
 
+    def _one(self, sql: str, params: Iterable[Any]) -> Any:
+        """The first row of one statement (the hot path of reads: no context manager)."""
+        if self._memory:
+            with self._shared_lock:
+                return self._run(sql, params).fetchone()
+        return self._run(sql, params).fetchone()
+
+    def _changed(self, sql: str, params: Iterable[Any]) -> bool:
+        """Whether one write statement changed a row (the hot path of writes)."""
+        if self._memory:
+            with self._shared_lock:
+                return bool(self._run(sql, params).rowcount == 1)
+        return bool(self._run(sql, params).rowcount == 1)
+
+    def _run(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        conn = self._connection()
+        try:
+            return conn.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE: writers queue on the busy timeout)."""
+        """A write transaction (BEGIN IMMEDIATE: writers queue on the busy timeout);
+        inside this thread's :meth:`batch`, part of the batch's."""
         with self._db() as conn:
+            if conn.in_transaction:  # a batch's: all or nothing within it, committed with it
+                conn.execute("SAVEPOINT tx")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK TO tx")
+                    conn.execute("RELEASE tx")
+                    raise
+                conn.execute("RELEASE tx")
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -297,17 +330,70 @@ class SQLiteManifest:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """This thread's writes inside the block in one transaction (:class:`Batches`):
+        one commit for a round of results instead of one per write. Committed also
+        when the block raises (each write was a valid transition on its own); a
+        nested block joins the outer one. Other writers wait on the busy timeout
+        while it lasts, as for any write."""
+        with self._db() as conn:
+            if conn.in_transaction:
+                yield
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    if getattr(self._local, "scrub_pending", False):
+                        self._local.scrub_pending = False
+                        self._checkpoint(conn)
+
     def _error(self, exc: sqlite3.Error) -> StoreError:
         text = " ".join(str(exc).split())
         if isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
             return StoreError(f"manifest {self.path} is busy: {text}", retryable=True)
         return StoreError(f"manifest {self.path}: {text}")
 
+    def scrub(self) -> None:
+        """Copy the WAL back into the database and empty it: the pages of blanked
+        credentials leave no copy behind (secure_delete zeroes the freed ones).
+
+        A checkpoint cannot run inside a transaction (SQLite answers "database table
+        is locked"): inside this thread's :meth:`batch` it runs when the batch has
+        committed. Best effort: when another process holds the database, the WAL is
+        emptied at :meth:`close` instead of failing the write that asked."""
+        if self._memory:
+            return
+        conn = self._connection()
+        if conn.in_transaction:
+            self._local.scrub_pending = True
+            return
+        self._checkpoint(conn)
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            pass  # busy or locked: close() checkpoints again
+
     def close(self) -> None:
         """Close every connection (the manifest reopens them if used again)."""
         with self._registry_lock:
             connections, self._connections = self._connections, []
         self._local = threading.local()
+        if connections and not self._memory:
+            # the WAL still holds the pages of blanked credentials until a checkpoint
+            # copies them back (secure_delete then zeroes the freed ones): end it empty
+            self._checkpoint(connections[0])
         for conn in connections:
             try:
                 conn.close()
@@ -380,12 +466,10 @@ class SQLiteManifest:
         expect_updated_at: datetime | None = None,
         **fields: Any,
     ) -> Job:
-        updated_at = fields.get("updated_at", utcnow())
-        if expect_updated_at is not None:
-            updated_at = next_updated_at(updated_at, expect_updated_at)
-        values = _validated(_JOBS, {**fields, "updated_at": updated_at})
+        updated_at = rules.job_updated_at(fields, utcnow(), expect_updated_at)
+        values = rules.JOB.fields({**fields, "updated_at": updated_at})
         assignments, params = _assignments(_JOBS, values)
-        sql = f"UPDATE jobs SET {assignments} WHERE job_id = ?"
+        sql = f"UPDATE jobs SET {assignments} WHERE job_id = ?"  # noqa: S608 - names from the schema, values bound
         params.append(job_id)
         if expect is not None:
             marks, states = _in(expect)
@@ -404,10 +488,7 @@ class SQLiteManifest:
             return Job.model_validate_json(row[0])
         if current is None:
             raise NotFoundError(f"unknown job {job_id!r}")
-        if expect is None or current[0] in {s.value for s in expect}:
-            raise ConflictError(f"job {job_id} changed since it was read")
-        wanted = ", ".join(sorted(s.value for s in expect or ())) or "nothing"
-        raise ConflictError(f"job {job_id} is {current[0]}, not {wanted}")
+        raise rules.job_conflict(job_id, current[0], expect)
 
     def delete_job(self, job_id: str) -> None:
         with self._tx() as conn:
@@ -440,17 +521,15 @@ class SQLiteManifest:
                 conn.executemany(sql, batch)
 
     def get_object(self, job_id: str, object_id: int) -> ObjectEntry | None:
-        with self._db() as conn:
-            row = conn.execute(
-                "SELECT data FROM objects WHERE job_id = ? AND object_id = ?", (job_id, object_id)
-            ).fetchone()
+        row = self._one(
+            "SELECT data FROM objects WHERE job_id = ? AND object_id = ?", (job_id, object_id)
+        )
         return ObjectEntry.model_validate_json(row[0]) if row else None
 
     def get_chunk(self, job_id: str, chunk_id: int) -> Chunk | None:
-        with self._db() as conn:
-            row = conn.execute(
-                "SELECT data FROM chunks WHERE job_id = ? AND chunk_id = ?", (job_id, chunk_id)
-            ).fetchone()
+        row = self._one(
+            "SELECT data FROM chunks WHERE job_id = ? AND chunk_id = ?", (job_id, chunk_id)
+        )
         return Chunk.model_validate_json(row[0]) if row else None
 
     def iter_objects(
@@ -500,7 +579,7 @@ class SQLiteManifest:
         column = table.id_column
         source = f"{table.name} INDEXED BY {index}" if index else table.name
         sql = (
-            f"SELECT {column}, data FROM {source} WHERE {where} AND {column} > ?"
+            f"SELECT {column}, data FROM {source} WHERE {where} AND {column} > ?"  # noqa: S608 - names from the schema, values bound
             f" ORDER BY {column} LIMIT ?"
         )
         last = -1
@@ -515,7 +594,8 @@ class SQLiteManifest:
     def update_object(
         self, job_id: str, object_id: int, *, expect: set[ObjectState] | None = None, **fields: Any
     ) -> bool:
-        return self._conditional(_OBJECTS, job_id, object_id, expect, _validated(_OBJECTS, fields))
+        write = rules.object_update(expect, fields)
+        return self._conditional(_OBJECTS, job_id, object_id, write.sources, write.fields)
 
     def transition_chunk(
         self,
@@ -526,10 +606,8 @@ class SQLiteManifest:
         to: ChunkState,
         **fields: Any,
     ) -> bool:
-        if "state" in fields:
-            raise UsageError("transition_chunk sets the state through `to`, not a field")
-        values = _validated(_CHUNKS, {**fields, "state": to})
-        return self._conditional(_CHUNKS, job_id, chunk_id, expect, values)
+        write = rules.chunk_transition(expect, to, fields)
+        return self._conditional(_CHUNKS, job_id, chunk_id, write.sources, write.fields)
 
     def _conditional(
         self,
@@ -541,20 +619,18 @@ class SQLiteManifest:
     ) -> bool:
         if not values:
             return self._exists(table, job_id, record_id, expect)
-        assignments, params = _assignments(table, values)
-        sql = f"UPDATE {table.name} SET {assignments} WHERE job_id = ? AND {table.id_column} = ?"
-        params.extend([job_id, record_id])
-        if expect is not None:
-            marks, states = _in(expect)
-            sql += f" AND state IN ({marks})"
-            params.extend(states)
-        with self._db() as conn:
-            return conn.execute(sql, params).rowcount == 1
+        states = _in_values(frozenset(expect)) if expect is not None else None
+        sql = _update_sql(table, tuple(values), len(states) if states is not None else None)
+        params = _assignment_params(table, values)
+        params += (job_id, record_id)
+        if states is not None:
+            params += states
+        return self._changed(sql, params)
 
     def _exists(
         self, table: _Table, job_id: str, record_id: int, expect: Iterable[Enum] | None
     ) -> bool:
-        sql = f"SELECT 1 FROM {table.name} WHERE job_id = ? AND {table.id_column} = ?"
+        sql = f"SELECT 1 FROM {table.name} WHERE job_id = ? AND {table.id_column} = ?"  # noqa: S608 - names from the schema, values bound
         params: list[Any] = [job_id, record_id]
         if expect is not None:
             marks, states = _in(expect)

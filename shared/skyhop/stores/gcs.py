@@ -8,6 +8,13 @@
   moved on it raises :class:`~skyhop.errors.PreconditionFailed`.
 * Checksums: ``crc32c`` always (GCS sends base64; skyhop reports hex), ``md5``
   only where GCS has one (not for composite objects).
+* Same-store copies (:class:`~skyhop.stores.base.ServerSideCopier`): another
+  bucket behind the same endpoint is copied by GCS itself with ``rewrite``, as
+  many calls as GCS asks for (a large object, or one changing location or
+  storage class, takes several, each answering a rewrite token for the next).
+  GCS copies whole objects only, so a job copying this way cuts none into parts.
+  The copy's CRC32C is GCS's own, computed where it wrote the bytes, and is
+  compared with the source's when the object completes.
 * Multipart writing composes temporary part objects: parts are written under
   ``.skyhop-uploads/UPLOAD_ID/`` in the same bucket, composed (32 at a time, in
   a tree when there are more) into the destination key, then deleted. The
@@ -18,18 +25,21 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import heapq
 import json
+import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.api_core import exceptions as gexc
-from google.auth import exceptions as auth_exc
 from google.cloud import storage
 from google.cloud.storage import exceptions as storage_exc
 
+from skyhop.clouds import gcp
 from skyhop.errors import (
     AccessError,
     IntegrityError,
@@ -38,13 +48,28 @@ from skyhop.errors import (
     SkyhopError,
     StoreError,
     UsageError,
+    translated,
 )
-from skyhop.stores.base import BaseStore, Capabilities, ObjectInfo, ObjectMeta
+from skyhop.store_access import GCSAccess, access_for
+from skyhop.stores import mtime as kept_time
+from skyhop.stores.base import (
+    BaseStore,
+    Capabilities,
+    CopiesWholeObjects,
+    ObjectInfo,
+    ObjectMeta,
+    ObjectStore,
+)
 from skyhop.uri import StoreURI
+
+if TYPE_CHECKING:
+    from skyhop.remotes import GCSRemote
 
 UPLOADS_PREFIX = ".skyhop-uploads/"
 COMPOSE_MAX_SOURCES = 32
 LIST_PAGE_SIZE = 1000
+#: rewrite calls of one copy before giving up (each moves up to ~1 GiB or more)
+MAX_REWRITE_CALLS = 100_000
 
 T = TypeVar("T")
 
@@ -56,15 +81,67 @@ def b64_to_hex(value: str | None) -> str | None:
     return base64.b64decode(value).hex()
 
 
-class GCSStore(BaseStore):
+def remote_client(access: GCSAccess) -> storage.Client:
+    """A client for a storage remote: its endpoint, its service account (or none)."""
+    from google.auth.credentials import AnonymousCredentials
+
+    options = {"api_endpoint": access.endpoint} if access.endpoint else None
+    if access.anonymous:
+        return storage.Client(
+            project=access.project or "anonymous",
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options=options,
+        )
+    if access.service_account_info:
+        from google.oauth2 import service_account
+
+        creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            json.loads(access.service_account_info)
+        )
+        return storage.Client(
+            project=access.project or creds.project_id, credentials=creds, client_options=options
+        )
+    return storage.Client(project=access.project, client_options=options)
+
+
+def resolve_access(name: str, remote: GCSRemote) -> GCSAccess:
+    """Remote ``name``'s endpoint and the service account key its file holds."""
+    info = None
+    if remote.service_account_file:
+        try:
+            with open(remote.service_account_file, encoding="utf-8") as fh:
+                info = fh.read()
+            json.loads(info)
+        except OSError as exc:
+            raise AccessError(
+                f"remote {name!r}: cannot read {remote.service_account_file}: {exc.strerror or exc}"
+            ) from None
+        except ValueError:
+            raise AccessError(
+                f"remote {name!r}: {remote.service_account_file} is not a JSON key file"
+            ) from None
+    return GCSAccess(
+        remote=name,
+        endpoint=remote.endpoint,
+        planner_region=remote.planner_region,
+        project=remote.project,
+        anonymous=remote.anonymous,
+        service_account_info=info,
+    )
+
+
+class GCSStore(CopiesWholeObjects, BaseStore):
     """The ObjectStore and MultipartWriter for one GCS bucket."""
 
     capabilities = Capabilities(
-        multipart=True,
-        server_side_copy=False,
         conditional_read=True,
         max_parts=10_000,
         min_part_size=5 * 1024 * 1024,
+        reports_md5=True,
+        # each part is an object composed at the end: fewer, larger parts than S3's
+        part_size=32 * 1024 * 1024,
+        multipart_threshold=32 * 1024 * 1024,
+        concurrency=8,
     )
 
     def __init__(self, uri: StoreURI, *, client: storage.Client | None = None) -> None:
@@ -80,7 +157,15 @@ class GCSStore(BaseStore):
     @property
     def client(self) -> storage.Client:
         if self._client is None:
-            self._client = self._call(lambda: storage.Client(), "connect to GCS")
+            if self.uri.remote is not None:
+                access = access_for(self.uri.remote)
+                if not isinstance(access, GCSAccess):
+                    raise UsageError(
+                        f"remote {self.uri.remote!r} is a {access.type} remote, not gcs"
+                    )
+                self._client = self._call(lambda: remote_client(access), "connect to GCS")
+            else:
+                self._client = self._call(lambda: storage.Client(), "connect to GCS")
         return self._client
 
     @property
@@ -91,23 +176,15 @@ class GCSStore(BaseStore):
         return f"gs://{self.uri.bucket}/{key}" if key is not None else f"gs://{self.uri.bucket}"
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        try:
-            return fn()
-        except SkyhopError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified below, never leaked
-            raise self._classify(exc, what) from None
+        return translated(fn, what, self._classify)
 
     def _classify(self, exc: Exception, what: str) -> SkyhopError:
-        detail = _short(exc)
+        detail = gcp.short(exc)
         if isinstance(exc, gexc.PreconditionFailed):
             return PreconditionFailed(f"{what}: the object changed ({detail})")
-        if isinstance(exc, gexc.NotFound):
-            return NotFoundError(f"{what}: not found ({detail})")
-        if isinstance(exc, gexc.Unauthorized | gexc.Forbidden):
-            return AccessError(f"{what}: access denied ({detail})")
-        if isinstance(exc, auth_exc.GoogleAuthError):
-            return AccessError(f"{what}: no usable Google credentials ({detail})")
+        found = gcp.known(exc, what)
+        if found is not None:
+            return found
         if isinstance(exc, gexc.RequestRangeNotSatisfiable):
             return StoreError(f"{what}: range not satisfiable ({detail})")
         if isinstance(exc, gexc.TooManyRequests | gexc.ServerError | gexc.RetryError):
@@ -126,6 +203,10 @@ class GCSStore(BaseStore):
     # ------------------------------------------------------------ ObjectStore
 
     def region(self) -> str | None:
+        if self.uri.remote is not None:
+            access = access_for(self.uri.remote)
+            if access.planner_region or access.endpoint:
+                return access.planner_region
         if not self._region_known:
             try:
                 bucket = self._call(lambda: self.client.get_bucket(self.uri.bucket), "region")
@@ -158,7 +239,7 @@ class GCSStore(BaseStore):
             page = self._call(lambda: next(pages, None), what)
             if page is None:
                 return
-            blobs = self._call(lambda page=page: list(page), what)
+            blobs: builtins.list[Any] = self._call(partial(builtins.list, page), what)
             for blob in blobs:
                 yield self._info(blob)
 
@@ -186,7 +267,7 @@ class GCSStore(BaseStore):
             page = self._call(lambda: next(pages, None), what)
             if page is None:
                 break
-            blobs = self._call(lambda page=page: list(page), what)
+            blobs: builtins.list[Any] = self._call(partial(builtins.list, page), what)
             for found in getattr(page, "prefixes", ()) or ():
                 if found not in seen:
                     seen.add(found)
@@ -234,7 +315,7 @@ class GCSStore(BaseStore):
             raise StoreError(
                 f"{what}: got {len(data)} bytes, expected {length} (object shorter than the range?)"
             )
-        return data
+        return bytes(data)
 
     def _check_exists(self, key: str, generation: int | None) -> None:
         info = self.head(key)
@@ -260,9 +341,63 @@ class GCSStore(BaseStore):
         except NotFoundError:
             pass
 
+    # ------------------------------------------------------------ ServerSideCopier
+
+    def can_copy_from(self, src: ObjectStore) -> bool:
+        """Another GCS bucket (or this one) behind the same endpoint, reached with the
+        same identity (not two storage remotes): GCS rewrites it itself."""
+        return (
+            isinstance(src, GCSStore)
+            and src.uri.remote == self.uri.remote
+            and src.client.api_endpoint == self.client.api_endpoint
+        )
+
+    def copy_object(
+        self,
+        src: ObjectStore,
+        src_key: str,
+        key: str,
+        size: int,
+        *,
+        meta: ObjectMeta | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        """``rewrite`` until GCS says done (a rewrite token per call until then),
+        pinned to the source generation ``if_match``; ``meta`` replaces the copied
+        metadata when given."""
+        assert isinstance(src, GCSStore)
+        what = f"copy {src._where(src_key)} to {self._where(key)}"
+        generation = _generation(if_match, src_key) if if_match is not None else None
+        source = src.bucket.blob(src_key, generation=generation)
+        dest = self.bucket.blob(key)
+        _apply_meta(dest, meta)
+        token: str | None = None
+        for _ in range(MAX_REWRITE_CALLS):
+            try:
+                token, _done, _total = self._call(
+                    partial(
+                        dest.rewrite, source, token=token, if_source_generation_match=generation
+                    ),
+                    what,
+                )
+            except NotFoundError:
+                if generation is not None and src.head(src_key) is not None:
+                    raise PreconditionFailed(
+                        f"{what}: the object changed (generation {generation} is gone)"
+                    ) from None
+                raise
+            if token is None:
+                info = self._info(dest)
+                if info.size != size:
+                    raise IntegrityError(f"{what}: GCS wrote {info.size} of {size} bytes")
+                return info
+        raise StoreError(f"{what}: not done after {MAX_REWRITE_CALLS} rewrite calls")
+
     # ------------------------------------------------------------ MultipartWriter
 
-    def create_multipart(self, key: str, *, meta: ObjectMeta | None = None) -> str:
+    def create_multipart(
+        self, key: str, *, meta: ObjectMeta | None = None, crc32c: bool = False
+    ) -> str:
         upload_id = uuid.uuid4().hex
         marker = {"key": key, "meta": meta.model_dump(mode="json") if meta else None}
         blob = self.bucket.blob(self._marker(upload_id))
@@ -274,7 +409,15 @@ class GCSStore(BaseStore):
         )
         return upload_id
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes) -> str:
+    def upload_part(
+        self,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        data: bytes,
+        *,
+        crc32c: str | None = None,
+    ) -> str:
         _check_upload_id(upload_id)
         if not 1 <= part_number <= self.capabilities.max_parts:
             raise UsageError(f"part number {part_number} out of range 1..10000")
@@ -295,7 +438,13 @@ class GCSStore(BaseStore):
         return str(blob.generation)
 
     def complete_multipart(
-        self, key: str, upload_id: str, parts: list[tuple[int, str]]
+        self,
+        key: str,
+        upload_id: str,
+        parts: builtins.list[tuple[int, str]],
+        *,
+        part_crc32c: Mapping[int, str] | None = None,
+        crc32c: str | None = None,
     ) -> ObjectInfo:
         _check_upload_id(upload_id)
         what = f"complete multipart upload of {self._where(key)}"
@@ -316,7 +465,7 @@ class GCSStore(BaseStore):
                 group = sources[i : i + COMPOSE_MAX_SOURCES]
                 target = self.bucket.blob(f"{UPLOADS_PREFIX}{upload_id}/c{level}-{i:05d}")
                 target.content_type = "application/octet-stream"
-                self._call(lambda t=target, g=group: t.compose(g), what)
+                self._call(partial(target.compose, group), what)
                 merged.append(self.bucket.blob(target.name, generation=target.generation))
             sources = merged
             level += 1
@@ -376,19 +525,24 @@ class GCSStore(BaseStore):
         if md5:
             checksums["md5"] = md5
         generation = str(blob.generation) if blob.generation is not None else None
+        mtime, precision, user = kept_time.kept(dict(blob.metadata or {}))
+        if mtime is None and blob.updated:
+            mtime = blob.updated.timestamp()
         return ObjectInfo(
             key=blob.name,
             size=int(blob.size or 0),
             etag=generation,
             version=generation,
-            mtime=blob.updated.timestamp() if blob.updated else None,
+            mtime=mtime,
+            mtime_precision=precision,
             checksums=checksums,
             meta=ObjectMeta(
                 content_type=blob.content_type,
                 content_encoding=blob.content_encoding,
                 cache_control=blob.cache_control,
-                user=dict(blob.metadata or {}),
+                user=user,
                 storage_class=blob.storage_class,
+                mtime=mtime if precision is not None else None,
             ),
         )
 
@@ -401,8 +555,14 @@ def _apply_meta(blob: storage.Blob, meta: ObjectMeta | None) -> str | None:
         blob.content_encoding = meta.content_encoding
     if meta.cache_control:
         blob.cache_control = meta.cache_control
-    if meta.user:
-        blob.metadata = dict(meta.user)
+    user = dict(meta.user)
+    if meta.mtime is not None:
+        # kept as rclone keeps it: RFC 3339 in "mtime", whole seconds for gsutil
+        user = kept_time.kept(user)[2]
+        user[kept_time.MTIME_KEY] = kept_time.rfc3339_text(meta.mtime)
+        user[kept_time.GSUTIL_MTIME_KEY] = str(math.floor(meta.mtime))
+    if user:
+        blob.metadata = user
     if meta.storage_class:
         blob.storage_class = meta.storage_class
     if meta.content_type:
@@ -423,10 +583,3 @@ def _generation(tag: str, key: str) -> int:
 def _check_upload_id(upload_id: str) -> None:
     if not upload_id or not all(c in "0123456789abcdef" for c in upload_id):
         raise UsageError(f"malformed multipart upload id {upload_id!r}")
-
-
-def _short(exc: BaseException) -> str:
-    """One line of an SDK exception's message."""
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    line = str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
-    return line[:300]

@@ -1,42 +1,22 @@
 """The ManifestStore protocol on one DynamoDB table (the serverless control plane's truth).
 
-Single-table design
--------------------
-Every record of a job lives in the partition ``pk = "JOB#<job_id>"``; the sort
-key tells the kinds apart and keeps objects and chunks in id order::
-
-    record          sk                       attributes
-    job             JOB                      the Job model's fields
-    object          OBJ#<object_id, 12 digits> the ObjectEntry's fields
-    chunk           CHK#<chunk_id, 12 digits>  the Chunk's fields
-    counter shard   CNT#<n, 2 digits>        per-state counts (see "Progress")
-
-Two global secondary indexes answer the other queries; none of them scans::
-
-    GSI by_state  (gsi1pk, gsi1sk; projection ALL)
-      job           JOBS#<state>               <created_at>#<job_id>
-      object        JOB#<job_id>#OBJ#<state>   OBJ#<object_id>
-      chunk         JOB#<job_id>#CHK#<state>   CHK#<chunk_id>
-    GSI by_parent (gsi2pk, gsi2sk; projection KEYS_ONLY)
-      job           JOBS                       <created_at>#<job_id>   list_jobs, newest first
-      chunk         JOB#<job_id>#OBJ#<object>  CHK#<chunk_id>          chunks of one object
-
-``by_parent`` is keys-only and its memberships never change after insert, so
-the chunks of an object are read back with strongly consistent BatchGetItem:
-``complete_object`` must see a chunk verified a moment ago by another function.
+The table's layout is :mod:`skyhop.state.dynamodb.table`'s, the items'
+encoding :mod:`skyhop.state.dynamodb.codec`'s, and what a write may change
+:mod:`skyhop.state.rules`'; this module holds the conditional writes.
 
 Conditional writes
 ------------------
 Objects, chunks and jobs carry a revision ``rev``. A state transition reads the
-record (strongly consistent), checks the caller's ``expect`` states, and writes
-the new record in a transaction whose ``ConditionExpression`` requires the
-state and revision it read; a lost race re-reads and decides again. A
-duplicated or reordered event therefore writes nothing at all. A
-``ConditionalCheckFailedException`` never leaves this module: it becomes
-``False`` (``transition_chunk``, ``update_object``) or
+record (strongly consistent), checks it against the write rules and the
+caller's ``expect`` states, and writes the new record in a transaction whose
+``ConditionExpression`` requires the state and revision it read; a lost race
+re-reads and decides again. A duplicated or reordered event therefore writes
+nothing at all. A ``ConditionalCheckFailedException`` never leaves this
+module: it becomes ``False`` (``transition_chunk``, ``update_object``) or
 :class:`~skyhop.errors.ConflictError` (``create_job``, ``update_job``).
 Transactions carry a ``ClientRequestToken``, so an SDK retry after a lost
-response does not apply twice.
+response does not apply twice. Round trips: a transition is one GetItem and
+one TransactWriteItems.
 
 Progress
 --------
@@ -54,177 +34,70 @@ consistent query of the job's partition supplies the missing ones at the end.
 
 TTL
 ---
-The TTL attribute is ``expires_at`` (epoch seconds). A job gets it when it
-reaches a finished state (``retention`` later, default 14 days) and loses it
-again if it leaves that state. Objects, chunks and counters carry
-``max_age`` from their insert (default 30 days) as a safety net, so nothing of
-an abandoned job outlives that; :meth:`DynamoDBManifest.delete_job` removes a
-job at once.
-
-The table's names (:data:`TABLE_NAME`, :data:`PARTITION_KEY`, :data:`SORT_KEY`,
-:data:`GSI_BY_STATE`, :data:`GSI_BY_PARENT` and their key attributes,
-:data:`TTL_ATTRIBUTE`) are module constants for ``infra_cdk``;
-:func:`create_table` creates the same table for tests and manual setups.
+A job gets ``expires_at`` when it reaches a finished state (``retention``
+later, default 14 days) and loses it again if it leaves that state. Objects,
+chunks and counters carry ``max_age`` from their insert (default 30 days) as
+a safety net, so nothing of an abandoned job outlives that;
+:meth:`DynamoDBManifest.delete_job` removes a job at once.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
-import random
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
-import boto3
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
-from pydantic import BaseModel, ValidationError
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
 
-from skyhop.errors import (
-    AccessError,
-    ConflictError,
-    NotFoundError,
-    SkyhopError,
-    StoreError,
-    ThrottledError,
-    UsageError,
-)
+from skyhop import retry
+from skyhop.errors import ConflictError, NotFoundError, StoreError, ThrottledError
 from skyhop.models import Chunk, ChunkState, Job, JobState, ObjectEntry, ObjectState, utcnow
-from skyhop.state.base import JobProgress, next_updated_at
-
-# ---------------------------------------------------------------- the table (for infra_cdk)
-
-TABLE_NAME = "skyhop-manifest"
-"""Default table name; ``$SKYHOP_TABLE`` overrides it in :meth:`DynamoDBManifest.from_env`."""
-TABLE_ENV = "SKYHOP_TABLE"
-PARTITION_KEY = "pk"
-SORT_KEY = "sk"
-GSI_BY_STATE = "by_state"
-GSI_BY_STATE_PK = "gsi1pk"
-GSI_BY_STATE_SK = "gsi1sk"
-GSI_BY_STATE_PROJECTION = "ALL"
-GSI_BY_PARENT = "by_parent"
-GSI_BY_PARENT_PK = "gsi2pk"
-GSI_BY_PARENT_SK = "gsi2sk"
-GSI_BY_PARENT_PROJECTION = "KEYS_ONLY"
-TTL_ATTRIBUTE = "expires_at"
-
-
-class IndexSpec(NamedTuple):
-    """One global secondary index, as ``infra_cdk`` declares it (all keys are strings)."""
-
-    name: str
-    partition_key: str
-    sort_key: str
-    projection: str  # "ALL" or "KEYS_ONLY"
-
-
-GLOBAL_SECONDARY_INDEXES: tuple[IndexSpec, ...] = (
-    IndexSpec(GSI_BY_STATE, GSI_BY_STATE_PK, GSI_BY_STATE_SK, GSI_BY_STATE_PROJECTION),
-    IndexSpec(GSI_BY_PARENT, GSI_BY_PARENT_PK, GSI_BY_PARENT_SK, GSI_BY_PARENT_PROJECTION),
+from skyhop.state import counters, rules
+from skyhop.state.base import JobProgress
+from skyhop.state.dynamodb.codec import (
+    INTERNAL,
+    JOB_SK,
+    JOBS,
+    REV,
+    chk_sk,
+    decode,
+    encode,
+    obj_parent,
+    obj_sk,
+    pk,
+    revision,
+    unchanged,
 )
-COUNTER_SHARDS = 16
-DEFAULT_RETENTION = timedelta(days=14)
-DEFAULT_MAX_AGE = timedelta(days=30)
-
-REV = "rev"
-_INTERNAL = frozenset(
-    {
-        PARTITION_KEY,
-        SORT_KEY,
-        GSI_BY_STATE_PK,
-        GSI_BY_STATE_SK,
-        GSI_BY_PARENT_PK,
-        GSI_BY_PARENT_SK,
-        TTL_ATTRIBUTE,
-        REV,
-    }
+from skyhop.state.dynamodb.table import (
+    COUNTER_SHARDS,
+    DEFAULT_MAX_AGE,
+    DEFAULT_RETENTION,
+    GSI_BY_PARENT,
+    GSI_BY_PARENT_PK,
+    GSI_BY_PARENT_SK,
+    GSI_BY_STATE,
+    GSI_BY_STATE_PK,
+    GSI_BY_STATE_SK,
+    PARTITION_KEY,
+    SORT_KEY,
+    TABLE_ENV,
+    TABLE_NAME,
+    TTL_ATTRIBUTE,
+    client_for,
+    error_code,
+    translate,
 )
-_JOB_SK = "JOB"
-_JOBS = "JOBS"
+
 _TX_ROWS = 80  # records per insert transaction; + up to 16 counter updates <= 100 actions
 _RETRIES = 8
-_THROTTLE_CODES = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-}
-_TRANSIENT_CODES = {"InternalServerError", "ServiceUnavailable", "TransactionInProgressException"}
-_ACCESS_CODES = {
-    "AccessDeniedException",
-    "UnrecognizedClientException",
-    "InvalidSignatureException",
-    "ExpiredTokenException",
-    "MissingAuthenticationTokenException",
-}
-
 _FATAL_REASONS = {"ValidationError", "ItemCollectionSizeLimitExceeded"}
 
-_SER = TypeSerializer()
-_DES = TypeDeserializer()
-
 M = TypeVar("M", bound=BaseModel)
-
-
-def create_table(
-    table_name: str = TABLE_NAME, *, region: str | None = None, wait: bool = True
-) -> None:
-    """Create the manifest table with its GSIs and TTL (idempotent: an existing
-    table only gets its TTL switched on). ``infra_cdk`` declares the same."""
-    client = _client(region)
-    spec: dict[str, Any] = {
-        "TableName": table_name,
-        "AttributeDefinitions": [
-            {"AttributeName": name, "AttributeType": "S"}
-            for name in (
-                PARTITION_KEY,
-                SORT_KEY,
-                *(key for gsi in GLOBAL_SECONDARY_INDEXES for key in gsi[1:3]),
-            )
-        ],
-        "KeySchema": [
-            {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
-            {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
-        ],
-        "GlobalSecondaryIndexes": [
-            {
-                "IndexName": gsi.name,
-                "KeySchema": [
-                    {"AttributeName": gsi.partition_key, "KeyType": "HASH"},
-                    {"AttributeName": gsi.sort_key, "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": gsi.projection},
-            }
-            for gsi in GLOBAL_SECONDARY_INDEXES
-        ],
-        "BillingMode": "PAY_PER_REQUEST",
-        "SSESpecification": {"Enabled": True},
-    }
-    try:
-        client.create_table(**spec)
-    except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":
-            raise _error(exc, f"creating DynamoDB table {table_name}") from None
-    try:
-        if wait:
-            client.get_waiter("table_exists").wait(
-                TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
-            )
-        client.update_time_to_live(
-            TableName=table_name,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-        )
-    except ClientError as exc:
-        if "already enabled" not in str(exc):
-            raise _error(exc, f"enabling TTL on {table_name}") from None
-    except BotoCoreError as exc:
-        raise StoreError(f"DynamoDB table {table_name} did not become active: {exc}") from None
 
 
 class DynamoDBManifest:
@@ -249,7 +122,7 @@ class DynamoDBManifest:
         self.retention = retention
         self.max_age = max_age
         self.page_size = page_size
-        self._client = client if client is not None else _client(region)
+        self._client = client if client is not None else client_for(region)
 
     @classmethod
     def from_env(cls) -> DynamoDBManifest:
@@ -273,8 +146,8 @@ class DynamoDBManifest:
         raise ThrottledError(f"creating job {job.job_id}: too many concurrent writes, try again")
 
     def get_job(self, job_id: str) -> Job | None:
-        item = self._get(_pk(job_id), _JOB_SK, f"reading job {job_id}")
-        return _decode(Job, item) if item else None
+        item = self._get(pk(job_id), JOB_SK, f"reading job {job_id}")
+        return decode(Job, item) if item else None
 
     def list_jobs(self, limit: int = 50) -> list[Job]:
         if limit <= 0:
@@ -286,7 +159,7 @@ class DynamoDBManifest:
             IndexName=GSI_BY_PARENT,
             KeyConditionExpression="#p = :p",
             ExpressionAttributeNames={"#p": GSI_BY_PARENT_PK},
-            ExpressionAttributeValues={":p": {"S": _JOBS}},
+            ExpressionAttributeValues={":p": {"S": JOBS}},
             ScanIndexForward=False,
             Limit=limit,
         ):
@@ -296,7 +169,7 @@ class DynamoDBManifest:
             if len(keys) >= limit:
                 break
         items = self._batch_get(keys[:limit], "listing jobs")
-        return [_decode(Job, item) for item in items if item is not None]
+        return [decode(Job, item) for item in items if item is not None]
 
     def iter_jobs(self, states: set[JobState]) -> Iterator[Job]:
         """Jobs in ``states``, oldest first, from the by_state index (for the reaper;
@@ -308,10 +181,10 @@ class DynamoDBManifest:
                 IndexName=GSI_BY_STATE,
                 KeyConditionExpression="#p = :p",
                 ExpressionAttributeNames={"#p": GSI_BY_STATE_PK},
-                ExpressionAttributeValues={":p": {"S": f"{_JOBS}#{state.value}"}},
+                ExpressionAttributeValues={":p": {"S": f"{JOBS}#{state.value}"}},
             ):
                 for item in page["Items"]:
-                    job = _decode(Job, item)
+                    job = decode(Job, item)
                     if job.state in states:
                         yield job
 
@@ -324,22 +197,22 @@ class DynamoDBManifest:
         **fields: Any,
     ) -> Job:
         for attempt in range(_RETRIES):
-            item = self._get(_pk(job_id), _JOB_SK, f"reading job {job_id}")
+            item = self._get(pk(job_id), JOB_SK, f"reading job {job_id}")
             if item is None:
                 raise NotFoundError(f"unknown job {job_id!r}")
-            old = _decode(Job, item)
-            if expect is not None and old.state not in expect:
-                wanted = ", ".join(sorted(s.value for s in expect))
-                raise ConflictError(f"job {job_id} is {old.state.value}, not {wanted}")
-            if expect_updated_at is not None and old.updated_at != expect_updated_at:
-                raise ConflictError(f"job {job_id} changed since it was read")
-            updated_at = next_updated_at(utcnow(), old.updated_at)
-            new = _merge(Job, old, {**fields, "updated_at": updated_at}, frozen={"job_id"})
-            new_item = self._job_item(new, rev=_rev(item) + 1)
+            new = rules.job_update(
+                job_id,
+                decode(Job, item),
+                expect=expect,
+                expect_updated_at=expect_updated_at,
+                fields=fields,
+                now=utcnow(),
+            )
+            new_item = self._job_item(new, rev=revision(item) + 1)
             if new.state.finished:
                 new_item[TTL_ATTRIBUTE] = {"N": str(self._epoch(self.retention))}
             reasons = self._transact(
-                [{"Put": self._put(new_item, *_unchanged(item))}], f"updating job {job_id}"
+                [{"Put": self._put(new_item, *unchanged(item))}], f"updating job {job_id}"
             )
             if reasons is None:
                 return new
@@ -354,7 +227,7 @@ class DynamoDBManifest:
                 f"deleting job {job_id}",
                 KeyConditionExpression="#p = :p",
                 ExpressionAttributeNames={"#p": PARTITION_KEY, "#s": SORT_KEY},
-                ExpressionAttributeValues={":p": {"S": _pk(job_id)}},
+                ExpressionAttributeValues={":p": {"S": pk(job_id)}},
                 ProjectionExpression="#p, #s",
             )
             for i in page["Items"]
@@ -370,7 +243,7 @@ class DynamoDBManifest:
     def put_objects(self, entries: Iterable[ObjectEntry]) -> None:
         self._insert_all(
             (
-                (e.job_id, self._object_item(e, rev=1), e.object_id, _object_counts(e))
+                (e.job_id, self._object_item(e, rev=1), e.object_id, counters.object_counts(e))
                 for e in entries
             ),
             "objects",
@@ -378,24 +251,27 @@ class DynamoDBManifest:
 
     def put_chunks(self, chunks: Iterable[Chunk]) -> None:
         self._insert_all(
-            ((c.job_id, self._chunk_item(c, rev=1), c.chunk_id, _chunk_counts(c)) for c in chunks),
+            (
+                (c.job_id, self._chunk_item(c, rev=1), c.chunk_id, counters.chunk_counts(c))
+                for c in chunks
+            ),
             "chunks",
         )
 
     def get_object(self, job_id: str, object_id: int) -> ObjectEntry | None:
-        item = self._get(_pk(job_id), _obj_sk(object_id), f"reading object {object_id}")
-        return _decode(ObjectEntry, item) if item else None
+        item = self._get(pk(job_id), obj_sk(object_id), f"reading object {object_id}")
+        return decode(ObjectEntry, item) if item else None
 
     def get_chunk(self, job_id: str, chunk_id: int) -> Chunk | None:
-        item = self._get(_pk(job_id), _chk_sk(chunk_id), f"reading chunk {chunk_id}")
-        return _decode(Chunk, item) if item else None
+        item = self._get(pk(job_id), chk_sk(chunk_id), f"reading chunk {chunk_id}")
+        return decode(Chunk, item) if item else None
 
     def iter_objects(
         self, job_id: str, states: set[ObjectState] | None = None
     ) -> Iterator[ObjectEntry]:
         if states is None:
             for item in self._partition(job_id, "OBJ#"):
-                yield _decode(ObjectEntry, item)
+                yield decode(ObjectEntry, item)
             return
         yield from self._by_state(ObjectEntry, job_id, "OBJ", "o", states)
 
@@ -412,7 +288,7 @@ class DynamoDBManifest:
             return
         if states is None:
             for item in self._partition(job_id, "CHK#"):
-                yield _decode(Chunk, item)
+                yield decode(Chunk, item)
             return
         yield from self._by_state(Chunk, job_id, "CHK", "c", states)
 
@@ -420,15 +296,13 @@ class DynamoDBManifest:
         self, job_id: str, object_id: int, *, expect: set[ObjectState] | None = None, **fields: Any
     ) -> bool:
         return self._transition(
-            ObjectEntry,
+            rules.OBJECT,
             job_id,
-            _obj_sk(object_id),
+            obj_sk(object_id),
             object_id,
-            expect,
-            fields,
-            frozen={"job_id", "object_id"},
-            encode=self._object_item,
-            counts=_object_counts,
+            rules.object_update(expect, fields),
+            item_of=self._object_item,
+            counts=counters.object_counts,
         )
 
     def transition_chunk(
@@ -440,65 +314,52 @@ class DynamoDBManifest:
         to: ChunkState,
         **fields: Any,
     ) -> bool:
-        if "state" in fields:
-            raise UsageError("transition_chunk sets the state through `to`, not a field")
         return self._transition(
-            Chunk,
+            rules.CHUNK,
             job_id,
-            _chk_sk(chunk_id),
+            chk_sk(chunk_id),
             chunk_id,
-            expect,
-            {**fields, "state": to},
-            frozen={"job_id", "chunk_id", "object_id"},
-            encode=self._chunk_item,
-            counts=_chunk_counts,
+            rules.chunk_transition(expect, to, fields),
+            item_of=self._chunk_item,
+            counts=counters.chunk_counts,
         )
 
     def progress(self, job_id: str) -> JobProgress:
-        totals = self._counters(job_id)
-        return JobProgress(
-            objects_total=totals["o_total"],
-            objects_verified=totals[f"o_{ObjectState.VERIFIED.value}"],
-            objects_failed=totals[f"o_{ObjectState.FAILED.value}"],
-            bytes_total=totals["o_bytes"],
-            bytes_verified=totals["b_verified"],
-            chunks={s: totals[f"c_{s.value}"] for s in ChunkState if totals[f"c_{s.value}"] > 0},
-        )
+        return counters.progress([self._counters(job_id)])
 
     # ------------------------------------------------------------ the conditional transition
 
     def _transition(
         self,
-        cls: type[M],
+        kind: rules.RecordRules[M],
         job_id: str,
         sk: str,
         record_id: int,
-        expect: set[Any] | None,
-        fields: dict[str, Any],
+        write: rules.Write,
         *,
-        frozen: set[str],
-        encode: Any,
-        counts: Any,
+        item_of: Callable[..., dict[str, Any]],
+        counts: Callable[[Any], Counter[str]],
     ) -> bool:
-        """Read, check ``expect``, write the new record conditioned on the state and
-        revision read, and move the counters in the same transaction."""
-        pk = _pk(job_id)
+        """Read, check the write against the record's state, write the new record
+        conditioned on the state and revision read, and move the counters in the
+        same transaction."""
+        partition = pk(job_id)
         for attempt in range(_RETRIES):
-            item = self._get(pk, sk, f"reading {sk} of job {job_id}")
+            item = self._get(partition, sk, f"reading {sk} of job {job_id}")
             if item is None:
                 return False
-            old = _decode(cls, item)
-            if expect is not None and old.state not in expect:  # type: ignore[attr-defined]
+            old = decode(kind.model, item)
+            if not write.applies(old.state):  # type: ignore[attr-defined]
                 return False
-            new = _merge(cls, old, fields, frozen=frozen)
-            new_item = encode(new, rev=_rev(item) + 1)
+            new = kind.merged(old, write.fields)
+            new_item = item_of(new, rev=revision(item) + 1)
             new_item[TTL_ATTRIBUTE] = item.get(TTL_ATTRIBUTE) or {
                 "N": str(self._epoch(self.max_age))
             }
-            actions: list[dict[str, Any]] = [{"Put": self._put(new_item, *_unchanged(item))}]
+            actions: list[dict[str, Any]] = [{"Put": self._put(new_item, *unchanged(item))}]
             delta = counts(new)
             delta.subtract(counts(old))
-            counter = self._counter_update(pk, record_id, delta)
+            counter = self._counter_update(partition, record_id, delta)
             if counter is not None:
                 actions.append(counter)
             reasons = self._transact(actions, f"updating {sk} of job {job_id}")
@@ -516,7 +377,7 @@ class DynamoDBManifest:
         fatal = [r for r in reasons if r in _FATAL_REASONS]
         if fatal:
             raise StoreError(f"DynamoDB transaction rejected: {', '.join(fatal)}")
-        time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # noqa: S311
+        retry.pause(attempt, base=0.02, cap=1.0)
 
     # ------------------------------------------------------------ inserts
 
@@ -547,7 +408,7 @@ class DynamoDBManifest:
             for job_id, _, record_id, counts in rows:
                 shards.setdefault((job_id, record_id % COUNTER_SHARDS), Counter()).update(counts)
             for (job_id, shard), delta in shards.items():
-                update = self._counter_update(_pk(job_id), shard, delta)
+                update = self._counter_update(pk(job_id), shard, delta)
                 if update is not None:
                     actions.append(update)
             reasons = self._transact(actions, f"writing {what}")
@@ -571,7 +432,7 @@ class DynamoDBManifest:
             f"reading job {job_id}",
             KeyConditionExpression="#p = :p AND begins_with(#s, :s)",
             ExpressionAttributeNames={"#p": PARTITION_KEY, "#s": SORT_KEY},
-            ExpressionAttributeValues={":p": {"S": _pk(job_id)}, ":s": {"S": prefix}},
+            ExpressionAttributeValues={":p": {"S": pk(job_id)}, ":s": {"S": prefix}},
             ConsistentRead=True,
         ):
             yield from page["Items"]
@@ -589,7 +450,7 @@ class DynamoDBManifest:
         seen: set[str] = set()
         found: Counter[Any] = Counter()
         for _, item in heapq.merge(*streams, key=lambda pair: pair[0]):
-            record = _decode(cls, item)
+            record = decode(cls, item)
             seen.add(item[SORT_KEY]["S"])
             found[record.state] += 1  # type: ignore[attr-defined]
             yield record
@@ -599,7 +460,7 @@ class DynamoDBManifest:
         for item in self._partition(job_id, f"{kind}#"):
             if item[SORT_KEY]["S"] in seen:
                 continue
-            record = _decode(cls, item)
+            record = decode(cls, item)
             if record.state in lagging:  # type: ignore[attr-defined]
                 yield record
 
@@ -612,7 +473,7 @@ class DynamoDBManifest:
             IndexName=GSI_BY_STATE,
             KeyConditionExpression="#p = :p",
             ExpressionAttributeNames={"#p": GSI_BY_STATE_PK},
-            ExpressionAttributeValues={":p": {"S": f"{_pk(job_id)}#{kind}#{state.value}"}},
+            ExpressionAttributeValues={":p": {"S": f"{pk(job_id)}#{kind}#{state.value}"}},
         ):
             for item in page["Items"]:
                 yield item[SORT_KEY]["S"], item
@@ -626,18 +487,18 @@ class DynamoDBManifest:
                 IndexName=GSI_BY_PARENT,
                 KeyConditionExpression="#p = :p",
                 ExpressionAttributeNames={"#p": GSI_BY_PARENT_PK},
-                ExpressionAttributeValues={":p": {"S": _obj_parent(job_id, object_id)}},
+                ExpressionAttributeValues={":p": {"S": obj_parent(job_id, object_id)}},
             )
             for i in page["Items"]
         ]
-        chunks = [_decode(Chunk, i) for i in self._batch_get(keys, "reading chunks") if i]
+        chunks = [decode(Chunk, i) for i in self._batch_get(keys, "reading chunks") if i]
         return sorted(chunks, key=lambda c: c.chunk_id)
 
     def _counters(self, job_id: str) -> Counter[str]:
         totals: Counter[str] = Counter()
         for item in self._partition(job_id, "CNT#"):
             for name, value in item.items():
-                if name not in _INTERNAL and "N" in value:
+                if name not in INTERNAL and "N" in value:
                     totals[name] += int(value["N"])
         return totals
 
@@ -645,27 +506,27 @@ class DynamoDBManifest:
 
     def _job_item(self, job: Job, *, rev: int) -> dict[str, Any]:
         order = f"{job.created_at.astimezone(UTC).isoformat()}#{job.job_id}"
-        return _encode(
+        return encode(
             job,
             {
-                PARTITION_KEY: _pk(job.job_id),
-                SORT_KEY: _JOB_SK,
-                GSI_BY_STATE_PK: f"{_JOBS}#{job.state.value}",
+                PARTITION_KEY: pk(job.job_id),
+                SORT_KEY: JOB_SK,
+                GSI_BY_STATE_PK: f"{JOBS}#{job.state.value}",
                 GSI_BY_STATE_SK: order,
-                GSI_BY_PARENT_PK: _JOBS,
+                GSI_BY_PARENT_PK: JOBS,
                 GSI_BY_PARENT_SK: order,
                 REV: rev,
             },
         )
 
     def _object_item(self, entry: ObjectEntry, *, rev: int) -> dict[str, Any]:
-        sk = _obj_sk(entry.object_id)
-        return _encode(
+        sk = obj_sk(entry.object_id)
+        return encode(
             entry,
             {
-                PARTITION_KEY: _pk(entry.job_id),
+                PARTITION_KEY: pk(entry.job_id),
                 SORT_KEY: sk,
-                GSI_BY_STATE_PK: f"{_pk(entry.job_id)}#OBJ#{entry.state.value}",
+                GSI_BY_STATE_PK: f"{pk(entry.job_id)}#OBJ#{entry.state.value}",
                 GSI_BY_STATE_SK: sk,
                 TTL_ATTRIBUTE: self._epoch(self.max_age),
                 REV: rev,
@@ -673,15 +534,15 @@ class DynamoDBManifest:
         )
 
     def _chunk_item(self, chunk: Chunk, *, rev: int) -> dict[str, Any]:
-        sk = _chk_sk(chunk.chunk_id)
-        return _encode(
+        sk = chk_sk(chunk.chunk_id)
+        return encode(
             chunk,
             {
-                PARTITION_KEY: _pk(chunk.job_id),
+                PARTITION_KEY: pk(chunk.job_id),
                 SORT_KEY: sk,
-                GSI_BY_STATE_PK: f"{_pk(chunk.job_id)}#CHK#{chunk.state.value}",
+                GSI_BY_STATE_PK: f"{pk(chunk.job_id)}#CHK#{chunk.state.value}",
                 GSI_BY_STATE_SK: sk,
-                GSI_BY_PARENT_PK: _obj_parent(chunk.job_id, chunk.object_id),
+                GSI_BY_PARENT_PK: obj_parent(chunk.job_id, chunk.object_id),
                 GSI_BY_PARENT_SK: sk,
                 TTL_ATTRIBUTE: self._epoch(self.max_age),
                 REV: rev,
@@ -738,13 +599,13 @@ class DynamoDBManifest:
                 TransactItems=actions, ClientRequestToken=uuid.uuid4().hex
             )
         except ClientError as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code == "TransactionCanceledException":
                 reasons = exc.response.get("CancellationReasons") or []
                 return [str(r.get("Code") or "None") for r in reasons] or ["TransactionConflict"]
             if code == "TransactionConflictException":
                 return ["TransactionConflict"]
-            raise _error(exc, f"{what} in {self.table_name}") from None
+            raise translate(exc, f"{what} in {self.table_name}") from None
         except BotoCoreError as exc:
             raise StoreError(f"{what} in {self.table_name}: {exc}", retryable=True) from None
         return None
@@ -778,7 +639,7 @@ class DynamoDBManifest:
                     response.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
                 )
                 if pending:
-                    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # noqa: S311
+                    retry.pause(attempt, base=0.02, cap=1.0)
             if pending:
                 raise ThrottledError(f"{what} in {self.table_name}: throttled, try again")
         return [found.get((k[PARTITION_KEY]["S"], k[SORT_KEY]["S"])) for k in keys]
@@ -794,7 +655,7 @@ class DynamoDBManifest:
             )
             requests = response.get("UnprocessedItems", {}).get(self.table_name, [])
             if requests:
-                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # noqa: S311
+                retry.pause(attempt, base=0.02, cap=1.0)
         if requests:
             raise ThrottledError(f"{what} in {self.table_name}: throttled, try again")
 
@@ -812,161 +673,9 @@ class DynamoDBManifest:
 
     def _call(self, operation: str, what: str, **kwargs: Any) -> dict[str, Any]:
         try:
-            return getattr(self._client, operation)(**kwargs)
+            answer: dict[str, Any] = getattr(self._client, operation)(**kwargs)
+            return answer
         except ClientError as exc:
-            raise _error(exc, what) from None
+            raise translate(exc, what) from None
         except BotoCoreError as exc:
             raise StoreError(f"{what}: {exc}", retryable=True) from None
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def _client(region: str | None) -> Any:
-    try:
-        return boto3.session.Session().client(
-            "dynamodb",
-            region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 8}),
-        )
-    except NoRegionError:
-        raise UsageError("no AWS region for DynamoDB: set AWS_REGION or pass region=") from None
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _error(exc: ClientError, what: str) -> SkyhopError:
-    """A botocore error as one line of the skyhop error family."""
-    code = _code(exc)
-    message = exc.response.get("Error", {}).get("Message") or code
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code == "ResourceNotFoundException":
-        return NotFoundError(
-            f"{what}: table not found (create it with skyhop.state.dynamodb.create_table "
-            "or deploy infra_cdk)"
-        )
-    if code in _ACCESS_CODES or status == 403:
-        return AccessError(f"{what}: access denied ({code}): {message}")
-    if code in _THROTTLE_CODES:
-        return ThrottledError(f"{what}: throttled ({code})")
-    if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
-        return StoreError(f"{what}: {code}: {message}", retryable=True)
-    if code == "ValidationException":
-        return StoreError(f"{what}: rejected by DynamoDB: {message}")
-    return StoreError(f"{what}: {code}: {message}")
-
-
-def _pk(job_id: str) -> str:
-    return f"JOB#{job_id}"
-
-
-def _obj_sk(object_id: int) -> str:
-    return f"OBJ#{object_id:012d}"
-
-
-def _chk_sk(chunk_id: int) -> str:
-    return f"CHK#{chunk_id:012d}"
-
-
-def _obj_parent(job_id: str, object_id: int) -> str:
-    return f"{_pk(job_id)}#OBJ#{object_id:012d}"
-
-
-def _rev(item: dict[str, Any]) -> int:
-    return int(item.get(REV, {}).get("N", "0"))
-
-
-def _unchanged(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The condition that the record is still the one read: same revision and state."""
-    values: dict[str, Any] = {":rev": item.get(REV, {"N": "0"}), ":state": item["state"]}
-    if REV in item:
-        return "#rev = :rev AND #state = :state", values
-    values.pop(":rev")
-    return "attribute_not_exists(#rev) AND #state = :state", values
-
-
-def _object_counts(entry: ObjectEntry) -> Counter[str]:
-    return Counter({f"o_{entry.state.value}": 1, "o_total": 1, "o_bytes": entry.size})
-
-
-def _chunk_counts(chunk: Chunk) -> Counter[str]:
-    verified = chunk.length if chunk.state == ChunkState.VERIFIED else 0
-    return Counter({f"c_{chunk.state.value}": 1, "c_total": 1, "b_verified": verified})
-
-
-def _merge(cls: type[M], old: M, fields: dict[str, Any], *, frozen: set[str]) -> M:
-    """``old`` with ``fields`` set, validated by the model; identity fields stay."""
-    fixed = frozen & fields.keys()
-    if fixed:
-        raise UsageError(f"cannot change {', '.join(sorted(fixed))} of a {cls.__name__}")
-    unknown = fields.keys() - cls.model_fields.keys()
-    if unknown:
-        raise UsageError(f"unknown {cls.__name__} field(s): {', '.join(sorted(unknown))}")
-    data = old.model_dump()
-    data.update(fields)
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"invalid {cls.__name__} field {where}: {first['msg']}") from None
-
-
-def _encode(model: BaseModel, extra: dict[str, Any]) -> dict[str, Any]:
-    data = model.model_dump(mode="json")
-    data.update(extra)
-    return {name: _SER.serialize(_to_dynamo(value)) for name, value in data.items()}
-
-
-def _decode(cls: type[M], item: dict[str, Any]) -> M:
-    data = {
-        name: _from_dynamo(_DES.deserialize(value))
-        for name, value in item.items()
-        if name not in _INTERNAL
-    }
-    return cls.model_validate(data)
-
-
-def _to_dynamo(value: Any) -> Any:
-    """JSON-mode values with floats as Decimal (DynamoDB numbers)."""
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {k: _to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_dynamo(v) for v in value]
-    return value
-
-
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
-
-
-__all__ = [
-    "COUNTER_SHARDS",
-    "DEFAULT_MAX_AGE",
-    "DEFAULT_RETENTION",
-    "GLOBAL_SECONDARY_INDEXES",
-    "GSI_BY_PARENT",
-    "GSI_BY_PARENT_PK",
-    "GSI_BY_PARENT_SK",
-    "GSI_BY_STATE",
-    "GSI_BY_STATE_PK",
-    "GSI_BY_STATE_SK",
-    "PARTITION_KEY",
-    "SORT_KEY",
-    "TABLE_ENV",
-    "TABLE_NAME",
-    "TTL_ATTRIBUTE",
-    "DynamoDBManifest",
-    "IndexSpec",
-    "create_table",
-]

@@ -1,0 +1,163 @@
+"""The features table: declared facts from the store, optional protocols from the
+methods it has (never the other way round), and the compute and manifest
+capabilities declared on their protocols.
+
+The two stores below are minimal in-memory stand-ins written for this test (only
+the table is under test, no I/O); the real stores run the same checks against
+their emulators in tests/suites/store_suite.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from skyhop.compute.azure_vm import AzureComputeProvider
+from skyhop.compute.base import ComputeProvider
+from skyhop.compute.ec2 import EC2ComputeProvider
+from skyhop.compute.gce import GCEComputeProvider
+from skyhop.compute.local import LocalComputeProvider
+from skyhop.state.base import JobsByState
+from skyhop.state.sqlite import SQLiteManifest
+from skyhop.stores.base import (
+    BaseStore,
+    Capabilities,
+    ObjectInfo,
+    ObjectMeta,
+    ServerSideCopier,
+    capabilities,
+    check_writable,
+    is_dir,
+)
+from skyhop.uri import parse_uri
+
+
+class _Plain(BaseStore):
+    """Required surface only, but declaring extras it does not have."""
+
+    capabilities = Capabilities(multipart=True, server_side_copy=True, directories=True)
+
+    def __init__(self) -> None:
+        self.uri = parse_uri("s3://bucket/")
+
+    def region(self) -> str | None:
+        return None
+
+    def check_bucket(self) -> None:
+        return None
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return iter(())
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return None
+
+    def put(self, key: str, data: bytes, *, meta: ObjectMeta | None = None) -> ObjectInfo:
+        return ObjectInfo(key=key, size=len(data))
+
+    def delete(self, key: str) -> None:
+        return None
+
+
+class _Copier(_Plain):
+    capabilities = Capabilities(conditional_read=True)
+
+    def can_copy_from(self, src: object) -> bool:
+        return True
+
+    def copy_object(
+        self,
+        src: object,
+        src_key: str,
+        key: str,
+        size: int,
+        *,
+        meta: ObjectMeta | None = None,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        return ObjectInfo(key=key, size=size)
+
+    def copy_part(
+        self,
+        src: object,
+        src_key: str,
+        key: str,
+        upload_id: str,
+        part_number: int,
+        offset: int,
+        length: int,
+        *,
+        if_match: str | None = None,
+    ) -> str:
+        return ""
+
+
+def test_a_declared_extra_without_its_method_is_not_claimed():
+    caps = capabilities(_Plain())
+    assert not caps.multipart and not caps.server_side_copy and not caps.directories
+    assert not caps.read_into and not caps.delimited_listing
+
+
+def test_server_side_copy_is_true_exactly_when_the_store_copies():
+    store = _Copier()
+    assert isinstance(store, ServerSideCopier)
+    caps = capabilities(store)
+    assert caps.server_side_copy and caps.conditional_read and not caps.multipart
+
+
+def test_no_directories_means_no_directory_answers():
+    store = _Plain()
+    assert is_dir(store, "a/") is False
+    assert check_writable(store, "a/") is None
+
+
+@pytest.mark.parametrize(
+    ("scheme", "copies"), [("local", False), ("s3", True), ("gs", True), ("az", True)]
+)
+def test_server_side_copy_comes_from_the_method_never_the_declaration(scheme: str, copies: bool):
+    from skyhop.stores import base
+
+    module_name, _, cls_name = base._REGISTRY[scheme].partition(":")
+    cls = getattr(__import__(module_name, fromlist=[cls_name]), cls_name)
+    assert isinstance(cls.capabilities, Capabilities)
+    assert not cls.capabilities.server_side_copy  # never declared by hand
+    assert all(hasattr(cls, m) for m in ("can_copy_from", "copy_object", "copy_part")) is copies
+
+
+@pytest.mark.parametrize(
+    ("provider", "events"),
+    [
+        (LocalComputeProvider, False),
+        (EC2ComputeProvider, True),
+        (GCEComputeProvider, True),
+        (AzureComputeProvider, True),
+    ],
+)
+def test_every_compute_provider_declares_how_gateways_report_ready(provider: type, events: bool):
+    assert provider.ready_via_events is events
+    assert "ready_via_events" in ComputeProvider.__annotations__
+
+
+def test_manifest_job_index_is_an_optional_protocol(tmp_path):
+    assert not isinstance(SQLiteManifest(tmp_path / "m.db"), JobsByState)
+    from skyhop.state.dynamodb import DynamoDBManifest
+
+    assert issubclass(DynamoDBManifest, JobsByState)
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs", "az"])
+def test_a_store_copying_whole_objects_only_refuses_a_part(scheme: str):
+    """copies_ranges False (every object one chunk) goes with CopiesWholeObjects'
+    copy_part, which refuses a byte range instead of copying a wrong one."""
+    from skyhop.errors import UsageError
+    from skyhop.stores import base
+
+    module_name, _, cls_name = base._REGISTRY[scheme].partition(":")
+    cls = getattr(__import__(module_name, fromlist=[cls_name]), cls_name)
+    whole = issubclass(cls, base.CopiesWholeObjects)
+    assert whole is not cls.capabilities.copies_ranges
+    if whole:
+        store = object.__new__(cls)  # copy_part reads nothing of the store
+        with pytest.raises(UsageError, match="whole objects only"):
+            store.copy_part(store, "a.bin", "b.bin", "u-1", 1, 0, 10)
