@@ -14,10 +14,16 @@ from collections.abc import Iterator
 import pytest
 
 from skyhop.compute.azure_vm import AzureComputeProvider
-from skyhop.compute.base import ComputeProvider
+from skyhop.compute.base import ComputeProvider, InstanceIdentities
 from skyhop.compute.ec2 import EC2ComputeProvider
 from skyhop.compute.gce import GCEComputeProvider
 from skyhop.compute.local import LocalComputeProvider
+from skyhop.compute.routed import RoutedComputeProvider
+from skyhop.queues.azure_queue import AzureControlQueues
+from skyhop.queues.base import InstanceScopedControlQueues
+from skyhop.queues.memory import MemoryControlQueues
+from skyhop.queues.pubsub import PubSubControlQueues
+from skyhop.queues.sqs import SQSControlQueues
 from skyhop.state.base import JobsByState
 from skyhop.state.sqlite import SQLiteManifest
 from skyhop.stores.base import (
@@ -137,6 +143,23 @@ def test_server_side_copy_comes_from_the_method_never_the_declaration(scheme: st
 def test_every_compute_provider_declares_how_gateways_report_ready(provider: type, events: bool):
     assert provider.ready_via_events is events
     assert "ready_via_events" in ComputeProvider.__annotations__
+
+
+@pytest.mark.parametrize(
+    ("provider", "names"),
+    [
+        (LocalComputeProvider, False),  # a pid is no identity a queue policy can name
+        (EC2ComputeProvider, True),
+        (GCEComputeProvider, False),  # their control queues are Pub/Sub and Azure
+        (AzureComputeProvider, False),  # Storage Queues, not scoped to instances
+    ],
+)
+def test_only_ec2_names_the_instances_a_control_queue_is_closed_to(provider: type, names: bool):
+    assert issubclass(provider, InstanceIdentities) is names
+    assert issubclass(RoutedComputeProvider, InstanceIdentities)  # asks the cloud's own
+    assert issubclass(SQSControlQueues, InstanceScopedControlQueues)
+    for other in (MemoryControlQueues, AzureControlQueues, PubSubControlQueues):
+        assert not issubclass(other, InstanceScopedControlQueues)
 
 
 def test_manifest_job_index_is_an_optional_protocol(tmp_path):

@@ -718,6 +718,18 @@ class GatewaySpec(_Strict):
     )
 
 
+class InstanceIdentity(_Strict):
+    """The cloud instance a gateway runs on, as its cloud names it in the requests the
+    instance makes with its own role's credentials (EC2: ``ec2:SourceInstanceARN``).
+    A compute provider says it (:class:`~skyhop.compute.base.InstanceIdentities`);
+    control queues that can be closed to every other instance turn it into a queue
+    policy (:class:`~skyhop.queues.base.InstanceScopedControlQueues`)."""
+
+    cloud: str = Field(description="the instance's cloud: aws")
+    region: str = Field(description="the cloud's own region name (us-east-1, not aws:us-east-1)")
+    instance_id: str = Field(description="the cloud's id of the instance (EC2: i-0abc...)")
+
+
 # ---------------------------------------------------------------- gateway configuration and work
 
 

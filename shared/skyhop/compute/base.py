@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from skyhop.errors import UsageError
-from skyhop.models import GatewayConfig, GatewaySpec
+from skyhop.models import GatewayConfig, GatewaySpec, InstanceIdentity
 from skyhop.registry import resolve
 
 
@@ -89,6 +89,21 @@ class PowersOff(Protocol):
 
     def running(self, job_id: str) -> set[str]:
         """The gateway ids of ``job_id`` whose VMs are still starting or running."""
+        ...
+
+
+@runtime_checkable
+class InstanceIdentities(Protocol):
+    """Optional: a provider whose gateways are cloud instances that their cloud names in
+    every request made with the instance's own credentials (EC2 instances: the
+    ``ec2:SourceInstanceARN`` of their role's session), so a resource can be closed to
+    every instance but one: each gateway's control queue
+    (:class:`~skyhop.queues.base.InstanceScopedControlQueues`)."""
+
+    def instance_identity(self, gateway: GatewaySpec) -> InstanceIdentity | None:
+        """The instance ``gateway`` (as ``launch`` returned it) runs on; None when its
+        gateways are not instances its cloud names (GatewayError when the spec names
+        no instance of this provider's)."""
         ...
 
 

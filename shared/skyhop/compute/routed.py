@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from skyhop.cleanup import Cleanup, each
-from skyhop.compute.base import ComputeProvider, FirewallRules, PowersOff
+from skyhop.compute.base import ComputeProvider, FirewallRules, InstanceIdentities, PowersOff
 from skyhop.errors import UsageError
-from skyhop.models import GatewayConfig, GatewaySpec
+from skyhop.models import GatewayConfig, GatewaySpec, InstanceIdentity
 
 NAME = "cloud"
 
@@ -108,6 +108,14 @@ class RoutedComputeProvider:
             if isinstance(provider, PowersOff):
                 found |= provider.running(job_id)
         return found
+
+    def instance_identity(self, gateway: GatewaySpec) -> InstanceIdentity | None:
+        """The instance of a gateway whose cloud's provider names its instances
+        (:class:`~skyhop.compute.base.InstanceIdentities`), else None."""
+        provider = self.provider(gateway.region)
+        if isinstance(provider, InstanceIdentities):
+            return provider.instance_identity(gateway)
+        return None
 
     def list_gateways(self, job_id: str | None = None) -> list[GatewaySpec]:
         found: list[GatewaySpec] = []

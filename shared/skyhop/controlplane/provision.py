@@ -40,7 +40,7 @@ from typing import Any
 
 from skyhop import crypto, enrolment, store_access, testhooks
 from skyhop.cleanup import Cleanup
-from skyhop.compute.base import ComputeProvider, PowersOff
+from skyhop.compute.base import ComputeProvider, InstanceIdentities, PowersOff
 from skyhop.errors import ConflictError, GatewayError, SkyhopError, ThrottledError, first_line
 from skyhop.gateway_api import GatewayClient
 from skyhop.models import (
@@ -62,7 +62,7 @@ from skyhop.models import (
     ShutdownMessage,
     utcnow,
 )
-from skyhop.queues.base import ControlQueues, Queue
+from skyhop.queues.base import ControlQueues, InstanceScopedControlQueues, Queue
 from skyhop.state.base import ManifestStore
 from skyhop.store_access import StoreAccess
 from skyhop.uri import parse_uri
@@ -469,7 +469,9 @@ def launch_queued(
     gateway not ready, and launch the gateways without waiting for them.
 
     The runtime is written *before* the launch, so a gateway_ready handled at once
-    finds its gateway. A launch that fails is undone (gateways, rules, queues) and
+    finds its gateway. Once the launch names the instances, each gateway's queue is
+    closed to every other instance (:func:`_restrict_queues`). A launch that fails
+    (that included) is undone (gateways, rules, queues) and
     leaves the job INTERRUPTED, to be resumed. When another caller moved the job
     first, nothing is launched and the job is returned as it is."""
     job_id = job.job_id
@@ -533,6 +535,9 @@ def launch_queued(
         undo.add(compute.terminate, job_id)
         undo.add(compute.revoke, job_id)
         specs = compute.launch([boots[c.gateway_id][0] for c in built.configs])
+        _restrict_queues(
+            compute, queues, specs, {c.gateway_id: c.control_queue for c in built.configs}
+        )
     launched = {s.gateway_id: s for s in specs}
 
     def merge(spec: GatewaySpec) -> GatewaySpec:
@@ -552,6 +557,29 @@ def launch_queued(
         manifest, job_id, merge, states={JobState.PROVISIONING, JobState.RUNNING}
     )
     return updated[0] if updated is not None else job
+
+
+def _restrict_queues(
+    compute: ComputeProvider,
+    queues: ControlQueues,
+    specs: list[GatewaySpec],
+    control: dict[str, str | None],
+) -> None:
+    """Close each gateway's control queue to every cloud instance but its own, before
+    anything is sent on it (its enrolment's secrets are the first): where the compute
+    names its instances (EC2) and the queues can be scoped to one (SQS). Every gateway
+    role may take from every control queue; without this, one job's compromised
+    gateway could read or drain every other gateway's orders. Local processes and
+    queues that cannot be scoped get nothing; a failure fails the launch."""
+    if not isinstance(compute, InstanceIdentities) or not isinstance(
+        queues, InstanceScopedControlQueues
+    ):
+        return
+    for spec in specs:
+        uri = control.get(spec.gateway_id)
+        instance = compute.instance_identity(spec)
+        if uri is not None and instance is not None:
+            queues.restrict_to_instance(uri, instance)
 
 
 def update_gateways(

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from skyhop.errors import UsageError
+from skyhop.models import InstanceIdentity
 from skyhop.registry import resolve
 
 
@@ -87,6 +88,24 @@ class ControlQueues(Protocol):
 
     def jobs(self) -> set[str]:
         """Ids of the jobs that have control queues now (for the reaper)."""
+        ...
+
+
+@runtime_checkable
+class InstanceScopedControlQueues(Protocol):
+    """Optional: control queues that can be closed to every cloud instance but the
+    gateway's own. Gateway roles may take messages from every control queue (no static
+    policy names "this job's queues"); this keeps a gateway of one job from reading or
+    draining another gateway's orders. Applied by
+    :func:`skyhop.controlplane.provision.launch_queued` once the launch names the
+    instances (:class:`~skyhop.compute.base.InstanceIdentities`)."""
+
+    def restrict_to_instance(self, uri: str, instance: InstanceIdentity) -> None:
+        """Deny receiving, deleting, changing the visibility of and sending messages on
+        the queue ``uri`` to every request made with the credentials of an instance other
+        than ``instance``; requests that carry no instance identity (the control plane's)
+        are unaffected. Replaces an earlier restriction (a new attempt's instance).
+        UsageError for an instance of a cloud these queues cannot name."""
         ...
 
 

@@ -37,6 +37,7 @@ from skyhop.errors import (
     first_line,
     translated,
 )
+from skyhop.models import InstanceIdentity
 from skyhop.queues.base import (
     CONTROL_QUEUE_PREFIX,
     Message,
@@ -222,6 +223,13 @@ class SQSQueue:
             "check",
         )
 
+    def set_attributes(self, attributes: dict[str, str]) -> None:
+        """Set queue attributes (``Policy``, ``VisibilityTimeout``, ...)."""
+        self._call(
+            lambda: self._client.set_queue_attributes(QueueUrl=self.url, Attributes=attributes),
+            "setting attributes",
+        )
+
     def attributes(self) -> dict[str, str]:
         """The queue's attributes (``QueueArn``, ``RedrivePolicy``, counts, ...)."""
         answer = self._call(
@@ -267,6 +275,51 @@ class SQSQueue:
 
 CONTROL_RETENTION_SECONDS = 24 * 3600
 CONTROL_VISIBILITY_TIMEOUT = 60
+#: what a control queue's policy denies every instance but its gateway's
+INSTANCE_SCOPED_ACTIONS = (
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:SendMessage",
+)
+
+
+def instance_only_policy(queue_arn: str, instance_arn: str) -> str:
+    """The ``Policy`` of a control queue that only the EC2 instance ``instance_arn``
+    (and callers that are no instance) may use: every request signed with an
+    instance's role credentials carries ``ec2:SourceInstanceARN``; one whose
+    instance is another is denied :data:`INSTANCE_SCOPED_ACTIONS`. The control
+    plane's requests (a Lambda role: no such key) and the gateway's own pass on to
+    their IAM policies."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "OnlyItsGatewayInstance",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": list(INSTANCE_SCOPED_ACTIONS),
+                    "Resource": queue_arn,
+                    "Condition": {
+                        "Null": {"ec2:SourceInstanceARN": "false"},
+                        "ArnNotEquals": {"ec2:SourceInstanceARN": instance_arn},
+                    },
+                }
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+def instance_arn(queue_arn: str, instance: InstanceIdentity) -> str:
+    """The ARN of an EC2 instance in the partition and account of the queue
+    ``queue_arn`` (``arn:PARTITION:sqs:REGION:ACCOUNT:NAME``)."""
+    parts = queue_arn.split(":")
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "sqs" or not parts[4]:
+        raise StoreError(f"unexpected SQS queue ARN {queue_arn!r}")
+    partition, account = parts[1], parts[4]
+    return f"arn:{partition}:ec2:{instance.region}:{account}:instance/{instance.instance_id}"
 
 
 class SQSControlQueues:
@@ -277,7 +330,11 @@ class SQSControlQueues:
 
     ``delete_job`` deletes the URIs it is given and whatever ``ListQueues`` shows
     under the job's prefix (the listing is eventually consistent, so a queue made
-    a moment ago may only be found through its URI)."""
+    a moment ago may only be found through its URI).
+
+    ``restrict_to_instance`` closes a queue to every EC2 instance but its gateway's
+    (:func:`instance_only_policy`): the gateway roles may use every queue under the
+    prefix, the queue policy keeps each instance to its own."""
 
     def __init__(self, uri: str = f"sqs://{CONTROL_QUEUE_PREFIX}", *, client: Any | None = None):
         split = urlsplit(uri)
@@ -308,6 +365,20 @@ class SQSControlQueues:
             f"creating control queue {name}",
         )
         return f"sqs://{name}?region={self.region}"
+
+    def restrict_to_instance(self, uri: str, instance: InstanceIdentity) -> None:
+        """:class:`~skyhop.queues.base.InstanceScopedControlQueues`: the queue's
+        ``Policy`` becomes :func:`instance_only_policy` for ``instance``'s EC2 ARN (in
+        the queue's partition and account); an earlier policy is replaced."""
+        if instance.cloud != "aws":
+            raise UsageError(
+                f"control queue {uri}: an SQS queue policy names EC2 instances only, "
+                f"not a {instance.cloud} instance ({instance.instance_id})"
+            )
+        queue = self.open(uri)
+        queue_arn = queue.attributes()["QueueArn"]
+        policy = instance_only_policy(queue_arn, instance_arn(queue_arn, instance))
+        queue.set_attributes({"Policy": policy})
 
     def open(self, uri: str) -> SQSQueue:
         found = self._queues.get(uri)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,9 +26,12 @@ from skyhop.compute.ec2.wheel import WheelObject, signed
 from skyhop.compute.package import GatewayPackage
 from skyhop.crypto.kms import KMSKeyWrapper
 from skyhop.errors import GatewayError, UsageError, first_line
-from skyhop.models import GatewayConfig, GatewayRole, GatewaySpec
+from skyhop.models import GatewayConfig, GatewayRole, GatewaySpec, InstanceIdentity
 
 log = logging.getLogger("skyhop.compute.ec2")
+
+#: an EC2 instance id: ``i-`` and hex digits (8 or 17 on EC2)
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{1,17}")
 
 
 class EC2ComputeProvider:
@@ -213,6 +217,20 @@ class EC2ComputeProvider:
         """The caller's AWS identity (its ARN): an AccessError naming what is missing
         before anything is launched."""
         return self._clients.identity()
+
+    def instance_identity(self, gateway: GatewaySpec) -> InstanceIdentity:
+        """The EC2 instance of ``gateway`` (:class:`~skyhop.compute.base.InstanceIdentities`):
+        a request made with its instance profile's credentials carries
+        ``ec2:SourceInstanceARN`` ``arn:PARTITION:ec2:REGION:ACCOUNT:instance/ID``.
+        GatewayError when the spec names no EC2 instance id."""
+        instance_id = gateway.instance_id or ""
+        if not _INSTANCE_ID.fullmatch(instance_id):
+            raise GatewayError(
+                f"gateway {gateway.gateway_id}: {instance_id!r} is not an EC2 instance id"
+            )
+        return InstanceIdentity(
+            cloud="aws", region=aws_region(gateway.region), instance_id=instance_id
+        )
 
     # ------------------------------------------------------------ teardown and listing
 
