@@ -521,10 +521,14 @@ def send_to(sid: str, queue_arns: Sequence[str]) -> iam.PolicyStatement:
 # region, where the gateways read it wherever they run. ListQueues supports no
 # resource-level permissions (the Service Authorization Reference names no
 # resource type for it), so it alone is granted on ``*``; it only lists names.
+# SetQueueAttributes puts on each queue the policy that denies every EC2 instance
+# but its gateway's (SQSControlQueues.restrict_to_instance): the gateway roles'
+# statement below covers every queue under the prefix, the queue policy narrows it.
 
 CONTROL_QUEUE_ACTIONS = [
     "sqs:CreateQueue",
     "sqs:TagQueue",
+    "sqs:SetQueueAttributes",
     "sqs:DeleteQueue",
     "sqs:SendMessage",
     "sqs:GetQueueUrl",
@@ -544,7 +548,8 @@ def control_queue_arn(prefix: str) -> str:
 
 
 def control_queues_manage(prefix: str) -> list[iam.PolicyStatement]:
-    """Create a job's control queues, send gateways their orders, find and delete them."""
+    """Create a job's control queues (each closed to every instance but its gateway's),
+    send gateways their orders, find and delete them."""
     return [
         iam.PolicyStatement(
             sid="ManageControlQueues",
@@ -556,7 +561,9 @@ def control_queues_manage(prefix: str) -> list[iam.PolicyStatement]:
 
 
 def control_queues_consume(prefix: str) -> iam.PolicyStatement:
-    """A gateway takes (receives and deletes) the orders from its control queue."""
+    """A gateway takes (receives and deletes) the orders from its control queue: IAM
+    admits every queue under the prefix (an instance profile's session carries no tag
+    of its job), each queue's own policy denies every instance but its gateway's."""
     return iam.PolicyStatement(
         sid="TakeControlMessages",
         actions=CONTROL_QUEUE_GATEWAY_ACTIONS,

@@ -1000,16 +1000,24 @@ def test_functions_manage_only_the_control_queues_under_the_prefix(
         actions = {a for s in granted for a in as_list(s["Action"])}
         assert actions == set(CONTROL_QUEUE_ACTIONS), handler
         assert {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue"} <= actions
+        # #19 item 9: each gateway's queue gets a policy naming its own instance
+        assert "sqs:SetQueueAttributes" in actions, handler
         for statement in granted:
             assert as_list(statement["Resource"]) != ["*"]
             assert "sqs:ListQueues" not in as_list(statement["Action"])
         # ListQueues supports no resource-level permission: alone on "*", nothing else there.
         assert len(lists) == 1 and as_list(lists[0]["Action"]) == ["sqs:ListQueues"], handler
         assert lists[0]["Resource"] == "*"
-    # Nothing else may create or delete queues.
+    # Nothing else may create or delete queues, or change their attributes (a queue's
+    # policy is what keeps other instances off it).
     for key, statement in statements(resources):
         actions = set(as_list(statement["Action"]))
-        if actions & {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:TagQueue"}:
+        if actions & {
+            "sqs:CreateQueue",
+            "sqs:DeleteQueue",
+            "sqs:TagQueue",
+            "sqs:SetQueueAttributes",
+        }:
             assert [arn_text(r) for r in as_list(statement["Resource"])] == [CONTROL_ARN], key
 
 
@@ -1022,7 +1030,12 @@ def test_gateway_role_takes_orders_from_its_control_queue(
     actions = {a for s in granted for a in as_list(s["Action"])}
     assert actions == set(CONTROL_QUEUE_GATEWAY_ACTIONS)
     everything = {a for s in role_statements(resources, role) for a in as_list(s["Action"])}
-    assert not everything & {"sqs:CreateQueue", "sqs:DeleteQueue", "sqs:ListQueues"}
+    assert not everything & {
+        "sqs:CreateQueue",
+        "sqs:DeleteQueue",
+        "sqs:ListQueues",
+        "sqs:SetQueueAttributes",  # a gateway cannot lift its queue's policy
+    }
     sends = [
         s for s in role_statements(resources, role) if "sqs:SendMessage" in as_list(s["Action"])
     ]
