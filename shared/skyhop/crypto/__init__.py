@@ -33,7 +33,9 @@ model and the tests that show it):
   keeps its SHA-256); the gateway makes its own TLS key at boot and receives
   its certificate and secrets over mutual TLS (:mod:`skyhop.enrolment`), or,
   controlled through queues, sealed to an X25519 key it made (:func:`seal_to`)
-  on its own control queue, once its token checked and was spent.
+  on its own control queue, once its token checked and was spent (on AWS that
+  queue denies every EC2 instance but the gateway's own: another job's gateway
+  can neither read nor drain it).
 - **Anyone else** on the network sees TLS 1.3 with a per-job CA and, inside it,
   AES-256-GCM segments whose associated data binds job, object, chunk, segment
   and last flag; a connection that does not finish its mutual-TLS handshake
