@@ -9,10 +9,37 @@ are worth retrying differs between Storage, Pub/Sub and Compute).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
 from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
+from google.auth.credentials import AnonymousCredentials, Credentials
 
 from skyhop.errors import AccessError, NotFoundError, SkyhopError, first_line
+
+if TYPE_CHECKING:
+    from google.oauth2 import service_account
+
+
+# google-auth ships type information but leaves these constructors unannotated
+# (mypy's no-untyped-call); the signatures skyhop relies on are declared here once.
+
+
+def anonymous_credentials() -> Credentials:
+    """Credentials that send none (an emulator, a public bucket)."""
+    make: Callable[[], Credentials] = AnonymousCredentials
+    return make()
+
+
+def service_account_credentials(info: Mapping[str, Any]) -> service_account.Credentials:
+    """The credentials of a service account key (its parsed JSON)."""
+    from google.oauth2 import service_account  # only when a key is given: a slow import
+
+    make: Callable[[Mapping[str, Any]], service_account.Credentials] = (
+        service_account.Credentials.from_service_account_info
+    )
+    return make(info)
 
 
 def short(exc: BaseException) -> str:

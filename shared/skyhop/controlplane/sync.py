@@ -142,7 +142,8 @@ def compare(
     time (then times are compared for equality within the coarser precision of
     the two, or ``window``) or has only its write time (then the source must be
     newer than it by ``window``, 1 s by default)."""
-    known = src.mtime is not None and dst.mtime is not None
+    src_mtime, dst_mtime = src.mtime, dst.mtime
+    known = src_mtime is not None and dst_mtime is not None
     kept = dst.mtime_precision is not None
     if window is None:
         window = (
@@ -150,8 +151,10 @@ def compare(
             if kept
             else WRITE_TIME_WINDOW
         )
-    newer = known and src.mtime > dst.mtime + window  # type: ignore[operator]
-    differs = known and abs(src.mtime - dst.mtime) > window  # type: ignore[operator]
+    newer = differs = False
+    if src_mtime is not None and dst_mtime is not None:
+        newer = src_mtime > dst_mtime + window
+        differs = abs(src_mtime - dst_mtime) > window
     if mode == CompareMode.SIZE or (mode == CompareMode.UPDATE and not known):
         if src.size != dst.size:
             return True, "size differs", "size", None

@@ -52,6 +52,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -803,7 +804,10 @@ def _separate(
     cannot reach it: its fastest)."""
 
     def direct(leg: str) -> RoutePlan:
-        kw: dict[str, object] = dict(
+        plan_direct = partial(
+            plan,
+            src,
+            leg,
             bytes=work.bytes,
             objects=work.objects,
             parts=work.parts,
@@ -815,10 +819,10 @@ def _separate(
         )
         if mode == "cheapest" and leg != src and LOCAL not in (src, leg):
             try:
-                return plan(src, leg, mode="cheapest", target_gbps=target_gbps, **kw)  # type: ignore[arg-type]
+                return plan_direct(mode="cheapest", target_gbps=target_gbps)
             except PlanError:
                 pass
-        return plan(src, leg, **kw)  # type: ignore[arg-type]
+        return plan_direct()
 
     plans = [direct(leg) for leg in legs]
     return SeparateCopies(

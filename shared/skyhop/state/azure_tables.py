@@ -107,6 +107,8 @@ _TABLE = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,62}$")
 _BAD_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 
 M = TypeVar("M", bound=BaseModel)
+#: a record whose writes are decided by its state (a chunk or an object)
+R = TypeVar("R", Chunk, ObjectEntry)
 T = TypeVar("T")
 
 
@@ -443,12 +445,12 @@ class AzureTableManifest:
         """Group rows by job and fill transactions of at most 100 operations,
         the shards' deltas included."""
         batch: dict[str, tuple[str, list[dict[str, Any]], int, Counter[str]]] = {}
-        job: str | None = None
+        job = ""  # the job of the rows in ``batch``, set with its first row
         ops = 0
         for row in rows:
             per = len(row[1])
             if batch and (row[0] != job or ops + per + COUNTER_SHARDS > _TX_OPS):
-                self._insert(job, list(batch.values()), what)  # type: ignore[arg-type]
+                self._insert(job, list(batch.values()), what)
                 batch, ops = {}, 0
             job = row[0]
             key = row[1][0]["RowKey"]
@@ -456,7 +458,7 @@ class AzureTableManifest:
                 batch[key] = row
                 ops += per
         if batch:
-            self._insert(job, list(batch.values()), what)  # type: ignore[arg-type]
+            self._insert(job, list(batch.values()), what)
 
     def _insert(
         self,
@@ -626,7 +628,7 @@ class AzureTableManifest:
 
     def _transition(
         self,
-        kind: rules.RecordRules[M],
+        kind: rules.RecordRules[R],
         job_id: str,
         rk: str,
         record_id: int,
@@ -645,7 +647,7 @@ class AzureTableManifest:
             if entity is None:
                 return False
             old = _decode(kind.model, entity)
-            if not write.applies(old.state):  # type: ignore[attr-defined]
+            if not write.applies(old.state):
                 return False
             new = kind.merged(old, write.fields)
             delta = counts(new)

@@ -72,7 +72,6 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
-from pydantic import BaseModel
 
 from skyhop import retry
 from skyhop.clouds import gcp
@@ -112,7 +111,8 @@ _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$|^[a-z0-9.:-]{1,100}$")
 _DATABASE = re.compile(r"^\(default\)$|^[a-z][a-z0-9-]{2,61}[a-z0-9]$")
 _COLLECTION = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
-M = TypeVar("M", bound=BaseModel)
+#: a record whose writes are decided by its state (a chunk or an object)
+R = TypeVar("R", Chunk, ObjectEntry)
 T = TypeVar("T")
 #: an insert: job id, document, its fields, record id, its counts
 _Row = tuple[str, Any, dict[str, Any], int, Counter[str]]
@@ -523,7 +523,7 @@ class FirestoreManifest:
 
     def _transition(
         self,
-        kind: rules.RecordRules[M],
+        kind: rules.RecordRules[R],
         job_id: str,
         ref: Any,
         record_id: int,
@@ -539,7 +539,7 @@ class FirestoreManifest:
             if not snap.exists:
                 return False
             old = kind.model.model_validate_json(snap.get("data"))
-            if not write.applies(old.state):  # type: ignore[attr-defined]
+            if not write.applies(old.state):
                 return False
             new = kind.merged(old, write.fields)
             delta = counters.delta(counts(new), counts(old))

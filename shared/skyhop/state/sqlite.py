@@ -466,8 +466,8 @@ class SQLiteManifest:
         expect_updated_at: datetime | None = None,
         **fields: Any,
     ) -> Job:
-        updated_at = rules.job_updated_at(fields, utcnow(), expect_updated_at)
-        values = rules.JOB.fields({**fields, "updated_at": updated_at})
+        values = rules.JOB.fields(fields)
+        values["updated_at"] = rules.job_updated_at(values, utcnow(), expect_updated_at)
         assignments, params = _assignments(_JOBS, values)
         sql = f"UPDATE jobs SET {assignments} WHERE job_id = ?"  # noqa: S608 - names from the schema, values bound
         params.append(job_id)

@@ -83,21 +83,15 @@ def b64_to_hex(value: str | None) -> str | None:
 
 def remote_client(access: GCSAccess) -> storage.Client:
     """A client for a storage remote: its endpoint, its service account (or none)."""
-    from google.auth.credentials import AnonymousCredentials
-
     options = {"api_endpoint": access.endpoint} if access.endpoint else None
     if access.anonymous:
         return storage.Client(
             project=access.project or "anonymous",
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=gcp.anonymous_credentials(),
             client_options=options,
         )
     if access.service_account_info:
-        from google.oauth2 import service_account
-
-        creds = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
-            json.loads(access.service_account_info)
-        )
+        creds = gcp.service_account_credentials(json.loads(access.service_account_info))
         return storage.Client(
             project=access.project or creds.project_id, credentials=creds, client_options=options
         )

@@ -52,7 +52,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import BaseModel
 
 from skyhop import retry
 from skyhop.errors import ConflictError, NotFoundError, StoreError, ThrottledError
@@ -97,7 +96,8 @@ _TX_ROWS = 80  # records per insert transaction; + up to 16 counter updates <= 1
 _RETRIES = 8
 _FATAL_REASONS = {"ValidationError", "ItemCollectionSizeLimitExceeded"}
 
-M = TypeVar("M", bound=BaseModel)
+#: a record whose writes are decided by its state (a chunk or an object)
+R = TypeVar("R", Chunk, ObjectEntry)
 
 
 class DynamoDBManifest:
@@ -331,7 +331,7 @@ class DynamoDBManifest:
 
     def _transition(
         self,
-        kind: rules.RecordRules[M],
+        kind: rules.RecordRules[R],
         job_id: str,
         sk: str,
         record_id: int,
@@ -349,7 +349,7 @@ class DynamoDBManifest:
             if item is None:
                 return False
             old = decode(kind.model, item)
-            if not write.applies(old.state):  # type: ignore[attr-defined]
+            if not write.applies(old.state):
                 return False
             new = kind.merged(old, write.fields)
             new_item = item_of(new, rev=revision(item) + 1)
@@ -438,8 +438,8 @@ class DynamoDBManifest:
             yield from page["Items"]
 
     def _by_state(
-        self, cls: type[M], job_id: str, kind: str, counter: str, states: set[Any]
-    ) -> Iterator[M]:
+        self, cls: type[R], job_id: str, kind: str, counter: str, states: set[Any]
+    ) -> Iterator[R]:
         """Records in ``states`` in id order from the by_state index; records the
         index has not caught up with yet (per the consistent counters) follow."""
         totals = self._counters(job_id)
@@ -452,7 +452,7 @@ class DynamoDBManifest:
         for _, item in heapq.merge(*streams, key=lambda pair: pair[0]):
             record = decode(cls, item)
             seen.add(item[SORT_KEY]["S"])
-            found[record.state] += 1  # type: ignore[attr-defined]
+            found[record.state] += 1
             yield record
         lagging = {s for s, n in expected.items() if found[s] < n}
         if not lagging:
@@ -461,7 +461,7 @@ class DynamoDBManifest:
             if item[SORT_KEY]["S"] in seen:
                 continue
             record = decode(cls, item)
-            if record.state in lagging:  # type: ignore[attr-defined]
+            if record.state in lagging:
                 yield record
 
     def _index_state(
