@@ -9,23 +9,36 @@ their emulators in tests/suites/store_suite.py.
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Generic, Protocol
 
 import pytest
 
+from skyhop.compute import base as compute_base
 from skyhop.compute.azure_vm import AzureComputeProvider
-from skyhop.compute.base import ComputeProvider, InstanceIdentities
+from skyhop.compute.base import (
+    ComputeProvider,
+    Enrols,
+    InstanceIdentities,
+    RoutesByRegion,
+    gateways_enrol,
+)
 from skyhop.compute.ec2 import EC2ComputeProvider
 from skyhop.compute.gce import GCEComputeProvider
 from skyhop.compute.local import LocalComputeProvider
 from skyhop.compute.routed import RoutedComputeProvider
+from skyhop.queues import base as queues_base
 from skyhop.queues.azure_queue import AzureControlQueues
-from skyhop.queues.base import InstanceScopedControlQueues
+from skyhop.queues.base import InstanceScopedControlQueues, Queue
 from skyhop.queues.memory import MemoryControlQueues
 from skyhop.queues.pubsub import PubSubControlQueues
 from skyhop.queues.sqs import SQSControlQueues
+from skyhop.state import base as state_base
 from skyhop.state.base import JobsByState
 from skyhop.state.sqlite import SQLiteManifest
+from skyhop.stores import base as stores_base
 from skyhop.stores.base import (
     BaseStore,
     Capabilities,
@@ -184,3 +197,118 @@ def test_a_store_copying_whole_objects_only_refuses_a_part(scheme: str):
         store = object.__new__(cls)  # copy_part reads nothing of the store
         with pytest.raises(UsageError, match="whole objects only"):
             store.copy_part(store, "a.bin", "b.bin", "u-1", 1, 0, 10)
+
+
+def _provider(cls: type) -> object:
+    """A provider instance for reading its class's declarations (nothing connects)."""
+    return object.__new__(cls)
+
+
+@pytest.mark.parametrize(
+    ("provider", "enrolling"),
+    [
+        (LocalComputeProvider, False),
+        (EC2ComputeProvider, True),
+        (GCEComputeProvider, True),
+        (AzureComputeProvider, True),
+    ],
+)
+def test_a_provider_whose_vms_enrol_says_so_through_the_enrols_protocol(
+    provider: type, enrolling: bool
+):
+    assert isinstance(_provider(provider), Enrols) is enrolling
+    assert gateways_enrol(_provider(provider), "us-east-1") is enrolling
+
+
+def test_a_routed_provider_asks_the_provider_of_each_region_whether_it_enrols():
+    routed = RoutedComputeProvider(
+        {"aws": _provider(EC2ComputeProvider), "local": _provider(LocalComputeProvider)}
+    )
+    assert isinstance(routed, RoutesByRegion) and not isinstance(routed, Enrols)
+    assert gateways_enrol(routed, "aws:us-east-1") is True
+    assert gateways_enrol(routed, "local:here") is False
+
+
+class _Declares:
+    """A provider with ``enrols`` declared False: declared, not merely present."""
+
+    enrols = False
+
+
+def test_an_enrols_declared_false_is_false():
+    assert isinstance(_Declares(), Enrols)
+    assert gateways_enrol(_Declares(), "us-east-1") is False
+
+
+# ------------------------------------------------------------ no probes
+
+_PROTOCOL_MODULES = (compute_base, stores_base, state_base, queues_base)
+#: each module's required protocol: its data members are declared facts too, its
+#: methods are not capabilities (``args.delete`` of argparse is no store's delete)
+_REQUIRED = {ComputeProvider, stores_base.ObjectStore, state_base.ManifestStore, Queue}
+
+
+def _members(proto: type) -> set[str]:
+    names: set[str] = set()
+    for klass in proto.__mro__:
+        if klass in (object, Protocol, Generic):
+            continue
+        names |= set(getattr(klass, "__annotations__", {}))
+        names |= {n for n, v in vars(klass).items() if callable(v) and not n.startswith("_")}
+    return names
+
+
+def capability_names() -> set[str]:
+    """Every name a capability is declared under: the members of the optional
+    protocols, the data members of the required ones and the store Capabilities."""
+    names = set(Capabilities.model_fields)
+    for module in _PROTOCOL_MODULES:
+        for value in vars(module).values():
+            if not (isinstance(value, type) and getattr(value, "_is_protocol", False)):
+                continue
+            if value in _REQUIRED:
+                names |= set(getattr(value, "__annotations__", {}))
+            else:
+                names |= _members(value)
+    return names - {"name", "uri"}
+
+
+def _probes(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """``getattr(x, "NAME", ...)`` / ``hasattr(x, "NAME")`` calls naming a capability."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in names
+        ):
+            found.append((node.lineno, node.args[1].value))
+    return found
+
+
+def test_the_scan_knows_the_capabilities_and_finds_a_probe():
+    names = capability_names()
+    assert {"enrols", "provider", "ready_via_events", "is_dir", "iter_range_into"} <= names
+    assert {"iter_jobs", "accepts_buffers", "check_writable", "running"} <= names
+    probe = (
+        'route = getattr(compute, "provider", None)\n'
+        'ok = bool(getattr(provider, "enrols", False)) or hasattr(store, "is_dir")\n'
+    )
+    assert sorted(_probes(probe, names)) == [(1, "provider"), (2, "enrols"), (2, "is_dir")]
+
+
+def test_no_code_probes_for_a_capability():
+    """Capabilities are declared (a Capabilities entry, a protocol member, an optional
+    protocol checked with isinstance), never found by getattr or hasattr."""
+    names = capability_names()
+    root = Path(__file__).resolve().parents[1]
+    found = [
+        f"{path.relative_to(root)}:{line}: {name}"
+        for top in ("shared/skyhop", "gateway_vm", "functions")
+        for path in sorted((root / top).rglob("*.py"))
+        for line, name in _probes(path.read_text(), names)
+    ]
+    assert found == []

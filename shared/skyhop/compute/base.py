@@ -107,6 +107,32 @@ class InstanceIdentities(Protocol):
         ...
 
 
+@runtime_checkable
+class Enrols(Protocol):
+    """Optional: a provider whose gateways are VMs that enrol (``enrols`` True): each
+    is launched with a boot configuration holding no secret, only a one-time token,
+    and gets its secrets over mutual TLS (:mod:`skyhop.enrolment`). A provider without
+    it (local processes) is given each gateway's whole configuration."""
+
+    enrols: bool
+
+
+@runtime_checkable
+class RoutesByRegion(Protocol):
+    """Optional: a provider over one provider per cloud, which launches each gateway
+    with the provider of its region (:class:`~skyhop.compute.routed.RoutedComputeProvider`)."""
+
+    def provider(self, region: str) -> ComputeProvider:
+        """The provider that launches the gateways of ``region``."""
+        ...
+
+
+def gateways_enrol(compute: ComputeProvider, region: str) -> bool:
+    """Whether the gateways ``compute`` launches in ``region`` enrol (:class:`Enrols`)."""
+    provider = compute.provider(region) if isinstance(compute, RoutesByRegion) else compute
+    return isinstance(provider, Enrols) and provider.enrols
+
+
 _REGISTRY: dict[str, str] = {
     "local": "skyhop.compute.local:LocalComputeProvider",
     "aws": "skyhop.compute.ec2:EC2ComputeProvider",

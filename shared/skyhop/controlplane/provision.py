@@ -40,7 +40,7 @@ from typing import Any
 
 from skyhop import crypto, enrolment, store_access, testhooks
 from skyhop.cleanup import Cleanup
-from skyhop.compute.base import ComputeProvider, InstanceIdentities, PowersOff
+from skyhop.compute.base import ComputeProvider, InstanceIdentities, PowersOff, gateways_enrol
 from skyhop.errors import ConflictError, GatewayError, SkyhopError, ThrottledError, first_line
 from skyhop.gateway_api import GatewayClient
 from skyhop.models import (
@@ -432,10 +432,9 @@ def launch(
 
 
 def _enrols(compute: ComputeProvider, cfg: GatewayConfig) -> bool:
-    """Whether ``cfg``'s gateway is a VM that enrols (its provider says ``enrols``)."""
-    route = getattr(compute, "provider", None)
-    provider = route(cfg.region) if callable(route) else compute
-    return bool(getattr(provider, "enrols", False))
+    """Whether ``cfg``'s gateway is a VM that enrols (its provider is
+    :class:`~skyhop.compute.base.Enrols`)."""
+    return gateways_enrol(compute, cfg.region)
 
 
 def _wait_control(runtime: JobRuntime, spec: GatewaySpec, timeout: float = 60.0) -> None:
