@@ -274,3 +274,50 @@ def test_cli_azure_bad_input(fake, monkeypatch):
     result = run_cli(*base, "--manifest", "aztable://acct1", "--storage-connection-string", conn)
     assert result.code == 2 and "expected aztable://ACCOUNT/TABLE" in result.stderr
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("conn", "account"),
+    [
+        (
+            "DefaultEndpointsProtocol=https;AccountName=acct1;AccountKey=abc==;"
+            "EndpointSuffix=core.windows.net",
+            "acct1",
+        ),
+        ("accountname = acct2 ; AccountKey=abc==", "acct2"),
+        (
+            "BlobEndpoint=https://acct3.blob.core.windows.net/;SharedAccessSignature=sv=1&sig=x",
+            "acct3",
+        ),
+        ("QueueEndpoint=https://acct4.queue.core.windows.net;SharedAccessSignature=sv=1", "acct4"),
+        (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=k==;"
+            "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;",
+            "devstoreaccount1",
+        ),
+        (
+            "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;SharedAccessSignature=x",
+            "devstoreaccount1",
+        ),
+        ("UseDevelopmentStorage=true", None),  # no account named: refused by both
+        ("AccountKey=abc==", None),
+    ],
+)
+def test_deploy_reads_a_connection_string_as_the_stores_do(conn: str, account: str | None):
+    """The deploy's account (its manifest and queue URIs) is the one the Azure kit
+    reads from the same string, the one the functions' clients then use."""
+    from skyhop.clouds.azure import connection_string_account
+
+    assert connection_string_account(conn) == account
+    config = AzureDeployConfig(
+        subscription_id=SUB,
+        location="westeurope",
+        app_name="skyhop-app",
+        storage_connection_string=conn,
+    )
+    if account is None:
+        with pytest.raises(UsageError, match="names no AccountName"):
+            config.app_settings()
+    else:
+        assert config.account == account
+        assert config.app_settings()["SKYHOP_REQUESTS_QUEUE"] == f"azq://{account}/skyhop-requests"

@@ -95,14 +95,16 @@ class AzureDeployConfig(BaseModel):
 
     @property
     def account(self) -> str:
-        fields = {}
-        for part in self.storage_connection_string.get_secret_value().split(";"):
-            name, sep, value = part.partition("=")
-            if sep:
-                fields[name.strip().lower()] = value.strip()
-        account = fields.get("accountname")
+        """The storage account of the connection string, read as the stores, queues
+        and manifest read it (the Azure kit's parser)."""
+        from skyhop.clouds.azure import connection_string_account  # the SDK, lazily
+
+        account = connection_string_account(self.storage_connection_string.get_secret_value())
         if not account:
-            raise UsageError("the storage connection string names no AccountName")
+            raise UsageError(
+                "the storage connection string names no AccountName (nor a blob, queue "
+                "or table endpoint of an account)"
+            )
         return account
 
     @property
