@@ -33,7 +33,7 @@ from gateway_vm.lifetime import set_parent_death_signal
 from gateway_vm.runtime import Counters, HookBudget, SharedBudget
 from gateway_vm.worker import Shared, worker_main
 from skyhop import crypto, store_access, testhooks
-from skyhop.errors import SkyhopError, UsageError
+from skyhop.errors import SkyhopError, UsageError, first_line
 from skyhop.models import (
     ChunkBatch,
     ChunkWork,
@@ -432,7 +432,7 @@ def run(config_path: str) -> int:
         print(f"gateway: cannot read config {config_path}: {exc.strerror}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"gateway: invalid config {config_path}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"gateway: invalid config {config_path}: {first_line(exc)}", file=sys.stderr)
         return 2
     announced = False
     if cfg.enrol_token:  # a cloud VM's boot configuration: its secrets come after boot

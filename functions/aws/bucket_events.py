@@ -45,7 +45,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions import common as shared
 from functions.aws.common import configure, logger, metrics, tracer
 from skyhop.controlplane.replication import ObjectEvent
-from skyhop.errors import SkyhopError
+from skyhop.errors import SkyhopError, first_line
 from skyhop.stores.s3 import S3Store
 from skyhop.uri import parse_uri
 
@@ -167,7 +167,7 @@ def record_handler(record: SQSRecord) -> None:
             metrics.add_metric(name="UnrecognizedBucketEvents", unit=MetricUnit.Count, value=1)
             return
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            logger.warning("dropping a malformed bucket event: %s", str(exc).splitlines()[0])
+            logger.warning("dropping a malformed bucket event: %s", first_line(exc))
             metrics.add_metric(name="MalformedBucketEvents", unit=MetricUnit.Count, value=1)
             return
         if not events:

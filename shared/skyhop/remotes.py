@@ -47,7 +47,7 @@ from pydantic import (
 )
 
 from skyhop.config import skyhop_home
-from skyhop.errors import NotFoundError, UsageError
+from skyhop.errors import NotFoundError, UsageError, first_line
 
 FILE_NAME = "remotes.toml"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -276,7 +276,7 @@ def read_file(path: Path) -> dict[str, Remote]:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path} is not TOML: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"{path} is not TOML: {first_line(exc)}") from None
     out: dict[str, Remote] = {}
     for name, table in raw.items():
         check_name(name)

@@ -45,7 +45,14 @@ from typing import Any
 from skyhop import testhooks
 from skyhop.checksums import md5_from_etag, md5_hex
 from skyhop.controlplane.service import ControlPlane, Taken
-from skyhop.errors import IntegrityError, Interrupted, SkyhopError, StoreError, retryable
+from skyhop.errors import (
+    IntegrityError,
+    Interrupted,
+    SkyhopError,
+    StoreError,
+    first_line,
+    retryable,
+)
 from skyhop.integrity import crc32c, crc_hex
 from skyhop.models import (
     Chunk,
@@ -136,7 +143,7 @@ class DirectRunner:
         except Interrupted:
             raise  # interrupted already, with its reason
         except BaseException as exc:
-            self.cp.interrupt(job_id, str(exc).splitlines()[0] if str(exc) else repr(exc))
+            self.cp.interrupt(job_id, first_line(exc, limit=500))
             raise
 
     # ------------------------------------------------------------ the loop

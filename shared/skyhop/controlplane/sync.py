@@ -716,9 +716,7 @@ class _DirectRunner(DirectRunner):
     def check(self, job: Job) -> None:
         error = self.sync.feed_error
         if error is not None:
-            raise StoreError(
-                f"listing failed: {str(error).splitlines()[0] if str(error) else error!r}"
-            )
+            raise StoreError(f"listing failed: {first_line(error, limit=500)}")
 
 
 def submit_sync(cp: ControlPlane, request: TransferRequest) -> Job:

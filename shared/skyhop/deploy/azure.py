@@ -453,8 +453,7 @@ def _check(response: Any, what: str) -> None:
     status = response.status_code
     if status < 400:
         return
-    detail = (response.text or response.reason or "").strip().splitlines()
-    text = f"{status} {detail[0][:200] if detail else ''}".strip()
+    text = f"{status} {first_line(response.text or response.reason or '', limit=200)}".strip()
     if status in (401, 403):
         raise AccessError(f"{what}: access denied ({text})")
     if status == 404:
@@ -480,7 +479,7 @@ def _classify(exc: Exception, what: str) -> SkyhopError:
         if status == 404:
             return NotFoundError(f"{what}: not found ({text})")
         if status == 400:
-            return UsageError(f"{what}: {text}: {str(exc.message or '').splitlines()[0][:200]}")
+            return UsageError(f"{what}: {text}: {first_line(exc.message or '', limit=200)}")
         return StoreError(f"{what}: {text}", retryable=status in (408, 409, 429) or status >= 500)
     if isinstance(exc, aexc.ClientAuthenticationError):
         return AccessError(f"{what}: no usable Azure credentials")

@@ -32,7 +32,7 @@ import yaml
 from pydantic import ValidationError
 
 from skyhop.deploy.report import DeployReport
-from skyhop.errors import UsageError
+from skyhop.errors import UsageError, first_line
 from skyhop.models import ReplicationConfig, parse_message
 
 
@@ -247,7 +247,7 @@ def load_rules(path: str | None) -> ReplicationConfig | None:
     except OSError as exc:
         raise UsageError(f"cannot read rules {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"rules {path} is not YAML or JSON: {str(exc).splitlines()[0]}") from None
+        raise UsageError(f"rules {path} is not YAML or JSON: {first_line(exc)}") from None
     try:
         return parse_message(ReplicationConfig, json.dumps(raw, default=str))
     except ValidationError as exc:

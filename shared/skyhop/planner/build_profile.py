@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from skyhop.errors import SkyhopError, UsageError
+from skyhop.errors import SkyhopError, UsageError, first_line
 from skyhop.planner.profile import (
     DEFAULT_PROFILE,
     CloudSpec,
@@ -135,9 +135,7 @@ def load_pricing(path: Path | None = None) -> PricingInputs:
     except FileNotFoundError:
         raise UsageError(f"pricing inputs {path} do not exist") from None
     except ValueError as exc:
-        raise UsageError(
-            f"pricing inputs {path} are not valid: {str(exc).splitlines()[0]}"
-        ) from None
+        raise UsageError(f"pricing inputs {path} are not valid: {first_line(exc)}") from None
 
 
 def _price_key(region: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from skyhop.errors import SkyhopError, UsageError
+from skyhop.errors import SkyhopError, UsageError, first_line
 from skyhop.models import RoutePlan
 from skyhop.planner.api import MODES, PLANNERS, plan, region_of
 from skyhop.planner.render import plan_json, render_plan
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         route = _plan(args)
     except SkyhopError as exc:
-        print(f"skyhop: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"skyhop: error: {first_line(exc)}", file=sys.stderr)
         return exc.exit_code
     if args.json:
         print(plan_json(route))
