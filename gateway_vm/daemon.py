@@ -42,6 +42,7 @@ from skyhop.models import (
     GatewayErrorEvent,
     GatewayReady,
     GatewayRole,
+    GatewayState,
     GatewayStatus,
     PeerSpec,
 )
@@ -110,7 +111,7 @@ class Gateway:
         # its own side's storage remote, and no other: never a remotes file (workers
         # are forked after this, so they inherit it)
         store_access.install([cfg.store_access] if cfg.store_access else [], only=True)
-        self.state = "starting"
+        self.state: GatewayState = "starting"
         self.stop_event = threading.Event()
         self.stop_reason = ""
         self.router = EventRouter(
@@ -238,7 +239,7 @@ class Gateway:
         return GatewayStatus(
             gateway_id=self.cfg.gateway_id,
             role=self.cfg.role,
-            state=self.state,  # type: ignore[arg-type]
+            state=self.state,
             chunks_queued=queued,
             chunks_in_flight=max(taken - done - failed, 0),
             chunks_done=done,

@@ -317,12 +317,13 @@ def print_dry_run(args: argparse.Namespace, report: JobReport) -> None:
         lines.append(f"  excluded     {s.excluded} objects by the filters")
     if s.deletes_skipped:
         lines.append(f"  refused      {s.deletes_skipped}")
-    cost = report.plan.cost if report.plan is not None else None
-    if cost is not None:
+    plan = report.plan
+    cost = plan.cost if plan is not None else None
+    if plan is not None and cost is not None:
         lines.append(
             f"  estimated cost ${cost.total_usd:.4f} (egress ${cost.egress_usd:.4f}, "
             f"gateways ${cost.vm_usd:.4f}, requests ${cost.requests_usd:.4f}); "
-            f"route {' -> '.join(report.plan.path)}"  # type: ignore[union-attr]
+            f"route {' -> '.join(plan.path)}"
         )
     else:
         lines.append("  estimated cost $0.0000 (nothing to copy)")

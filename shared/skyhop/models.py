@@ -986,10 +986,14 @@ ControlMessage = Annotated[
 ]
 
 
+#: a gateway's life: starting, ready (taking work), draining (its last chunks), stopped
+GatewayState = Literal["starting", "ready", "draining", "stopped"]
+
+
 class GatewayStatus(_Strict):
     gateway_id: str
     role: GatewayRole
-    state: Literal["starting", "ready", "draining", "stopped"]
+    state: GatewayState
     chunks_queued: int = 0
     chunks_in_flight: int = 0
     chunks_done: int = 0

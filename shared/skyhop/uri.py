@@ -161,13 +161,14 @@ def _parse_scheme(text: str) -> StoreURI:
             )
         return _local(unquote(rest))
     if scheme in ("s3", "gs"):
+        kind: Literal["s3", "gs"] = "s3" if scheme == "s3" else "gs"
         bucket, _, key = rest.partition("/")
         if not bucket:
-            raise UsageError(f"malformed URI {text!r}: no bucket name after {scheme}://")
-        pattern = _S3_BUCKET if scheme == "s3" else _GS_BUCKET
+            raise UsageError(f"malformed URI {text!r}: no bucket name after {kind}://")
+        pattern = _S3_BUCKET if kind == "s3" else _GS_BUCKET
         if not pattern.match(bucket):
             raise UsageError(f"malformed URI {text!r}: {bucket!r} is not a valid bucket name")
-        return StoreURI(scheme=scheme, bucket=bucket, key=key)  # type: ignore[arg-type]
+        return StoreURI(scheme=kind, bucket=bucket, key=key)
     if scheme == "az":
         parts = rest.split("/", 2)
         if len(parts) < 2 or not parts[0] or not parts[1]:

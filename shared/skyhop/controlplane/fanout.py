@@ -30,7 +30,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from skyhop.errors import AccessError
 from skyhop.stores.base import DelimitedLister, ObjectInfo, ObjectStore, capabilities
@@ -38,7 +38,16 @@ from skyhop.stores.base import DelimitedLister, ObjectInfo, ObjectStore, capabil
 T = TypeVar("T")
 R = TypeVar("R")
 
-_END = object()
+
+class _End:
+    """The end of a queue's entries."""
+
+
+_END = _End()
+#: what a prefix listing hands its consumer: a batch of objects, its error, its end
+_Batch = list[ObjectInfo] | BaseException | _End
+#: what discovery hands its consumer: an object, a prefix to list, its error, its end
+_Entry = ObjectInfo | str | BaseException | _End
 
 
 class _PrefixListing:
@@ -48,7 +57,7 @@ class _PrefixListing:
         self.store = store
         self.prefix = prefix
         self.batch = batch
-        self.q: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.q: queue.Queue[_Batch] = queue.Queue(maxsize=depth)
         self.cancelled = threading.Event()
 
     def run(self) -> None:
@@ -70,7 +79,7 @@ class _PrefixListing:
             return
         self._put(_END)
 
-    def _put(self, item: object) -> bool:
+    def _put(self, item: _Batch) -> bool:
         while not self.cancelled.is_set():
             try:
                 self.q.put(item, timeout=0.2)
@@ -82,11 +91,11 @@ class _PrefixListing:
     def items(self) -> Iterator[ObjectInfo]:
         while True:
             item = self.q.get()
-            if item is _END:
+            if isinstance(item, _End):
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield from item  # type: ignore[misc]
+            yield from item
 
 
 def unlisted(prefix: str, exc: BaseException) -> ObjectInfo:
@@ -146,7 +155,7 @@ class _Discovery:
     def __init__(
         self, store: DelimitedLister, prefix: str, depth: int, fanout: int, read_ahead: int
     ) -> None:
-        self.q: queue.Queue[object] = queue.Queue(maxsize=read_ahead)
+        self.q: queue.Queue[_Entry] = queue.Queue(maxsize=read_ahead)
         self.cancelled = threading.Event()
         self._segments = _segments(store, prefix, depth, fanout, read_ahead)
         self.thread = threading.Thread(target=self._run, name="list-discover", daemon=True)
@@ -161,7 +170,7 @@ class _Discovery:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             self._put(exc)
 
-    def _put(self, item: object) -> bool:
+    def _put(self, item: _Entry) -> bool:
         while not self.cancelled.is_set():
             try:
                 self.q.put(item, timeout=0.2)
@@ -193,9 +202,9 @@ def list_parallel(
     exhausted = False
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="list")
 
-    def take(entry: object) -> None:
+    def take(entry: _Entry) -> None:
         nonlocal fetching, exhausted
-        if entry is _END:
+        if isinstance(entry, _End):
             exhausted = True
         elif isinstance(entry, BaseException):
             raise entry
@@ -205,7 +214,7 @@ def list_parallel(
             pending.append(listing)
             fetching += 1
         else:
-            pending.append(entry)  # type: ignore[arg-type]
+            pending.append(entry)
 
     def fill() -> None:
         """Take what discovery has found so far, without waiting for more."""
@@ -275,7 +284,8 @@ def ordered_map(
                 pending.append(pool.submit(fn, item))
                 calls += 1
             else:
-                pending.append(((identity(item) if identity else item),))  # type: ignore[arg-type]
+                # without ``identity`` an item comes out as it is: R is then T
+                pending.append((identity(item) if identity else cast(R, item),))
             while calls >= window or len(pending) > 4 * window:
                 yield pop()
         while pending:

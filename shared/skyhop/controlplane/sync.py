@@ -63,7 +63,7 @@ from typing import Any, Literal, TextIO
 from skyhop.controlplane import dryrun, fanout, listing
 from skyhop.controlplane.deletes import DeleteSpool
 from skyhop.controlplane.direct import DirectRunner, takes_direct_path
-from skyhop.controlplane.embedded import EmbeddedRunner, ProgressCallback
+from skyhop.controlplane.embedded import EmbeddedRunner, ProgressCallback, _Pump
 from skyhop.controlplane.filters import Filter
 from skyhop.controlplane.keyorder import as_prefix, merge, relative
 from skyhop.controlplane.keyorder import hidden as _hidden
@@ -292,13 +292,14 @@ class SyncPlan:
                     planned = Planned(
                         "copy" if copy else "skip", rel, s, d, reason, method, checksum
                     )
-            elif not selected.accepts(rel, d):  # type: ignore[arg-type]
-                summary.excluded += 1
-                continue
-            elif options.delete:
-                planned = Planned("delete", rel, None, d, "absent at the source")
             else:
-                continue
+                assert d is not None  # merge yields each key from one side at least
+                if not selected.accepts(rel, d):
+                    summary.excluded += 1
+                    continue
+                if not options.delete:
+                    continue
+                planned = Planned("delete", rel, None, d, "absent at the source")
             if planned.action == "copy":
                 summary.to_copy += 1
                 summary.bytes_to_copy += planned.size
@@ -551,11 +552,12 @@ class SyncJob:
         if capabilities(src).listing_metadata:
             return planned()
 
-        def head(info: ObjectInfo) -> ObjectInfo:
-            return fanout.refreshed(src, info)
+        def head(item: object) -> object:
+            # ``needs`` sends only infos without metadata here; a tick stays a tick
+            return fanout.refreshed(src, item) if isinstance(item, ObjectInfo) else item
 
         return fanout.ordered_map(
-            head,  # type: ignore[arg-type]
+            head,
             planned(),
             needs=lambda i: isinstance(i, ObjectInfo) and i.meta is None,
         )
@@ -697,7 +699,7 @@ class _Runner(EmbeddedRunner):
         super().__init__(cp, on_progress=on_progress)
         self.sync = sync
 
-    def _check_alive(self, job: Job, pumps: list) -> None:  # type: ignore[type-arg]
+    def _check_alive(self, job: Job, pumps: list[_Pump]) -> None:
         super()._check_alive(job, pumps)
         if self.sync.feed_error is not None:
             error = self.sync.feed_error

@@ -26,7 +26,7 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -34,6 +34,9 @@ from pydantic import ValidationError
 from skyhop.deploy.report import DeployReport
 from skyhop.errors import UsageError, first_line
 from skyhop.models import ReplicationConfig, parse_message
+
+if TYPE_CHECKING:
+    from skyhop.deploy.package import Target
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -383,7 +386,7 @@ def run_azure(args: argparse.Namespace) -> int:
     return _run(args, azure_deployer(config), "azure", config)
 
 
-def _run(args: argparse.Namespace, deployer: Any, target: str, config: Any) -> int:
+def _run(args: argparse.Namespace, deployer: Any, target: Target, config: Any) -> int:
     from skyhop.deploy.package import build_source
 
     name = args.name or target
@@ -391,7 +394,7 @@ def _run(args: argparse.Namespace, deployer: Any, target: str, config: Any) -> i
         report: DeployReport = deployer.destroy()
         _forget_profile(name)
     else:
-        report = deployer.deploy(build_source(target, args.functions_dir))  # type: ignore[arg-type]
+        report = deployer.deploy(build_source(target, args.functions_dir))
         path = _write_profile(name, profile_of(target, config))
         report.notes.append(f"control-plane profile [{name}] written to {path} (--on {name})")
     if args.json:
