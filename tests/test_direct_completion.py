@@ -3,9 +3,9 @@
 Completing a multipart upload is a request of its own (at moto, a 64 MiB
 object's CompleteMultipartUpload took 1.4 s on a loaded machine) and was made
 on the runner's thread, so no part of any other object was dispatched until
-it returned. Here a destination's completion waits until the runner has
-dispatched another object's part meanwhile; made on the runner's thread it
-would wait in vain.
+it returned. Here the other object's parts are written only once a.bin's
+completion has begun, and that completion waits until the runner has recorded
+one of them; made on the runner's thread it would wait in vain.
 """
 
 from __future__ import annotations
@@ -40,28 +40,35 @@ def test_a_completion_does_not_hold_up_the_parts_of_other_objects(tmp_path: Path
         )
     )
     dst = cp.store(job.request.destination_uri)
-    completing = threading.Event()
-    dispatched_meanwhile = threading.Event()
-    real_take, real_complete = cp.take_chunks, dst.complete_multipart
+    runner = DirectRunner(cp, config=DirectConfig(backlog=1))
+    began, completing = threading.Event(), threading.Event()
+    applied_meanwhile = threading.Event()
+    real_upload, real_complete, real_apply = dst.upload_part, dst.complete_multipart, runner._apply
 
-    def take_chunks(job_id, chunks, **kwargs):
-        taken = real_take(job_id, chunks, **kwargs)
-        if taken and completing.is_set():
-            dispatched_meanwhile.set()
-        return taken
+    def upload_part(key, upload_id, number, data, **checksums):
+        if key.endswith("b.bin"):  # b's parts are written only once a.bin is completing
+            began.wait(30)
+        return real_upload(key, upload_id, number, data, **checksums)
 
     def complete_multipart(key, upload_id, parts, **checksums):
         if key.endswith("a.bin"):
+            began.set()
             completing.set()
-            dispatched_meanwhile.wait(30)  # a loaded machine: only a failure waits it out
+            applied_meanwhile.wait(30)  # a loaded machine: only a failure waits it out
             completing.clear()
         return real_complete(key, upload_id, parts, **checksums)
 
-    monkeypatch.setattr(cp, "take_chunks", take_chunks)
-    monkeypatch.setattr(dst, "complete_multipart", complete_multipart)
-    report = DirectRunner(cp, config=DirectConfig(backlog=1)).run(job.job_id)
+    def apply(result, completions):
+        real_apply(result, completions)
+        if result.work.src_key.endswith("b.bin") and completing.is_set():
+            applied_meanwhile.set()  # the runner recorded a part of b meanwhile
 
-    assert dispatched_meanwhile.is_set(), "no part was sent while a.bin was being completed"
+    monkeypatch.setattr(dst, "upload_part", upload_part)
+    monkeypatch.setattr(dst, "complete_multipart", complete_multipart)
+    monkeypatch.setattr(runner, "_apply", apply)
+    report = runner.run(job.job_id)
+
+    assert applied_meanwhile.is_set(), "no part was recorded while a.bin was being completed"
     assert report.state == JobState.SUCCEEDED and report.objects == 2
     assert {p.name: p.read_bytes() for p in (tmp_path / "dst").iterdir()} == files
     entries = list(cp.manifest.iter_objects(job.job_id))
