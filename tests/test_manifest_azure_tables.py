@@ -12,7 +12,7 @@ from azure.core import exceptions as aexc
 from azure.data.tables import TableServiceClient
 
 from skyhop.errors import AccessError, NotFoundError, StoreError, ThrottledError, UsageError
-from skyhop.models import ChunkState, JobState, TransferRequest, utcnow
+from skyhop.models import JobState, TransferRequest, utcnow
 from skyhop.retry import is_retryable
 from skyhop.state import open_manifest
 from skyhop.state.azure_tables import (
@@ -91,17 +91,6 @@ def test_purge_expired_deletes_finished_jobs_past_retention(manifest):
     manifest.update_job("j-live", state=JobState.FAILED)
     manifest.update_job("j-live", state=JobState.RUNNING)
     assert manifest.purge_expired(now=utcnow() + timedelta(days=2)) == []
-
-
-def test_a_verified_chunk_is_final(manifest):
-    manifest.create_job(make_job("j-final"))
-    _, chunks = layout("j-final", objects=1, chunks_per=1)
-    manifest.put_chunks(chunks)
-    assert manifest.transition_chunk(
-        "j-final", 0, expect={ChunkState.PENDING}, to=ChunkState.VERIFIED
-    )
-    with pytest.raises(UsageError, match="may not go from verified"):
-        manifest.transition_chunk("j-final", 0, expect={ChunkState.VERIFIED}, to=ChunkState.PENDING)
 
 
 def test_iter_jobs_by_state(manifest):

@@ -12,7 +12,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from skyhop.errors import AccessError, NotFoundError, StoreError, ThrottledError, UsageError
-from skyhop.models import ChunkState, JobState
+from skyhop.models import JobState
 from skyhop.retry import is_retryable
 from skyhop.state import open_manifest
 from skyhop.state.firestore import (
@@ -82,18 +82,6 @@ def test_finished_job_gets_its_ttl_and_loses_it_when_resumed(manifest):
     assert timedelta(days=1) < expires - job.updated_at <= timedelta(days=2, seconds=5)
     manifest.update_job("j-ttl", state=JobState.RUNNING)
     assert doc.get().get(TTL_FIELD) is None
-
-
-def test_a_verified_chunk_is_final_and_a_forbidden_expect_is_a_usage_error(manifest):
-    manifest.create_job(make_job("j-final"))
-    _, chunks = layout("j-final", objects=1, chunks_per=1)
-    manifest.put_chunks(chunks)
-    assert manifest.transition_chunk(
-        "j-final", 0, expect={ChunkState.PENDING}, to=ChunkState.VERIFIED
-    )
-    with pytest.raises(UsageError, match="may not go from verified"):
-        manifest.transition_chunk("j-final", 0, expect={ChunkState.VERIFIED}, to=ChunkState.PENDING)
-    assert manifest.get_chunk("j-final", 0).state == ChunkState.VERIFIED
 
 
 def test_iter_jobs_by_state(manifest):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from skyhop.errors import ConflictError, NotFoundError, SkyhopError
+from skyhop.errors import ConflictError, NotFoundError, SkyhopError, UsageError
 from skyhop.models import (
     Chunk,
     ChunkState,
@@ -345,6 +345,20 @@ class ManifestSuite:
         )
         chunk = manifest.get_chunk(jid, 0)
         assert chunk.state == PENDING and chunk.error is None and chunk.attempts == 1
+
+    def test_a_verified_chunk_is_final(self, manifest, job):
+        """The write rules (skyhop.state.rules) hold in every store: no transition
+        leaves verified (asking for one is a bug of the caller), and nothing is written."""
+        jid = job.job_id
+        assert manifest.transition_chunk(
+            jid, 1, expect={PENDING}, to=VERIFIED, crc32c="0a1b2c3d", part_etag="pe-1"
+        )
+        for to in (PENDING, DISPATCHED, FAILED):
+            with pytest.raises(UsageError, match="may not go from verified"):
+                manifest.transition_chunk(jid, 1, expect={VERIFIED}, to=to, error="x")
+        chunk = manifest.get_chunk(jid, 1)
+        assert chunk.state == VERIFIED and chunk.error is None
+        assert (chunk.crc32c, chunk.part_etag) == ("0a1b2c3d", "pe-1")
 
     def test_transition_of_missing_chunk_is_false(self, manifest, job):
         assert not manifest.transition_chunk(job.job_id, 999, expect={PENDING}, to=DISPATCHED)
