@@ -35,6 +35,18 @@ def _tree(pid: int) -> list[int]:
     return [pid, *(c.pid for c in proc.children(recursive=True))]
 
 
+def _trees(roots: list[int], expected: int, timeout: float = 10.0) -> list[int]:
+    """The processes under ``roots``, once there are ``expected`` of them: a process
+    that lives a moment (a library's helper a worker forks while starting, as
+    ``find_library`` forked ``ldconfig``) is not counted, a lasting extra one is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [p for root in roots for p in _tree(root)]
+        if len(pids) == expected or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.05)
+
+
 def _gone(pids: list[int], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -65,7 +77,7 @@ def test_shutdown_call_stops_gateway_and_workers(gateway_job: GatewayJob, tmp_pa
     (spec,) = job.launch(
         job.config("dst-0", GatewayRole.DESTINATION, destination_uri=str(tmp_path))
     )
-    pids = _tree(int(spec.instance_id or 0))
+    pids = _trees([int(spec.instance_id or 0)], 1 + WORKERS)
     assert len(pids) == 1 + WORKERS  # the gateway and its workers
     job.clients["dst-0"].shutdown()
     assert _gone(pids)
@@ -212,7 +224,7 @@ def test_no_orphans_when_the_parent_dies(tmp_path: Path, how: str) -> None:
         assert parent.stdout is not None
         line = parent.stdout.readline()
         gateways = json.loads(line)
-        pids = [p for g in gateways for p in _tree(g)]
+        pids = _trees(gateways, 3 * (1 + WORKERS))
         assert len(pids) == 3 * (1 + WORKERS)  # three gateways and their workers
         if how == "sigkill":
             parent.send_signal(signal.SIGKILL)
