@@ -27,7 +27,14 @@ from tests.fixtures import azure_boot as azure_boot_fixture
 from tests.fixtures import controlplane
 from tests.fixtures import ec2_boot as ec2_boot_fixture
 from tests.fixtures import gce_boot as gce_boot_fixture
-from tests.fixtures.cli import Result, gateway_processes, run_cli, start_cli, wait_no_gateways
+from tests.fixtures.cli import (
+    Result,
+    Terminal,
+    gateway_processes,
+    run_cli,
+    start_cli,
+    wait_no_gateways,
+)
 from tests.fixtures.controlplane import DeployedAWS
 
 deployed_aws = controlplane.deployed_aws
@@ -488,6 +495,229 @@ def test_a_local_path_needs_gateways_that_see_it(laptop: Path, tmp_path: Path) -
         "cannot read or write it; copy it without --on (or to/from a bucket first)"
     ]
     assert stat.S_IMODE((laptop / "remotes.toml").stat().st_mode) == 0o600
+
+
+# ---------------------------------------------------------------- at a terminal
+
+
+def _requests_left(plane: DeployedAWS) -> int:
+    """Messages on the control plane's requests queue not yet settled by its function."""
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=plane.queues["requests"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def _settled(plane: DeployedAWS, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _requests_left(plane) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _requests_left(plane) == 0
+
+
+def test_cp_on_at_a_terminal_shows_the_plan_and_asks_first(
+    deployed_aws: DeployedAWS, laptop: Path, tmp_path: Path
+) -> None:
+    """Without ``-y`` the plan and its cost come first (the control plane listed and
+    planned the job, held), then the question: "n" starts nothing and cancels the
+    held job; "y" starts it and the copy follows to its report."""
+    write_profile(laptop, "aws-test", deployed_aws.profile())
+    boto3.client("s3").create_bucket(Bucket="skyhop-ask")
+    files = tree(tmp_path / "src")
+    env = {"SKYHOP_HOME": str(laptop)}
+    args = ["cp", "-r", f"{tmp_path}/src/", "--on", "aws", *SMALL_PARTS]
+
+    with Terminal(*args[:3], "s3://skyhop-ask/no/", *args[3:], env=env) as term:
+        shown = term.expect("Proceed? [y/N]")
+        # the plan and its estimate are shown before the question
+        before = shown[: shown.index("Proceed? [y/N]")]
+        assert "submitted to control plane aws-test (aws)" in before
+        for line in ("Route ", "Estimate", "data", "time", "egress", "total"):
+            assert line in before, before
+        [job] = deployed_aws.manifest.list_jobs(5)
+        assert f"job {job.job_id} on aws-test (aws)" in before
+        assert job.state == JobState.PLANNED and job.request.hold  # planned, not started
+        assert job.objects_total == len(files) and job.plan is not None
+        assert deployed_aws.compute.list_gateways(job.job_id) == []
+        term.type("n")
+        code = term.wait(60)
+        shown = term.output
+    assert code == 1, shown
+    assert "cancelled; nothing was copied" in shown
+    final = deployed_aws.manifest.get_job(job.job_id)
+    assert final is not None and final.state == JobState.FAILED
+    assert final.error == "cancelled by the user before it started"
+    assert final.runtime is None or final.runtime.gateways == []  # no gateway was launched
+    assert deployed_aws.compute.list_gateways(job.job_id) == []
+    assert deployed_aws.compute.allowed(job.job_id) == {}
+    assert deployed_aws.control_queues() == []
+    assert s3_objects("skyhop-ask", "no/") == {}
+    _settled(deployed_aws)  # nothing left on the requests queue to start it later
+    assert [j.job_id for j in deployed_aws.manifest.list_jobs(5)] == [job.job_id]
+
+    with Terminal(*args[:3], "s3://skyhop-ask/yes/", *args[3:], env=env) as term:
+        shown = term.expect("Proceed? [y/N]")
+        assert "Estimate" in shown[: shown.index("Proceed? [y/N]")]
+        term.type("y")
+        code = term.wait(90)
+        shown = term.output
+    assert code == 0, shown
+    assert s3_objects("skyhop-ask", "yes/") == files
+    [done] = [j for j in deployed_aws.manifest.list_jobs(5) if j.job_id != job.job_id]
+    assert done.state == JobState.SUCCEEDED and f"job {done.job_id}: succeeded" in shown
+    assert (laptop / "reports" / f"{done.job_id}.json").exists()
+
+
+def test_ctrl_c_at_a_terminal_asks_detach_or_cancel(
+    deployed_aws: DeployedAWS, laptop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while following a job asks: "d" detaches (it goes on in the cloud,
+    `skyhop status` shows it, `--resume` re-attaches); "c" at the re-attached
+    follower's question cancels it in the cloud (gateways gone, rules revoked)."""
+    monkeypatch.setenv("SKYHOP_TEST_HOOKS", "source:sleep_per_chunk=0.5")
+    write_profile(laptop, "aws-test", deployed_aws.profile())
+    boto3.client("s3").create_bucket(Bucket="skyhop-ctrl-c")
+    files = _slow_tree(tmp_path / "src", 30)
+    env = {"SKYHOP_HOME": str(laptop)}
+    question = "[d]etach (it goes on in the cloud) or [c]ancel it? [D/c]"
+
+    with Terminal("cp", "-r", f"{tmp_path}/src/", "s3://skyhop-ctrl-c/c/", "--on", "aws", "-y",
+                  "--connections", "1", env=env) as term:  # fmt: skip
+        job = _wait_job(deployed_aws, _some_verified)
+        term.expect(f"{job.job_id} ━")  # its progress bar: the CLI follows it
+        term.interrupt()
+        term.expect(f"{job.job_id} runs on aws-test: {question}")
+        term.type("d")
+        code = term.wait(60)
+        shown = term.output
+    assert code == 130, shown
+    assert f"detached; {job.job_id} goes on in aws-test (aws)" in shown
+    running = deployed_aws.manifest.get_job(job.job_id)
+    assert running is not None and running.state == JobState.RUNNING
+    assert deployed_aws.compute.list_gateways(job.job_id)  # still at work in the cloud
+
+    status = cli(laptop, "status", job.job_id, "--json")
+    assert status.code == 0, status.stderr
+    assert json.loads(status.stdout)["where"] == "aws-test (aws)"
+    assert json.loads(status.stdout)["job"]["state"] == "running"
+
+    with Terminal("cp", "--resume", job.job_id, env=env) as term:
+        term.expect(f"re-attaching to {job.job_id} on aws-test (aws)")
+        term.expect(f"{job.job_id} ━")
+        again = deployed_aws.manifest.get_job(job.job_id)
+        assert again is not None and again.state == JobState.RUNNING
+        term.interrupt()
+        term.expect(question)
+        term.type("c")
+        code = term.wait(90)
+        shown = term.output
+    assert code == 1, shown  # the job did not succeed
+    assert f"job {job.job_id} cancelled on aws-test (aws)" in shown
+    final = deployed_aws.manifest.get_job(job.job_id)
+    assert final is not None and final.state == JobState.FAILED
+    assert final.error == "cancelled by the user"
+    assert wait_no_gateways(job.job_id) == []
+    assert deployed_aws.compute.list_gateways(job.job_id) == []
+    assert deployed_aws.compute.allowed(job.job_id) == {}  # rules revoked
+    assert deployed_aws.control_queues() == []
+    copied = s3_objects("skyhop-ctrl-c", "c/")
+    assert len(copied) < len(files) and all(files[k] == v for k, v in copied.items())
+    assert json.loads(cli(laptop, "status", job.job_id, "--json").stdout)["job"]["state"] == (
+        "failed"
+    )
+
+
+def test_status_lists_local_and_remote_jobs_together(
+    deployed_aws: DeployedAWS, laptop: Path, tmp_path: Path
+) -> None:
+    write_profile(laptop, "aws-test", deployed_aws.profile())
+    boto3.client("s3").create_bucket(Bucket="skyhop-both")
+    (tmp_path / "f.txt").write_bytes(b"here and there\n")
+    local = cli(laptop, "cp", str(tmp_path / "f.txt"), str(tmp_path / "copy.txt"), "-y", "--json")
+    assert local.code == 0, local.stderr
+    remote = cli(laptop, "cp", str(tmp_path / "f.txt"), "s3://skyhop-both/f.txt", "--on", "aws",
+                 "-y", "--json")  # fmt: skip
+    assert remote.code == 0, remote.stderr
+    here, there = local.report["job_id"], remote.report["job_id"]
+    assert deployed_aws.manifest.get_job(here) is None  # the local job is this machine's only
+
+    listing = cli(laptop, "status")
+    assert listing.code == 0, listing.stderr
+    rows = {line.split()[1]: line for line in listing.stdout.splitlines() if "j-" in line}
+    assert set(rows) >= {here, there}, listing.stdout
+    assert rows[here].split()[3] == "local" and rows[there].split()[3] == "aws-test", rows
+    listed = {j["job_id"]: j for j in json.loads(cli(laptop, "status", "--json").stdout)}
+    assert (listed[here]["where"], listed[here]["state"]) == ("local", "succeeded")
+    assert (listed[there]["where"], listed[there]["state"]) == ("aws-test", "succeeded")
+
+
+def test_one_profile_at_a_terminal_asks_to_use_it(deployed_aws: DeployedAWS, laptop: Path) -> None:
+    """Cloud to cloud with one control-plane profile: at a terminal the CLI asks to
+    run it there ("y": submitted to that control plane, "n": here); ``-y`` submits
+    without asking; ``--local`` neither asks nor submits."""
+    write_profile(laptop, "aws-test", deployed_aws.profile())
+    s3 = boto3.client("s3")
+    for bucket in ("skyhop-ask-a", "skyhop-ask-b"):
+        s3.create_bucket(Bucket=bucket)
+    files = {"a.txt": b"asked", "d/b.bin": os.urandom(5000)}
+    for rel, data in files.items():
+        s3.put_object(Bucket="skyhop-ask-a", Key="in/" + rel, Body=data)
+    env = {"SKYHOP_HOME": str(laptop)}
+    offer = "Run this copy on control plane aws-test (aws)? [Y/n]"
+    [requests] = [p for p in deployed_aws.pollers if p.name == "requests"]
+
+    with Terminal("cp", "-r", "s3://skyhop-ask-a/in/", "s3://skyhop-ask-b/there/",
+                  env=env) as term:  # fmt: skip
+        term.expect(offer)
+        term.type("y")
+        term.expect("Proceed? [y/N]")
+        term.type("y")
+        code = term.wait(90)
+        shown = term.output
+    assert code == 0, shown
+    assert "submitted to control plane aws-test (aws)" in shown
+    [there] = deployed_aws.manifest.list_jobs(5)
+    assert there.state == JobState.SUCCEEDED and f"job {there.job_id}: succeeded" in shown
+    assert s3_objects("skyhop-ask-b", "there/") == files
+
+    _settled(deployed_aws)
+    handled = requests.handled
+    with Terminal("cp", "-r", "s3://skyhop-ask-a/in/", "s3://skyhop-ask-b/here/",
+                  env=env) as term:  # fmt: skip
+        term.expect(offer)
+        term.type("n")
+        term.expect("Proceed? [y/N]")
+        term.type("y")
+        code = term.wait(90)
+        shown = term.output
+    assert code == 0, shown
+    assert "submitted to control plane" not in shown
+    assert s3_objects("skyhop-ask-b", "here/") == files
+    assert requests.handled == handled and _requests_left(deployed_aws) == 0  # nothing sent
+    assert deployed_aws.manifest.list_jobs(5) == [there]
+
+    yes = cli(laptop, "cp", "-r", "s3://skyhop-ask-a/in/", "s3://skyhop-ask-b/yes/", "-y",
+              "--json")  # fmt: skip
+    assert yes.code == 0, yes.stderr
+    assert "running on control plane aws-test (aws); --local runs it here" in yes.stderr
+    job = deployed_aws.manifest.get_job(yes.report["job_id"])
+    assert job is not None and job.state == JobState.SUCCEEDED  # made by its submit function
+    assert requests.handled > handled
+    assert s3_objects("skyhop-ask-b", "yes/") == files
+
+    _settled(deployed_aws)
+    handled = requests.handled
+    with Terminal("cp", "-r", "s3://skyhop-ask-a/in/", "s3://skyhop-ask-b/local/", "--local",
+                  env=env) as term:  # fmt: skip
+        shown = term.expect("Proceed? [y/N]")
+        assert offer not in shown
+        term.type("y")
+        code = term.wait(90)
+    assert code == 0, term.output
+    assert s3_objects("skyhop-ask-b", "local/") == files
+    assert requests.handled == handled and _requests_left(deployed_aws) == 0
+    assert len(deployed_aws.manifest.list_jobs(5)) == 2
 
 
 # ---------------------------------------------------------------- --gateways cloud on moto EC2
