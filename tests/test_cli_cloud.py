@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -569,6 +570,124 @@ def test_cp_on_at_a_terminal_shows_the_plan_and_asks_first(
     assert (laptop / "reports" / f"{done.job_id}.json").exists()
 
 
+def test_ctrl_c_or_end_of_input_at_the_question_starts_nothing(
+    deployed_aws: DeployedAWS, laptop: Path, tmp_path: Path
+) -> None:
+    """The question is not answered yes: Ctrl-C (exit 130) or Ctrl-D (a no, exit 1)
+    cancels the held job, one line each, and nothing is copied."""
+    write_profile(laptop, "aws-test", deployed_aws.profile())
+    boto3.client("s3").create_bucket(Bucket="skyhop-unanswered")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.txt").write_bytes(b"never copied")
+    env = {"SKYHOP_HOME": str(laptop)}
+    for how, expected in (("ctrl-c", 130), ("ctrl-d", 1)):
+        with Terminal("cp", "-r", f"{tmp_path}/src/", f"s3://skyhop-unanswered/{how}/", "--on",
+                      "aws", env=env) as term:  # fmt: skip
+            term.expect("Proceed? [y/N]")
+            [job] = [j for j in deployed_aws.manifest.list_jobs(5) if how in j.request.destination]
+            if how == "ctrl-c":
+                term.interrupt()
+            else:
+                term.end_input()
+            code = term.wait(60)
+            shown = term.output
+        assert code == expected, shown
+        assert "Traceback" not in shown
+        assert shown.rstrip().endswith("cancelled; nothing was copied"), shown
+        final = deployed_aws.manifest.get_job(job.job_id)
+        assert final is not None and final.state == JobState.FAILED, final
+        assert final.error == "cancelled by the user before it started"
+        assert deployed_aws.compute.list_gateways(job.job_id) == []
+    assert s3_objects("skyhop-unanswered") == {}
+    _settled(deployed_aws)
+
+
+def test_end_of_input_at_a_local_jobs_question_is_a_no(laptop: Path, tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_bytes(b"not copied")
+    with Terminal("cp", str(tmp_path / "f.txt"), str(tmp_path / "copy.txt"),
+                  env={"SKYHOP_HOME": str(laptop)}) as term:  # fmt: skip
+        term.expect("Proceed? [y/N]")
+        term.end_input()
+        code = term.wait(30)
+        shown = term.output
+    assert code == 1, shown
+    assert "Traceback" not in shown
+    assert shown.rstrip().endswith("cancelled; nothing was copied"), shown
+    assert not (tmp_path / "copy.txt").exists()
+
+
+def test_ctrl_c_before_the_control_plane_made_the_job_still_asks(
+    deployed_aws: DeployedAWS, laptop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the CLI waits for the control plane to make and plan the job (a
+    long listing): the request is in the cloud already, so the CLI asks as it does
+    while following; "c" cancels the job once it is made, "d" leaves it going on."""
+    monkeypatch.setenv("SKYHOP_TEST_HOOKS", "source:sleep_per_chunk=1.0")  # outlasts the cancel
+    write_profile(laptop, "aws-test", deployed_aws.profile())
+    boto3.client("s3").create_bucket(Bucket="skyhop-early")
+    files = _slow_tree(tmp_path / "src", 8)
+    [requests] = [p for p in deployed_aws.pollers if p.name == "requests"]
+    gate = threading.Event()
+    submit = requests.handler
+
+    def slow_submit(event: dict, context: object) -> dict:
+        gate.wait(60)  # the submit function is busy (listing a big source)
+        return submit(event, context)
+
+    requests.handler = slow_submit
+    env = {"SKYHOP_HOME": str(laptop)}
+    with Terminal("cp", "-r", f"{tmp_path}/src/", "s3://skyhop-early/e/", "--on", "aws", "-y",
+                  "--connections", "1", env=env) as term:  # fmt: skip
+        term.expect("submitted to control plane aws-test (aws)")
+        time.sleep(0.5)
+        term.interrupt()
+        term.expect("[d]etach (it goes on in the cloud) or [c]ancel it? [D/c]")
+        term.type("c")
+        gate.set()
+        code = term.wait(90)
+        shown = term.output
+    assert code == 1, shown
+    assert "Traceback" not in shown
+    [job] = deployed_aws.manifest.list_jobs(5)
+    assert f"job {job.job_id} cancelled on aws-test (aws)" in shown
+    final = deployed_aws.manifest.get_job(job.job_id)
+    assert final is not None and final.state == JobState.FAILED
+    assert final.error == "cancelled by the user"
+    assert wait_no_gateways(job.job_id) == []
+    assert deployed_aws.compute.list_gateways(job.job_id) == []
+    assert deployed_aws.compute.allowed(job.job_id) == {}
+    copied = s3_objects("skyhop-early", "e/")
+    assert len(copied) < len(files) and all(files[k] == v for k, v in copied.items())
+
+    # "d": the request goes on; status and cancel find its job by the request id
+    gate.clear()
+    with Terminal("cp", "-r", f"{tmp_path}/src/", "s3://skyhop-early/d/", "--on", "aws", "-y",
+                  "--connections", "1", env=env) as term:  # fmt: skip
+        shown = term.expect("submitted to control plane aws-test (aws)")
+        request_id = shown.split("request ", 1)[1].split()[0]
+        time.sleep(0.5)
+        term.interrupt()
+        term.expect(f"request {request_id} is on aws-test: [d]etach")
+        term.type("d")
+        code = term.wait(30)
+        shown = term.output
+    assert code == 130, shown
+    assert f"detached; request {request_id} goes on in aws-test (aws)" in shown
+    assert f"`skyhop status {request_id}`" in shown
+    gate.set()
+    made = _wait_job(deployed_aws, lambda job, _: job.request.request_id == request_id)
+    status = cli(laptop, "status", request_id, "--json")
+    assert status.code == 0, status.stderr
+    job_id = json.loads(status.stdout)["job"]["job_id"]
+    assert job_id == made.job_id
+    assert json.loads(status.stdout)["job"]["state"] in ("created", "planned", "provisioning",
+                                                         "running")  # fmt: skip
+    cancelled = cli(laptop, "cancel", request_id)
+    assert cancelled.code == 0, cancelled.stderr
+    assert f"job {job_id} cancelled on aws-test (aws)" in cancelled.stdout
+    assert wait_no_gateways(job_id) == []
+
+
 def test_ctrl_c_at_a_terminal_asks_detach_or_cancel(
     deployed_aws: DeployedAWS, laptop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -654,8 +773,8 @@ def test_status_lists_local_and_remote_jobs_together(
 
 def test_one_profile_at_a_terminal_asks_to_use_it(deployed_aws: DeployedAWS, laptop: Path) -> None:
     """Cloud to cloud with one control-plane profile: at a terminal the CLI asks to
-    run it there ("y": submitted to that control plane, "n": here); ``-y`` submits
-    without asking; ``--local`` neither asks nor submits."""
+    run it there ("y": submitted to that control plane, "n": here); ``--local``
+    neither asks nor submits (``-y`` without a question: the test above)."""
     write_profile(laptop, "aws-test", deployed_aws.profile())
     s3 = boto3.client("s3")
     for bucket in ("skyhop-ask-a", "skyhop-ask-b"):
@@ -697,15 +816,6 @@ def test_one_profile_at_a_terminal_asks_to_use_it(deployed_aws: DeployedAWS, lap
     assert requests.handled == handled and _requests_left(deployed_aws) == 0  # nothing sent
     assert deployed_aws.manifest.list_jobs(5) == [there]
 
-    yes = cli(laptop, "cp", "-r", "s3://skyhop-ask-a/in/", "s3://skyhop-ask-b/yes/", "-y",
-              "--json")  # fmt: skip
-    assert yes.code == 0, yes.stderr
-    assert "running on control plane aws-test (aws); --local runs it here" in yes.stderr
-    job = deployed_aws.manifest.get_job(yes.report["job_id"])
-    assert job is not None and job.state == JobState.SUCCEEDED  # made by its submit function
-    assert requests.handled > handled
-    assert s3_objects("skyhop-ask-b", "yes/") == files
-
     _settled(deployed_aws)
     handled = requests.handled
     with Terminal("cp", "-r", "s3://skyhop-ask-a/in/", "s3://skyhop-ask-b/local/", "--local",
@@ -717,7 +827,7 @@ def test_one_profile_at_a_terminal_asks_to_use_it(deployed_aws: DeployedAWS, lap
     assert code == 0, term.output
     assert s3_objects("skyhop-ask-b", "local/") == files
     assert requests.handled == handled and _requests_left(deployed_aws) == 0
-    assert len(deployed_aws.manifest.list_jobs(5)) == 2
+    assert deployed_aws.manifest.list_jobs(5) == [there]
 
 
 # ---------------------------------------------------------------- --gateways cloud on moto EC2

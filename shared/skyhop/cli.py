@@ -402,8 +402,17 @@ def _control_plane_for(args: argparse.Namespace) -> str | None:
     if not sys.stdin.isatty() or args.json:
         _say(args, f"note: --on {name} runs this {what} on control plane {name} ({profile.cloud})")
         return None
-    answer = input(f"Run this {what} on control plane {name} ({profile.cloud})? [Y/n] ")
-    return None if answer.strip().lower() in ("n", "no") else name
+    answer = _ask(f"Run this {what} on control plane {name} ({profile.cloud})? [Y/n] ")
+    return None if answer is None or answer in ("n", "no") else name
+
+
+def _ask(question: str) -> str | None:
+    """The answer typed at the terminal, lowercased; None at the end of input (Ctrl-D)."""
+    try:
+        return input(question).strip().lower()
+    except EOFError:
+        print(file=sys.stderr)
+        return None
 
 
 def cmd_cp(args: argparse.Namespace) -> int:
@@ -474,14 +483,13 @@ def cmd_cp(args: argparse.Namespace) -> int:
             cp = cloud.cp
         job = cp.create_job(request)
         _show_plan(args, job)
-        if not args.yes and sys.stdin.isatty() and not args.json:
-            answer = input("Proceed? [y/N] ").strip().lower()
-            if answer not in ("y", "yes"):
-                for job_id in [job.job_id, *job.legs]:
-                    cp.manifest.update_job(job_id, state="failed", error="cancelled by the user")
-                cp.abort_uploads(job.job_id)
-                _say(args, "cancelled; nothing was copied")
-                return 1
+        asked = not args.yes and sys.stdin.isatty() and not args.json
+        if asked and _ask("Proceed? [y/N] ") not in ("y", "yes"):
+            for job_id in [job.job_id, *job.legs]:
+                cp.manifest.update_job(job_id, state="failed", error="cancelled by the user")
+            cp.abort_uploads(job.job_id)
+            _say(args, "cancelled; nothing was copied")
+            return 1
     progress = _Progress(args, job)
     runner: EmbeddedRunner | DirectRunner = (
         DirectRunner(cp, on_progress=progress.update)

@@ -105,6 +105,36 @@ def submit_and_follow(
     )
     plane.submit(request)
     cli.say(args, f"submitted to control plane {plane.label()}: request {request.request_id}")
+    # from here on the request is the cloud's: Ctrl-C asks (or, held, cancels) as it
+    # does while following, never leaves the job going on unannounced
+    try:
+        job = _planned_job(args, plane, request)
+    except KeyboardInterrupt:
+        return _interrupted_early(args, plane, request, held=ask)
+    if job.state == JobState.FAILED and not job.plan:
+        return _finish(args, plane, plane.wait(job.job_id, finished, timeout=30, interval=POLL))
+    cli.show_plan(args, job)
+    if ask and job.state == JobState.PLANNED:
+        try:
+            answer = input("Proceed? [y/N] ").strip().lower()
+        except EOFError:  # Ctrl-D: not a yes
+            print(file=sys.stderr)
+            answer = ""
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            _decline(args, plane, job)
+            return 130
+        if answer not in ("y", "yes"):
+            _decline(args, plane, job)
+            return 1
+        plane.start(job.job_id)
+    return follow(args, plane, job)
+
+
+def _planned_job(
+    args: argparse.Namespace, plane: RemoteControlPlane, request: TransferRequest
+) -> Job:
+    """The job the control plane made for ``request``, once listed and planned."""
     job = plane.wait_for_job(request.request_id, timeout=FIND_TIMEOUT)
     if job is None:
         raise SkyhopError(
@@ -117,18 +147,52 @@ def submit_and_follow(
     if not planned(job):
         cli.say(args, f"{job.job_id}: listing the source on {plane.name} ...")
         job = plane.wait(job.job_id, planned, interval=POLL)
-    if job.state == JobState.FAILED and not job.plan:
-        return _finish(args, plane, plane.wait(job.job_id, finished, timeout=30, interval=POLL))
-    cli.show_plan(args, job)
-    if ask and job.state == JobState.PLANNED:
-        answer = input("Proceed? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
-            plane.cancel(job.job_id, "cancelled by the user before it started")
-            cli.say(args, "cancelled; nothing was copied")
-            _remember(request.request_id, plane.wait(job.job_id, finished, timeout=30))
-            return 1
-        plane.start(job.job_id)
-    return follow(args, plane, job)
+    return job
+
+
+def _decline(args: argparse.Namespace, plane: RemoteControlPlane, job: Job) -> None:
+    """The user did not say yes to a held job: cancel it before it starts."""
+    plane.cancel(job.job_id, "cancelled by the user before it started")
+    cli.say(args, "cancelled; nothing was copied")
+    _remember(job.request.request_id, plane.wait(job.job_id, finished, timeout=30))
+
+
+def _interrupted_early(
+    args: argparse.Namespace, plane: RemoteControlPlane, request: TransferRequest, *, held: bool
+) -> int:
+    """Ctrl-C after the request was sent, before its job was planned. A held job
+    would never start: it is cancelled. Otherwise the job goes on in the cloud
+    unless the user cancels it (once the control plane has made it)."""
+    job = plane.find_job(request.request_id)
+    if job is not None and not held:
+        return _interrupted(args, plane, job)
+    if not held and _ask_detach(f"request {request.request_id} is on {plane.name}") == "detach":
+        print(
+            f"skyhop: detached; request {request.request_id} goes on in {plane.label()}: "
+            f"see `skyhop status {request.request_id}`, follow its job with "
+            f"`skyhop cp --resume {request.request_id}`",
+            file=sys.stderr,
+        )
+        return 130
+    if job is None:
+        cli.say(
+            args,
+            f"waiting for {plane.name} to make the job of request {request.request_id}, to "
+            "cancel it ...",
+        )
+        job = plane.wait_for_job(request.request_id, timeout=FIND_TIMEOUT)
+        if job is None:
+            raise SkyhopError(
+                f"control plane {plane.name!r} made no job for request {request.request_id} "
+                f"within {FIND_TIMEOUT:.0f} s: cancel it once it is made, with "
+                f"`skyhop cancel {request.request_id}`"
+            )
+        _remember(request.request_id, job)
+    if held:
+        print(file=sys.stderr)
+        _decline(args, plane, job)
+        return 130
+    return cancel_remote(args, plane, job.job_id)
 
 
 def follow(args: argparse.Namespace, plane: RemoteControlPlane, job: Job) -> int:
@@ -143,18 +207,20 @@ def follow(args: argparse.Namespace, plane: RemoteControlPlane, job: Job) -> int
     return _finish(args, plane, job)
 
 
+def _ask_detach(what: str) -> Literal["detach", "cancel"]:
+    """Ask (at a terminal) whether to detach from or cancel what runs in the cloud;
+    detach without a terminal, on Ctrl-C or Ctrl-D, and by default."""
+    if not sys.stdin.isatty():
+        return "detach"
+    try:
+        answer = input(f"\n{what}: [d]etach (it goes on in the cloud) or [c]ancel it? [D/c] ")
+    except (KeyboardInterrupt, EOFError):
+        answer = ""
+    return "cancel" if answer.strip().lower() in ("c", "cancel") else "detach"
+
+
 def _interrupted(args: argparse.Namespace, plane: RemoteControlPlane, job: Job) -> int:
-    choice = "detach"
-    if sys.stdin.isatty():
-        try:
-            answer = input(
-                f"\n{job.job_id} runs on {plane.name}: [d]etach (it goes on in the cloud) "
-                "or [c]ancel it? [D/c] "
-            )
-        except (KeyboardInterrupt, EOFError):
-            answer = ""
-        choice = "cancel" if answer.strip().lower() in ("c", "cancel") else "detach"
-    if choice == "cancel":
+    if _ask_detach(f"{job.job_id} runs on {plane.name}") == "cancel":
         return cancel_remote(args, plane, job.job_id)
     print(
         f"skyhop: detached; {job.job_id} goes on in {plane.label()}: follow it with "
