@@ -1,6 +1,7 @@
 """From ``skyhop cp`` to the first byte at the destination, through a deployed
 control plane (``--on aws``) and, measured in the same run, with gateways this
-machine starts itself (``--gateways local``) and on the direct path (no flag).
+machine starts itself (``--gateways local``) and on the direct path (``--local``
+alone: with the profile there, a plain ``cp -y`` of two buckets would use it).
 
 The setup is the tests': moto in server mode (S3, SQS, KMS; DynamoDB served one
 request at a time), the real ``submit`` and ``gateway_events`` Lambda handlers
@@ -130,8 +131,10 @@ def main() -> int:
                 s3.put_object(Bucket="bench-src", Key=f"in/obj-{n:03d}.bin", Body=body)
             modes = {
                 "--on aws (deployed control plane)": ["--on", "aws"],
-                "--gateways local (this machine)": ["--gateways", "local"],
-                "direct (this process, no gateways)": [],
+                "--gateways local (this machine)": ["--gateways", "local", "--local"],
+                # --local: with one profile and both ends in the cloud, a plain `cp -y`
+                # would run on that control plane too
+                "direct (this process, no gateways)": ["--local"],
             }
             for run in range(args.runs):
                 for label, extra in modes.items():
