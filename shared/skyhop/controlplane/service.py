@@ -805,8 +805,13 @@ class ControlPlane:
                 "ignoring chunk_verified for unknown or mismatched chunk %s", event.chunk_id
             )
             return None
-        if chunk.state not in (ChunkState.DISPATCHED, ChunkState.PENDING) or (
-            event.attempt != chunk.attempts
+        # in flight at its current attempt: dispatched, or back to pending since (a
+        # deadline passed, a resume) with no later dispatch, when that dispatch's bytes
+        # are as good; never a chunk not sent yet (attempt 0), nor another attempt's
+        if (
+            chunk.state not in (ChunkState.DISPATCHED, ChunkState.PENDING)
+            or chunk.attempts < 1
+            or event.attempt != chunk.attempts
         ):
             log.info(
                 "chunk %s: chunk_verified of attempt %d ignored (the chunk is %s at attempt %d)",
