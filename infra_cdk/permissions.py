@@ -30,14 +30,16 @@ TAG_KEY = "skyhop"
 
 # ---------------------------------------------------------------- EC2
 #
-# What skyhop.compute.ec2.EC2ComputeProvider calls. Its network (VPC, subnet,
-# internet gateway, the group ``skyhop-gateways`` that admits nothing, and one
-# security group per job, ``skyhop-job-JOB``) is tagged ``skyhop=network`` (the
+# What skyhop.compute.ec2.EC2ComputeProvider calls. Its network (VPC, subnet, the
+# subnet's route table, internet gateway, the group ``skyhop-gateways`` that admits
+# nothing, and one security group per job, ``skyhop-job-JOB``) is tagged ``skyhop=network`` (the
 # job groups also ``skyhop:job=JOB``), its gateways (instances and volumes)
 # ``skyhop=gateway`` and ``skyhop:job=JOB``, and each job's firewall rules
 # ``skyhop:job=JOB``. A security group or subnet can only be made in a VPC
 # tagged ``skyhop=network``, and such a VPC only by these statements, so the tag
-# chain keeps every change inside skyhop's own network.
+# chain keeps every change inside skyhop's own network. So with routes: a route
+# table is tagged ``skyhop=network`` only by the CreateRouteTable that makes it in
+# such a VPC, and routes and subnet associations change only in a table so tagged.
 
 JOB_TAG_KEY = "skyhop:job"
 NETWORK_TAG_VALUE = "network"  # skyhop.compute.ec2.common.NETWORK_TAG
@@ -67,7 +69,9 @@ EC2_MUTATIONS = {
     "ec2:ModifySubnetAttribute",
     "ec2:CreateInternetGateway",
     "ec2:AttachInternetGateway",
+    "ec2:CreateRouteTable",
     "ec2:CreateRoute",
+    "ec2:AssociateRouteTable",
     "ec2:CreateSecurityGroup",
     "ec2:DeleteSecurityGroup",
     "ec2:AuthorizeSecurityGroupIngress",
@@ -79,12 +83,9 @@ EC2_MUTATIONS = {
 # them instead (every EC2 mutation is also limited to the stack's regions):
 # a launch's image and network interface must come with the stack's launch
 # template (and the image from it) or, where the stack has no template, be an
-# Amazon-owned image; the VPC's main route table is made by CreateVpc, untagged,
-# and gets its default route before the provider tags it, so CreateRoute can
-# only be limited to the regions (it only adds routes; see README "Permissions").
+# Amazon-owned image (see ec2_launch for why there is no template there).
 UNCONDITIONED_EC2 = {
     "ec2:RunInstances": ("image/", "network-interface/", "launch-template/"),
-    "ec2:CreateRoute": ("route-table/",),
 }
 
 
@@ -157,6 +158,7 @@ def _s3(path: str) -> str:
 _TAGGED_CREATE_ACTIONS = [
     "CreateVpc",
     "CreateSubnet",
+    "CreateRouteTable",
     "CreateInternetGateway",
     "CreateSecurityGroup",
     "RunInstances",
@@ -170,8 +172,9 @@ def ec2_describe() -> iam.PolicyStatement:
 
 def ec2_network_setup(scope: Ec2Scope) -> list[iam.PolicyStatement]:
     """Create the per-region skyhop network once and the per-job security groups in it:
-    every new resource tagged ``skyhop=network``, subnets and groups only in a VPC
-    that carries that tag, attachments only between such resources."""
+    every new resource tagged ``skyhop=network``, subnets, route tables and groups
+    only in a VPC that carries that tag, attachments, routes and route-table
+    associations only between such resources."""
     regions = _in_regions(scope)
     return [
         iam.PolicyStatement(
@@ -184,11 +187,13 @@ def ec2_network_setup(scope: Ec2Scope) -> list[iam.PolicyStatement]:
             sid="Ec2CreateTaggedNetwork",
             actions=[
                 "ec2:CreateSubnet",
+                "ec2:CreateRouteTable",
                 "ec2:CreateInternetGateway",
                 "ec2:CreateSecurityGroup",
             ],
             resources=[
                 _ec2("subnet/*"),
+                _ec2("route-table/*"),
                 _ec2("internet-gateway/*"),
                 _ec2("security-group/*"),
             ],
@@ -198,6 +203,7 @@ def ec2_network_setup(scope: Ec2Scope) -> list[iam.PolicyStatement]:
             sid="Ec2ChangeSkyhopNetwork",
             actions=[
                 "ec2:CreateSubnet",
+                "ec2:CreateRouteTable",
                 "ec2:CreateSecurityGroup",
                 "ec2:AttachInternetGateway",
                 "ec2:ModifySubnetAttribute",
@@ -206,10 +212,12 @@ def ec2_network_setup(scope: Ec2Scope) -> list[iam.PolicyStatement]:
             conditions=_conditions(regions, _tagged("Resource", NETWORK_TAG_VALUE)),
         ),
         iam.PolicyStatement(
-            sid="Ec2DefaultRoute",
-            actions=["ec2:CreateRoute"],
-            resources=[_ec2("route-table/*")],
-            conditions=regions,
+            # CreateRoute authorizes the route table alone (not the internet gateway it
+            # names); AssociateRouteTable the table and the subnet
+            sid="Ec2RouteSkyhopSubnet",
+            actions=["ec2:CreateRoute", "ec2:AssociateRouteTable"],
+            resources=[_ec2("route-table/*"), _ec2("subnet/*")],
+            conditions=_conditions(regions, _tagged("Resource", NETWORK_TAG_VALUE)),
         ),
         iam.PolicyStatement(
             sid="Ec2TagOnCreate",
@@ -217,6 +225,7 @@ def ec2_network_setup(scope: Ec2Scope) -> list[iam.PolicyStatement]:
             resources=[
                 _ec2("vpc/*"),
                 _ec2("subnet/*"),
+                _ec2("route-table/*"),
                 _ec2("internet-gateway/*"),
                 _ec2("security-group/*"),
                 _ec2("instance/*"),
@@ -230,16 +239,6 @@ def ec2_network_setup(scope: Ec2Scope) -> list[iam.PolicyStatement]:
                         f"aws:RequestTag/{TAG_KEY}": [NETWORK_TAG_VALUE, GATEWAY_TAG_VALUE],
                     }
                 },
-            ),
-        ),
-        iam.PolicyStatement(
-            sid="Ec2TagMainRouteTable",
-            actions=["ec2:CreateTags"],
-            resources=[_ec2("route-table/*")],
-            conditions=_conditions(
-                regions,
-                _tagged("Request", NETWORK_TAG_VALUE),
-                {"ForAllValues:StringEquals": {"aws:TagKeys": [TAG_KEY, "Name"]}},
             ),
         ),
     ]
@@ -312,6 +311,23 @@ def ec2_launch(scope: Ec2Scope) -> list[iam.PolicyStatement]:
     ]
     if scope.other_regions:
         # Regions without the stack's template: the same checks, Amazon's own image.
+        #
+        # Why no template there: a launch template is regional (RunInstances in a
+        # region names a template of that region only), and the stack, one
+        # CloudFormation stack in one region, makes its template in its own region.
+        # Letting the functions make one in each gateway region and requiring it
+        # would add nothing: CreateLaunchTemplate can be conditioned on request tags
+        # only (no image, instance-profile or metadata keys), so a role that may
+        # make a template may put any image in it, and "a template skyhop made" is
+        # then no narrower than what these statements check on the request itself
+        # (an Amazon-owned image, IMDSv2, a gateway profile, the tags, a skyhop
+        # subnet and a job's group). What remains wider than in the stack's region:
+        # any Amazon-owned AMI (not only the template's), the request's instance type
+        # and block devices. Closing it needs a template made by CloudFormation in
+        # each gateway region, which no function may create, change or tag (a stack
+        # per gateway region, its launch-template resource conditioned on its
+        # skyhop:stack tag); skyhop.compute.ec2 already takes a template name per
+        # region (launch_templates). README "Permissions" says the same.
         elsewhere: dict[str, dict[str, Any]] = {
             "StringEquals": {"aws:RequestedRegion": scope.other_regions},
             "StringNotEquals": {"aws:RequestedRegion": here},
@@ -712,6 +728,12 @@ def _rules_access(
             )
         )
     if access.tagged_sources:
+        # A bucket_tag rule's buckets are known only by their tag at run time, and
+        # S3's classic keys for object actions name no bucket tag
+        # (s3:ExistingObjectTag is the object's own; S3's ABAC, aws:ResourceTag on a
+        # bucket's tags, is off unless enabled bucket by bucket): every bucket of
+        # this account (s3:ResourceAccount), read-only; bucket_events checks the tag
+        # (s3:GetBucketTagging) before it copies.
         statements.append(
             iam.PolicyStatement(
                 sid=f"{sid}TaggedSourceBuckets",
@@ -780,21 +802,17 @@ WILDCARD_REASONS: dict[str, str] = {
     "ManifestTable": "the manifest table's own indexes (skyhop.state.dynamodb's GSIs)",
     "Ec2CreateSkyhopVpc": f"{_RUNTIME_EC2}: only a VPC tagged skyhop=network, in the stack's regions",
     "Ec2CreateTaggedNetwork": (
-        f"{_RUNTIME_EC2}: only subnets, internet gateways and security groups tagged "
-        "skyhop=network, in the stack's regions"
+        f"{_RUNTIME_EC2}: only subnets, route tables, internet gateways and security groups "
+        "tagged skyhop=network, in the stack's regions"
     ),
     "Ec2ChangeSkyhopNetwork": (
         f"{_RUNTIME_EC2}: only inside a VPC, subnet and internet gateway tagged skyhop=network"
     ),
-    "Ec2DefaultRoute": (
-        "the default route goes into the main route table CreateVpc made, untagged, "
-        "before the provider tags it; limited to the stack's regions (README: Permissions)"
+    "Ec2RouteSkyhopSubnet": (
+        f"{_RUNTIME_EC2}: only route tables and subnets tagged skyhop=network (a route "
+        "table gets that tag only from the CreateRouteTable that makes it in a skyhop VPC)"
     ),
     "Ec2TagOnCreate": f"{_RUNTIME_EC2}: tags only in the call that creates the resource",
-    "Ec2TagMainRouteTable": (
-        "the main route table of a skyhop VPC is found at run time; only the skyhop=network "
-        "and Name tags, in the stack's regions"
-    ),
     "Ec2RunGatewayFromTemplate": (
         f"{_RUNTIME_EC2}: only from the stack's launch template, IMDSv2, the gateway "
         "instance profile, tagged skyhop=gateway with its job"

@@ -796,10 +796,44 @@ def test_subnets_and_groups_are_made_only_in_the_skyhop_vpc(resources: dict[str,
             assert as_list(statement["Action"]) in (["ec2:CreateVpc"], ["ec2:CreateTags"]), key
 
 
+def test_routes_change_only_in_route_tables_of_the_skyhop_vpc(resources: dict[str, dict]) -> None:
+    """Issue 19 item 11: CreateRoute was allowed on any route table of the stack's
+    regions (the provider routed through the VPC's untagged main table), and any
+    route table could be tagged skyhop=network. Now the skyhop subnet has a route
+    table of its own, created tagged skyhop=network (CreateRouteTable, only in a VPC
+    tagged so); routes go, and subnets are associated, only in a table tagged so; a
+    route table gets that tag only from the CreateRouteTable call that makes it."""
+    network = {"aws:ResourceTag/skyhop": "network"}
+    for action in ("ec2:CreateRoute", "ec2:AssociateRouteTable"):
+        found = granting(resources, action)
+        assert len(found) == 2, action  # submit and reaper set the network up
+        for key, statement in found:
+            assert kinds(statement) <= {"route-table", "subnet"}, (key, action)
+            cond = statement["Condition"]
+            assert cond["StringEquals"] == {
+                "aws:RequestedRegion": [{"Ref": "AWS::Region"}, *GATEWAY_REGIONS],
+                **network,
+            }, (key, action)
+    made = granting(resources, "ec2:CreateRouteTable")
+    assert made
+    for key, statement in made:
+        cond = statement["Condition"]["StringEquals"]
+        if "vpc" in kinds(statement):
+            assert cond["aws:ResourceTag/skyhop"] == "network", key
+            assert "aws:RequestTag/skyhop" not in cond, key
+        else:
+            assert "route-table" in kinds(statement), key
+            assert cond["aws:RequestTag/skyhop"] == "network", key
+    for key, statement in granting(resources, "ec2:CreateTags"):
+        if "route-table" in kinds(statement):
+            creating = statement["Condition"]["StringEquals"]["ec2:CreateAction"]
+            assert "CreateRouteTable" in creating, key
+    assert "ec2:CreateRoute" not in UNCONDITIONED_EC2
+
+
 def test_every_ec2_mutation_is_limited_to_the_stacks_regions(resources: dict[str, dict]) -> None:
-    """CreateRoute (which cannot be tied to the skyhop VPC while the provider routes
-    through the VPC's untagged main route table) and every other EC2 change happen
-    only in the stack's region and the configured gateway regions."""
+    """Every EC2 change happens only in the stack's region and the configured gateway
+    regions."""
     for key, statement in statements(resources):
         mutations = [a for a in as_list(statement["Action"]) if a in EC2_MUTATIONS]
         if not mutations:

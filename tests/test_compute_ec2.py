@@ -174,14 +174,22 @@ def test_network_is_created_once_and_found_by_tag(moto) -> None:
     assert subnet["MapPublicIpOnLaunch"] and subnet["VpcId"] == net.vpc_id
     [igw] = ec2.describe_internet_gateways(Filters=[tagged])["InternetGateways"]
     assert igw["Attachments"][0]["VpcId"] == net.vpc_id
-    [table] = ec2.describe_route_tables(
-        Filters=[{"Name": "vpc-id", "Values": [net.vpc_id]}, tagged]
-    )["RouteTables"]
+    # the subnet's own route table, made tagged (#19 item 11: CreateRoute is granted
+    # only on route tables tagged skyhop=network); the VPC's main table is left alone
+    in_vpc = {"Name": "vpc-id", "Values": [net.vpc_id]}
+    [table] = ec2.describe_route_tables(Filters=[in_vpc, tagged])["RouteTables"]
+    assert not any(a.get("Main") for a in table["Associations"])
+    assert [a.get("SubnetId") for a in table["Associations"]] == [net.subnet_id]
     assert any(
         r.get("DestinationCidrBlock") == "0.0.0.0/0"
         and r.get("GatewayId") == igw["InternetGatewayId"]
         for r in table["Routes"]
     )
+    [main] = ec2.describe_route_tables(
+        Filters=[in_vpc, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"]
+    assert not main.get("Tags")
+    assert not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in main["Routes"])
     assert _ingress(EAST) == set()  # the group admits nothing until a job authorizes
 
 

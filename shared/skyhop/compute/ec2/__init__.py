@@ -1,9 +1,11 @@
 """Gateways on EC2 (data keys wrapped with AWS KMS: :mod:`skyhop.crypto.kms`).
 
 Network (once per region, reused by every job): a VPC, a subnet with public
-addresses, an internet gateway with the default route, and the security group
-``skyhop-gateways`` (which admits nothing), each tagged ``skyhop=network`` and
-found by that tag.
+addresses and a route table of its own holding the default route to an internet
+gateway, and the security group ``skyhop-gateways`` (which admits nothing), each
+created tagged ``skyhop=network`` and found by that tag (the VPC's main route
+table is left untouched, so the stack's routes can be granted on tagged tables
+alone).
 
 Firewall (per job): every job has its own security group per region,
 ``skyhop-job-JOB`` (tagged ``skyhop=network`` and ``skyhop:job=JOB``), and its
@@ -27,8 +29,11 @@ startup script every cloud's gateways share (:mod:`skyhop.compute.startup`):
 it writes the configuration to ``/etc/skyhop/gateway.json`` (0600), installs
 skyhop into a venv and starts ``python -m gateway_vm`` under systemd.
 User data is readable by principals allowed ``ec2:DescribeInstanceAttribute``:
-it holds the gateway's TLS key and control token, never a clear data key
-(:meth:`launch` refuses one), only a KMS-wrapped key.
+it holds a boot configuration with no private key, token or clear data key
+(:meth:`launch` refuses one), only public material, a one-time enrolment token
+and, for a destination, at most a KMS-wrapped key; the gateway's key, certificate
+and token come after boot over mutual TLS or, sealed to a key it made, on its own
+control queue (:mod:`skyhop.enrolment`).
 
 Data keys (:class:`~skyhop.crypto.kms.KMSKeyWrapper`): wrapped with KMS under the encryption
 context ``{"skyhop:job": JOB}``; the wrapped form carries the key ARN and the

@@ -1,9 +1,11 @@
 """The skyhop network of a region and the per-job firewall rules in it.
 
 Network (once per region, reused by every job): a VPC, a subnet with public
-addresses, an internet gateway with the default route, and the security group
-``skyhop-gateways`` (which admits nothing, ever), each tagged ``skyhop=network``
-and found by that tag.
+addresses and a route table of its own holding the default route to an internet
+gateway, and the security group ``skyhop-gateways`` (which admits nothing, ever),
+each created tagged ``skyhop=network`` and found by that tag (the VPC's main route
+table is left as CreateVpc made it: a network set up by an earlier skyhop, whose
+main table it routed and tagged, gets its subnet's own table on next use).
 
 Firewall (per job): every job has its own security group in each region it has
 gateways in, ``skyhop-job-JOB`` (tagged ``skyhop=network`` and
@@ -148,24 +150,7 @@ class EC2Network:
                 what,
             )
 
-        tables = aws.call(
-            lambda: ec2.describe_route_tables(
-                Filters=[in_vpc, {"Name": "association.main", "Values": ["true"]}]
-            ),
-            what,
-        )["RouteTables"]
-        if tables:
-            table = tables[0]
-            if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table["Routes"]):
-                aws.call(
-                    lambda: ec2.create_route(
-                        RouteTableId=table["RouteTableId"],
-                        DestinationCidrBlock="0.0.0.0/0",
-                        GatewayId=igw_id,
-                    ),
-                    what,
-                )
-            aws.call(lambda: ec2.create_tags(Resources=[table["RouteTableId"]], Tags=tags), what)
+        self._route(ec2, vpc_id, subnet_id, igw_id, tags, what)
 
         groups = aws.call(
             lambda: ec2.describe_security_groups(
@@ -186,6 +171,49 @@ class EC2Network:
                 what,
             )["GroupId"]
         return Network(region, vpc_id, subnet_id, sg_id, igw_id)
+
+    @staticmethod
+    def _route(
+        ec2: Any, vpc_id: str, subnet_id: str, igw_id: str, tags: list[dict[str, str]], what: str
+    ) -> None:
+        """The subnet's own route table, with the default route to the internet gateway:
+        made tagged ``skyhop=network`` (never the VPC's main table, which CreateVpc makes
+        untagged), so that the stack's CreateRoute and AssociateRouteTable can be
+        granted on tables of the skyhop network alone (infra_cdk.permissions)."""
+        tables = aws.call(
+            lambda: ec2.describe_route_tables(
+                Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, tag_filter(*NETWORK_TAG)]
+            ),
+            what,
+        )["RouteTables"]
+        own = [t for t in tables if not any(a.get("Main") for a in t.get("Associations", []))]
+
+        def serves(table: dict[str, Any]) -> bool:
+            return any(a.get("SubnetId") == subnet_id for a in table.get("Associations", []))
+
+        table = next((t for t in own if serves(t)), None)
+        if table is None and own:  # made before, its association not (yet)
+            table = sorted(own, key=lambda t: str(t["RouteTableId"]))[0]
+        if table is None:
+            table = aws.call(
+                lambda: ec2.create_route_table(
+                    VpcId=vpc_id,
+                    TagSpecifications=[{"ResourceType": "route-table", "Tags": tags}],
+                ),
+                what,
+            )["RouteTable"]
+        table_id = str(table["RouteTableId"])
+        if not any(r.get("DestinationCidrBlock") == "0.0.0.0/0" for r in table.get("Routes", [])):
+            aws.call(
+                lambda: ec2.create_route(
+                    RouteTableId=table_id, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw_id
+                ),
+                what,
+            )
+        if not serves(table):
+            aws.call(
+                lambda: ec2.associate_route_table(RouteTableId=table_id, SubnetId=subnet_id), what
+            )
 
     def find(self, region: str) -> Network | None:
         """The region's network if it exists (for revoke and listing); never creates."""
