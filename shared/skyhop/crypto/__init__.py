@@ -36,6 +36,16 @@ model and the tests that show it):
   on its own control queue, once its token checked and was spent (on AWS that
   queue denies every EC2 instance but the gateway's own: another job's gateway
   can neither read nor drain it).
+- **A sender of queue messages** (requests or events) holds no key of any job.
+  A request is admitted only for the configured locations, reply queues and caps;
+  an event without the MAC of a current gateway of its job (the control plane
+  checks it first, under :func:`gateway_event_key`) changes nothing, and even a
+  correctly signed ``chunk_verified`` counts only from one of the job's
+  destinations, for a chunk in flight at its current attempt.
+- **A local user** of the machine running the CLI cannot read the job's keys,
+  tokens or certificates: ``SKYHOP_HOME`` is 0700 and its files 0600, and a job's
+  secrets are removed when the job ends, however it ends; nor can they steer a
+  copy through a symlink planted in a local destination tree.
 - **Anyone else** on the network sees TLS 1.3 with a per-job CA and, inside it,
   AES-256-GCM segments whose associated data binds job, object, chunk, segment
   and last flag; a connection that does not finish its mutual-TLS handshake
