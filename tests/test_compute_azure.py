@@ -20,6 +20,7 @@ from azure.core.credentials import AccessToken
 
 from skyhop.compute.azure_vm import AzureComputeProvider
 from skyhop.compute.base import ComputeProvider, open_provider
+from skyhop.compute.package import GatewayPackage
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole
 from tests.fakes.azure_arm import FakeARM
@@ -27,6 +28,12 @@ from tests.fakes.http import Reply
 from tests.suites.compute_suite import ComputeSuite
 
 SUB = "00000000-0000-0000-0000-000000000001"
+#: what these VMs install (tests/test_gateway_package_clouds.py publishes a real wheel)
+PACKAGE = GatewayPackage(
+    url="https://example.test/skyhop-0.1.0-py3-none-any.whl",
+    sha256="a" * 64,
+    filename="skyhop-0.1.0-py3-none-any.whl",
+)
 
 
 class FakeCredential:
@@ -56,6 +63,7 @@ def make(fake, **kwargs):
         poll_interval=0.01,
         ready_timeout=10,
         ready_probe=probe,
+        package_spec=PACKAGE,
     )
     options.update(kwargs)
     provider = open_provider("azure", subscription_id=SUB, **options)

@@ -12,6 +12,7 @@ default, are created in Azurite.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -21,8 +22,11 @@ import zipfile
 import pytest
 from azure.core.credentials import AccessToken
 from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from skyhop.compute.azure_wheel import AzureWheel, signed
+from skyhop.compute.package import build_wheel, sha256_of
 from skyhop.deploy.azure import AzureDeployConfig, AzureDeployer
 from skyhop.deploy.package import build_source
 from skyhop.errors import AccessError, SkyhopError, UsageError
@@ -85,7 +89,7 @@ def _queues(azurite_server) -> set[str]:
     return {q.name for q in service.list_queues()}
 
 
-def test_deploy_creates_updates_and_deletes_the_function_app(fake, cfg, azurite_server):
+def test_deploy_creates_updates_and_deletes_the_function_app(fake, cfg, azurite_server, tmp_path):
     d = deployer(fake, cfg)
     archive = build_source("azure")
     report = d.deploy(archive)
@@ -117,7 +121,23 @@ def test_deploy_creates_updates_and_deletes_the_function_app(fake, cfg, azurite_
     assert settings["SKYHOP_EVENTS_QUEUE_NAME"] == cfg.events_queue
     assert settings["SKYHOP_EVENTS_QUEUE"] == f"azq://devstoreaccount1/{cfg.events_queue}"
     assert settings["SKYHOP_COMPUTE"] == "azure"
-    assert json.loads(settings["SKYHOP_COMPUTE_OPTIONS"]) == {"subscription_id": SUB}
+    compute = json.loads(settings["SKYHOP_COMPUTE_OPTIONS"])
+    assert compute.pop("subscription_id") == SUB
+    # issue 19 item 12: the gateways install this deployment's own wheel, by hash, from
+    # the app's storage account (a SAS URL signed at each launch)
+    wheel = compute.pop("wheel")
+    assert compute == {}
+    digest = sha256_of(build_wheel(tmp_path / "wheel"))
+    assert wheel["account"] == "devstoreaccount1" and wheel["sha256"] == digest
+    assert wheel["blob"] == f"wheels/{digest}/{wheel['filename']}"
+    blob = BlobServiceClient.from_connection_string(
+        azurite_server.connection_string
+    ).get_blob_client(wheel["container"], wheel["blob"])
+    assert hashlib.sha256(blob.download_blob().readall()).hexdigest() == digest
+    assert f"gateway wheel az://devstoreaccount1/{wheel['container']}/{wheel['blob']}" in (
+        report.notes
+    )
+    assert signed(AzureWheel.model_validate(wheel)).sha256 == digest
     assert ReplicationConfig.model_validate_json(settings["SKYHOP_RULES"]) == cfg.rules
 
     # the archive went to Kudu, with a bearer token, and was polled to completion

@@ -19,6 +19,17 @@ fails); other jobs' rules stay. :meth:`rules` and :meth:`firewall_jobs` find rul
 by the job their description names, so the reaper removes what a failed revoke
 left. ``control_cidrs`` are a /16 at most.
 
+What the VMs install: skyhop's wheel, by its SHA-256 (:mod:`skyhop.compute.package`).
+``wheel`` names a deployment's copy of it in a storage account
+(:class:`~skyhop.compute.azure_wheel.AzureWheel`: ``skyhop deploy azure`` uploads
+it); given none, the first launch publishes this control plane's own wheel to
+``wheel_account`` (default: the account of ``AZURE_STORAGE_CONNECTION_STRING``).
+Each launch signs a fresh read-only SAS URL of that one blob for the custom data
+(:func:`~skyhop.compute.azure_wheel.signed`). ``package_spec`` overrides both:
+a :class:`~skyhop.compute.package.GatewayPackage` already signed, or, as an explicit
+opt-in, a requirement pinned to one version (``skyhop[azure]==VERSION``, from the
+public index, pinned by version and not by hash).
+
 VMs carry the tags ``skyhop-job``, ``skyhop-gateway``, ``skyhop-role``,
 ``skyhop-region`` and ``skyhop-ports`` (public IPs and NICs the job tag too, so
 :meth:`terminate` finds them all). The boot script and the GatewayConfig
@@ -61,7 +72,9 @@ from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.network import models as nm
 
 from skyhop.cleanup import Cleanup, each
+from skyhop.clouds import azure as kit
 from skyhop.compute import startup
+from skyhop.compute.azure_wheel import AzureWheel, publish_wheel, signed
 from skyhop.compute.package import GatewayPackage
 from skyhop.errors import (
     AccessError,
@@ -118,6 +131,8 @@ class AzureComputeProvider:
         vm_size: str = DEFAULT_VM_SIZE,
         image: dict[str, str] | None = None,
         package_spec: GatewayPackage | Mapping[str, object] | str | None = None,
+        wheel: AzureWheel | Mapping[str, object] | None = None,
+        wheel_account: str | None = None,
         control_cidrs: list[str] | None = None,
         admin_username: str = "skyhop",
         identities: Mapping[str, str] | None = None,
@@ -141,8 +156,17 @@ class AzureComputeProvider:
         self.group_location = group_location
         self.vm_size = vm_size
         self.image = dict(image or DEFAULT_IMAGE)
-        #: what the VMs install: skyhop's wheel and its SHA-256, or this version pinned
-        self.package_spec = startup.gateway_package(package_spec, "azure")
+        #: what the VMs install when given: a signed GatewayPackage, or (opt-in) a
+        #: version pinned; else the wheel below, signed for each launch
+        self.package_spec = (
+            None if package_spec is None else startup.gateway_package(package_spec, "azure")
+        )
+        try:
+            #: skyhop's wheel as a blob (a deployment's), else published at the first launch
+            self.wheel = None if wheel is None else AzureWheel.model_validate(dict(wheel))
+        except ValueError as exc:
+            raise UsageError(f"wheel: {first_line(exc)}") from None
+        self.wheel_account = wheel_account
         if control_cidrs is None:
             raw = os.environ.get("SKYHOP_CONTROL_CIDRS", "")
             control_cidrs = [c for c in raw.split(",") if c.strip()]
@@ -443,13 +467,14 @@ class AzureComputeProvider:
         for location in dict.fromkeys(locations):
             self.ensure_network(location)
         jobs = sorted({cfg.job_id for cfg in prepared})
+        package = self.package()
         with Cleanup("launching Azure gateways") as undo:
             for job_id in jobs:
                 undo.add(self.terminate, job_id)
                 undo.add(self.revoke, job_id)  # newest first: rules, then VMs
             workers = min(16, len(prepared))
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(self._create_vm, prepared, locations))
+                list(pool.map(self._create_vm, prepared, locations, [package] * len(prepared)))
             if self.control_cidrs:
                 for job_id in jobs:
                     cfgs = [c for c in prepared if c.job_id == job_id]
@@ -474,15 +499,30 @@ class AzureComputeProvider:
             "skyhop-ports": f"{cfg.data_port},{cfg.control_port}",
         }
 
-    def custom_data(self, cfg: GatewayConfig) -> str:
+    def package(self) -> GatewayPackage | str:
+        """What this launch's VMs install: ``package_spec`` when given, else the wheel
+        (published to ``wheel_account`` the first time) under a fresh SAS URL."""
+        if self.package_spec is not None:
+            return self.package_spec
+        if self.wheel is None:
+            account = self.wheel_account or _connection_string_account()
+            if not account:
+                raise UsageError(
+                    "no storage account for the gateways' skyhop wheel: set wheel_account "
+                    "(or AZURE_STORAGE_CONNECTION_STRING), or give wheel or package_spec"
+                )
+            self.wheel = publish_wheel(account)
+        return signed(self.wheel)
+
+    def custom_data(self, cfg: GatewayConfig, package: GatewayPackage | str | None = None) -> str:
         """The boot script with the configuration inline, base64 as Azure wants it."""
         write = (
             f"cat > \"$CONFIG\" <<'SKYHOP_CONFIG_EOF'\n{cfg.model_dump_json()}\nSKYHOP_CONFIG_EOF"
         )
-        script = startup.startup_script(write, self.package_spec)
+        script = startup.startup_script(write, package or self.package())
         return base64.b64encode(script.encode()).decode()
 
-    def _create_vm(self, cfg: GatewayConfig, location: str) -> None:
+    def _create_vm(self, cfg: GatewayConfig, location: str, package: GatewayPackage | str) -> None:
         rg, name = self.resource_group, self.vm_name(cfg.gateway_id)
         tags = self._tags(cfg)
         pip = self._begin(
@@ -531,7 +571,7 @@ class AzureComputeProvider:
             os_profile=cm.OSProfile(
                 computer_name=name,
                 admin_username=self.admin_username,
-                custom_data=self.custom_data(cfg),
+                custom_data=self.custom_data(cfg, package),
                 linux_configuration=cm.LinuxConfiguration(
                     disable_password_authentication=True,
                     ssh=cm.SshConfiguration(
@@ -679,6 +719,11 @@ class AzureComputeProvider:
                 )
             )
         return sorted(specs, key=lambda s: s.gateway_id)
+
+
+def _connection_string_account() -> str | None:
+    conn = os.environ.get(kit.CONNECTION_STRING_ENV)
+    return kit.connection_string_account(conn) if conn else None
 
 
 def _throwaway_ssh_key() -> str:

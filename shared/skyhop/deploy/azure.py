@@ -6,6 +6,11 @@ What it makes or updates, in RESOURCE_GROUP (azure-mgmt-resource, azure-mgmt-web
   storage account of the ``AzureWebJobsStorage`` connection (azure-storage-queue);
 * a Consumption plan (``Y1``, Linux) and the function app on it, with the app
   settings the functions read (``SKYHOP_*``, the queue names their triggers bind to);
+* the gateways' skyhop: the wheel of the code being deployed, uploaded once (by its
+  SHA-256) to the ``skyhop-gateways`` container of that storage account
+  (:mod:`skyhop.compute.azure_wheel`) and named in ``SKYHOP_COMPUTE_OPTIONS``
+  (``wheel``), so every launch signs a read-only SAS URL of it for its VMs, which
+  install it by hash (``compute_options`` naming ``wheel`` or ``package_spec`` win);
 * the code: the archive of :mod:`skyhop.deploy.package`, zip-deployed through
   the app's Kudu endpoint (``POST /api/zipdeploy?isAsync=true`` with an Entra
   bearer token; the remote build installs ``requirements.txt``), waiting until
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, SecretStr
@@ -112,8 +117,13 @@ class AzureDeployConfig(BaseModel):
         """The functions' manifest: ``--manifest``, else Table Storage in the app's account."""
         return self.manifest or f"aztable://{self.account}/{MANIFEST_TABLE}"
 
-    def app_settings(self) -> dict[str, str]:
+    def app_settings(self, wheel: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The function app's settings; ``wheel`` (an AzureWheel, dumped) is what the
+        gateways install, unless ``compute_options`` say otherwise."""
         conn = self.storage_connection_string.get_secret_value()
+        compute = {"subscription_id": self.subscription_id, **self.compute_options}
+        if wheel is not None and not {"wheel", "package_spec"} & set(compute):
+            compute["wheel"] = dict(wheel)
         settings = {
             "FUNCTIONS_EXTENSION_VERSION": "~4",
             "FUNCTIONS_WORKER_RUNTIME": "python",
@@ -124,9 +134,7 @@ class AzureDeployConfig(BaseModel):
             "AZURE_STORAGE_CONNECTION_STRING": conn,
             "SKYHOP_MANIFEST": self.manifest_uri,
             "SKYHOP_COMPUTE": "azure",
-            "SKYHOP_COMPUTE_OPTIONS": json.dumps(
-                {"subscription_id": self.subscription_id, **self.compute_options}
-            ),
+            "SKYHOP_COMPUTE_OPTIONS": json.dumps(compute),
             "SKYHOP_REQUESTS_QUEUE": f"azq://{self.account}/{self.requests_queue}",
             "SKYHOP_EVENTS_QUEUE": f"azq://{self.account}/{self.events_queue}",
             "SKYHOP_REQUESTS_QUEUE_NAME": self.requests_queue,
@@ -243,7 +251,18 @@ class AzureDeployer:
             return False
         return True
 
-    def site(self) -> Any:
+    def gateway_wheel(self) -> dict[str, Any] | None:
+        """Upload the gateways' skyhop wheel to the app's storage account (once per
+        digest); what ``SKYHOP_COMPUTE_OPTIONS`` names as ``wheel``. None when the
+        compute options already say what the gateways install."""
+        if {"wheel", "package_spec"} & set(self.config.compute_options):
+            return None
+        from skyhop.compute.azure_wheel import publish_wheel  # the SDK, lazily
+
+        conn = self.config.storage_connection_string.get_secret_value()
+        return publish_wheel(self.config.account, connection_string=conn).model_dump()
+
+    def site(self, wheel: Mapping[str, Any] | None = None) -> Any:
         """The resource group, the plan and the function app, created or updated."""
         from azure.mgmt.web import models as wm
 
@@ -268,7 +287,7 @@ class AzureDeployer:
             ).result(),
             f"plan {c.plan}",
         )
-        settings = [wm.NameValuePair(name=k, value=v) for k, v in c.app_settings().items()]
+        settings = [wm.NameValuePair(name=k, value=v) for k, v in c.app_settings(wheel).items()]
         return _call(
             lambda: web.web_apps.begin_create_or_update(
                 c.resource_group,
@@ -375,8 +394,13 @@ class AzureDeployer:
         manifest = self.config.manifest_uri
         if manifest.startswith("aztable://") and self.manifest_table():
             report.notes.append(f"created table {manifest.rsplit('/', 1)[1]}")
+        wheel = self.gateway_wheel()
+        if wheel is not None:
+            report.notes.append(
+                f"gateway wheel az://{self.config.account}/{wheel['container']}/{wheel['blob']}"
+            )
         existed = self._exists()
-        site = self.site()
+        site = self.site(wheel)
         deployment = self.zip_deploy(source, site)
         report.source = f"zipdeploy {deployment} ({source.name})"
         action = "updated" if existed else "created"
