@@ -1182,7 +1182,15 @@ def test_gateways_cloud_on_gcp_boot_from_the_startup_script_copy_and_tear_down(
         assert config.job_id == job_id and config.listen_host == "0.0.0.0"
         written = json.loads((vm.root / "etc/skyhop/gateway.json").read_text())
         assert written["gateway_id"] == config.gateway_id  # fetched from the metadata server
-        assert "pip install -q skyhop[gcp]" in (vm.root / "pip.log").read_text()
+        # issue 19 item 12: this machine's own wheel, from the emulator, installed by hash
+        pip = (vm.root / "pip.log").read_text()
+        assert "pip install -q --no-deps --require-hashes -r" in pip, pip
+        assert "skyhop[gcp]" not in pip, pip
+        wheel = next((vm.root / "opt" / "skyhop" / "dist").glob("skyhop-*.whl"))
+        assert (
+            hashlib.sha256(wheel.read_bytes()).hexdigest()
+            in (vm.root / "opt" / "skyhop" / "dist" / "requirements.txt").read_text()
+        )
         assert vm.powered_off, vm.log()[-2000:]  # shut down on job end, through its runner
         assert not vm.running()
     assert roles == {"source", "destination"}

@@ -19,11 +19,19 @@ from google.auth.credentials import AnonymousCredentials
 
 from skyhop.compute.base import ComputeProvider, open_provider
 from skyhop.compute.gce import GCEComputeProvider
+from skyhop.compute.package import GatewayPackage
 from skyhop.errors import GatewayError, UsageError
 from skyhop.models import GatewayConfig, GatewayRole
 from tests.fakes.gce_api import FakeGCE
 from tests.fakes.http import Reply
 from tests.suites.compute_suite import ComputeSuite
+
+#: what these VMs install (tests/test_gateway_package_clouds.py publishes a real wheel)
+PACKAGE = GatewayPackage(
+    url="https://example.test/skyhop-0.1.0-py3-none-any.whl",
+    sha256="a" * 64,
+    filename="skyhop-0.1.0-py3-none-any.whl",
+)
 
 
 @pytest.fixture
@@ -47,6 +55,7 @@ def make(fake, **kwargs):
         poll_interval=0.01,
         ready_timeout=5,
         ready_probe=probe,
+        package_spec=PACKAGE,
     )
     options.update(kwargs)
     provider = open_provider("gcp", project="proj-1", **options)
@@ -252,6 +261,7 @@ def test_startup_script_fetches_config_from_metadata(fake):
         provider_cfg := config("j-s", "gw-s", "us-east1", GatewayRole.SOURCE),
         "us-east1",
         "us-east1-b",
+        provider.package("us-east1"),
     )
     script = {i.key: i.value for i in body.metadata.items}["startup-script"]
     assert "Metadata-Flavor: Google" in script

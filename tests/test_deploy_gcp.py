@@ -14,6 +14,7 @@ google-cloud-firestore admin client's request types to a recording stand-in
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -23,6 +24,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import functions_v2, storage
 
+from skyhop.compute.package import build_wheel, sha256_of
 from skyhop.deploy.gcp import GCPDeployConfig, GCPDeployer, plan_functions
 from skyhop.deploy.package import build_source, requirements
 from skyhop.errors import AccessError, UsageError
@@ -133,7 +135,7 @@ def test_plan_names_one_function_pair_per_bucket(staging):
     assert all(len(p.function_id) <= 63 for p in plans)
 
 
-def test_deploy_creates_then_updates_then_deletes(fake, staging):
+def test_deploy_creates_then_updates_then_deletes(fake, staging, tmp_path):
     cfg = config(staging)
     d = deployer(fake, cfg)
     archive = build_source("gcp")
@@ -170,7 +172,17 @@ def test_deploy_creates_then_updates_then_deletes(fake, staging):
     env = req["serviceConfig"]["environmentVariables"]
     assert env["SKYHOP_MANIFEST"] == "dynamodb://skyhop-manifest?region=eu-west-1"
     assert env["SKYHOP_COMPUTE"] == "gcp"
-    assert json.loads(env["SKYHOP_COMPUTE_OPTIONS"]) == {"project": PROJECT}
+    compute = json.loads(env["SKYHOP_COMPUTE_OPTIONS"])
+    # issue 19 item 12: the gateways install this deployment's own wheel, by hash
+    wheel = compute.pop("wheel")
+    assert compute == {"project": PROJECT}
+    digest = sha256_of(build_wheel(tmp_path / "wheel"))
+    assert wheel["bucket"] == f"skyhop-gateways-{PROJECT}" and wheel["sha256"] == digest
+    assert wheel["name"] == f"wheels/{digest}/{wheel['filename']}"
+    stored = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
+    uploaded = stored.bucket(wheel["bucket"]).blob(wheel["name"]).download_as_bytes()
+    assert hashlib.sha256(uploaded).hexdigest() == digest
+    assert f"gateway wheel gs://{wheel['bucket']}/{wheel['name']}" in report.notes
     assert env["SKYHOP_EVENTS_QUEUE"] == f"pubsub://{PROJECT}/skyhop-events"
     assert env["SKYHOP_REQUESTS_QUEUE"] == f"pubsub://{PROJECT}/skyhop-requests"
     assert ReplicationConfig.model_validate_json(env["SKYHOP_RULES"]) == cfg.rules

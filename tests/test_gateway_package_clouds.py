@@ -238,3 +238,252 @@ def test_an_azure_launch_with_nowhere_to_put_the_wheel_refuses_before_anything_s
 
 def test_the_wheel_built_here_is_the_one_published(tmp_path: Path, wheel_bytes: bytes) -> None:
     assert sha256_of(build_wheel(tmp_path)) == hashlib.sha256(wheel_bytes).hexdigest()
+
+
+# ---------------------------------------------------------------- GCE
+
+
+@pytest.fixture
+def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A service-account key of this test's own as the Application Default Credentials."""
+    from tests.fixtures.gce_boot import service_account_key
+
+    key, email = service_account_key(tmp_path / "signer.json")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    return key, email
+
+
+@pytest.fixture
+def gce():
+    from tests.fakes.gce_api import FakeGCE
+
+    server = FakeGCE()
+    server.endpoint = server.start()
+    yield server
+    server.close()
+
+
+def _gce_provider(gce, **kwargs):
+    from skyhop.compute.gce import GCEComputeProvider
+
+    return GCEComputeProvider(
+        "skyhop-test", credentials="anonymous", api_endpoint=gce.endpoint, poll_interval=0.01,
+        ready_timeout=10, ready_probe=lambda spec, cfg: True, **kwargs,
+    )  # fmt: skip
+
+
+def _metadata(gce) -> dict[str, str]:
+    [instance] = gce.instances.values()
+    return {i["key"]: i["value"] for i in instance["metadata"]["items"]}
+
+
+class _Serve:
+    """A local HTTP server answering GETs with ``handle(path, headers) -> (code, body)``."""
+
+    def __init__(self, handle) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.seen.append((self.path, dict(self.headers)))
+                code, body = handle(self.path, self.headers)
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.seen: list[tuple[str, dict[str, str]]] = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _metadata_server(attributes: dict[str, str]) -> _Serve:
+    """The GCE metadata server, for one VM: its attributes and its account's token."""
+    import json
+
+    from tests.fixtures.gce_boot import token_answer
+
+    def handle(path: str, headers) -> tuple[int, bytes]:
+        if headers.get("Metadata-Flavor") != "Google":
+            return 403, b""
+        base = "/computeMetadata/v1/instance/"
+        path = path.split("?", 1)[0]
+        if path.startswith(base + "attributes/") and path[len(base) + 11 :] in attributes:
+            return 200, attributes[path[len(base) + 11 :]].encode()
+        if path == base + "service-accounts/default/token":
+            return 200, json.dumps(token_answer("vm")).encode()
+        return 404, b""
+
+    return _Serve(handle)
+
+
+def _boot_gce(gce, root: Path, replace: dict[str, str] | None = None):
+    items = _metadata(gce)
+    metadata = _metadata_server(items)
+    try:
+        done = boot(
+            items["startup-script"],
+            root,
+            {"http://metadata.google.internal": metadata.url, **(replace or {})},
+        )
+    finally:
+        metadata.close()
+    return done, metadata.seen
+
+
+def _verify_v4(url: str, public_pem: bytes) -> None:
+    """The URL's V4 signature, checked with the signing key's public half."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    split = urlsplit(url)
+    query, _, signature = split.query.rpartition("&X-Goog-Signature=")
+    fields = {k: v[0] for k, v in parse_qs(query).items()}
+    canonical = "\n".join(
+        ["GET", split.path, query, f"host:{split.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    scope = fields["X-Goog-Credential"].split("/", 1)[1]
+    to_sign = "\n".join(
+        [
+            "GOOG4-RSA-SHA256",
+            fields["X-Goog-Date"],
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = serialization.load_pem_public_key(public_pem)
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(bytes.fromhex(signature), to_sign.encode(), padding.PKCS1v15(), hashes.SHA256())
+
+
+def _public_pem(key_file: Path) -> bytes:
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_pem_private_key(
+        json.loads(key_file.read_text())["private_key"].encode(), None
+    )
+    return private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_the_gce_wheel_is_uploaded_once_and_its_signed_url_reads_exactly_it(
+    gcs_server, signer, wheel_bytes: bytes
+) -> None:
+    from skyhop.compute import gce_wheel
+
+    gcs = gce_wheel.client("skyhop-test")
+    bucket = "gw-" + uuid.uuid4().hex[:12]
+    first = gce_wheel.publish_wheel(gcs, bucket, location="us-east1")
+    digest = hashlib.sha256(wheel_bytes).hexdigest()
+    assert first.sha256 == digest
+    assert first.name == f"wheels/{digest}/skyhop-{version()}-py3-none-any.whl"
+    [blob] = list(gcs.list_blobs(bucket))
+    assert blob.name == first.name and blob.download_as_bytes() == wheel_bytes
+    assert gce_wheel.publish_wheel(gcs, bucket) == first  # the same code again:
+    [again] = list(gcs.list_blobs(bucket))
+    assert again.generation == blob.generation  # not rewritten
+
+    key, email = signer
+    package = gce_wheel.signed(first, gcs, signer=gce_wheel.signing_credentials(None))
+    assert package.auth is None and package.sha256 == digest
+    assert package.url.startswith(f"{gcs_server.endpoint}/{bucket}/{first.name}?")
+    assert "X-Goog-Algorithm=GOOG4-RSA-SHA256" in package.url
+    assert f"X-Goog-Credential={email.replace('@', '%40')}%2F" in package.url
+    assert "X-Goog-Expires=21600" in package.url  # six hours, then it is useless
+    _verify_v4(package.url, _public_pem(key))  # signed by that key, for GET of that object
+    with urllib.request.urlopen(package.url, timeout=30) as answer:
+        fetched = answer.read()
+    assert hashlib.sha256(fetched).hexdigest() == digest and fetched == wheel_bytes
+
+
+def test_a_gce_gateway_installs_the_published_wheel_only_if_its_hash_matches(
+    gcs_server, signer, gce, tmp_path: Path, wheel_bytes: bytes
+) -> None:
+    """The default launch: the provider publishes this machine's wheel to its bucket and
+    each instance's startup script carries a signed URL of it and its digest, no
+    public-index requirement; the script, run, installs it by hash, and a swapped
+    object is refused."""
+    from skyhop.compute import gce_wheel
+
+    bucket = "gw-" + uuid.uuid4().hex[:12]
+    provider = _gce_provider(gce, wheel_bucket=bucket)
+    provider.launch([config("j-gw", "gw-gw-0", "gcp:us-east1", GatewayRole.SOURCE)])
+    script = _metadata(gce)["startup-script"]
+    digest = hashlib.sha256(wheel_bytes).hexdigest()
+    assert provider.wheel is not None and provider.wheel.sha256 == digest
+    assert (
+        f"{gcs_server.endpoint}/{bucket}/wheels/{digest}/" in script
+        and "X-Goog-Signature" in script
+    )
+    assert "skyhop[gcp]==" not in script and "pip install -q skyhop" not in script
+    done, _ = _boot_gce(gce, tmp_path / "vm1")
+    assert_installed_by_hash(done, tmp_path / "vm1", digest)
+    assert (tmp_path / "vm1" / "etc/skyhop/gateway.json").exists()  # from the metadata server
+
+    blob = gce_wheel.client("skyhop-test").bucket(bucket).blob(provider.wheel.name)
+    tampered = bytearray(wheel_bytes)
+    tampered[100] ^= 1
+    blob.upload_from_string(bytes(tampered))
+    done, _ = _boot_gce(gce, tmp_path / "vm2")
+    assert_refused(done, tmp_path / "vm2")
+
+
+def test_without_a_signer_gce_gateways_fetch_the_wheel_with_their_own_token(
+    gcs_server, gce, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wheel_bytes: bytes
+) -> None:
+    """Credentials that cannot sign (a user's login; here none): a deployment's wheel,
+    which its gateways' service accounts may read, is fetched with the VM's own token
+    from the metadata server, sent to Storage as a bearer token, never on a command
+    line; without service accounts the launch refuses before anything starts."""
+    from skyhop.compute import gce_wheel
+
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "none.json"))
+    bucket = "gw-" + uuid.uuid4().hex[:12]
+    wheel = gce_wheel.publish_wheel(gce_wheel.client("skyhop-test"), bucket)
+    with pytest.raises(UsageError, match="cannot sign a URL of it"):
+        _gce_provider(gce, wheel=wheel.model_dump()).launch(
+            [config("j-gn", "gw-gn-0", "gcp:us-east1", GatewayRole.SOURCE)]
+        )
+    assert gce.instances == {}
+    accounts = {r: f"gw-{r}@skyhop-test.iam.gserviceaccount.com" for r in ("source", "relay")}
+    accounts["destination"] = "gw-destination@skyhop-test.iam.gserviceaccount.com"
+    provider = _gce_provider(gce, wheel=wheel.model_dump(), service_accounts=accounts)
+    provider.launch([config("j-gt", "gw-gt-0", "gcp:us-east1", GatewayRole.SOURCE)])
+    script = _metadata(gce)["startup-script"]
+    assert "X-Goog-Signature" not in script and "service-accounts/default/token" in script
+
+    # Storage as the VM reaches it: only with the VM's token (the emulator checks none)
+    token = "ya29.vm-vm"
+
+    def storage(path: str, headers) -> tuple[int, bytes]:
+        if headers.get("Authorization") != f"Bearer {token}":
+            return 401, b""
+        with urllib.request.urlopen(gcs_server.endpoint + path, timeout=30) as answer:
+            return 200, answer.read()
+
+    checked = _Serve(storage)
+    try:
+        done, asked = _boot_gce(gce, tmp_path / "vm", {gcs_server.endpoint: checked.url})
+    finally:
+        checked.close()
+    assert_installed_by_hash(done, tmp_path / "vm", wheel.sha256)
+    assert [p for p, _ in asked if p.endswith("/token")]  # it asked the metadata server
+    [(path, headers)] = checked.seen
+    assert path == f"/download/storage/v1/b/{bucket}/o/{wheel.name.replace('/', '%2F')}?alt=media"
+    assert token not in (tmp_path / "vm" / "boot.sh").read_text()

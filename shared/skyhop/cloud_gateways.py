@@ -13,9 +13,15 @@ GCE's ``project``, ``machine_type``, ``image``; Azure's ``subscription_id``,
 (``--control-cidr``, else discovered, as a /32; a /0 is refused), their data
 ports only to each other. An S3 destination's gateways get the job's data key
 wrapped with the KMS key ``alias/skyhop-gateways`` (made once per region, found
-by its alias after); GCE and Azure destinations get it in their configuration
-(instance metadata, custom data), as from a deployed control plane, until
-gateways enrol for their secrets over mutual TLS.
+by its alias after). Every gateway boots with a boot configuration only and
+enrols for its secrets over mutual TLS.
+
+Every gateway installs this machine's own skyhop wheel, by its SHA-256: EC2's
+is uploaded here (:func:`skyhop.compute.ec2.wheel.publish_wheel`); GCE's and
+Azure's providers publish it at their first launch (to ``wheel_bucket``, default
+``skyhop-gateways-PROJECT``, and to ``wheel_account``, default the account of
+``AZURE_STORAGE_CONNECTION_STRING``; see :mod:`skyhop.compute.gce` and
+:mod:`skyhop.compute.azure_vm`).
 
 Teardown (firewall rules revoked, gateways terminated) runs at the end, after
 Ctrl-C and after an error. Against a crash (the CLI killed), every such job

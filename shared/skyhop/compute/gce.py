@@ -20,12 +20,26 @@ reaper removes what a failed revoke left. ``control_cidrs`` are a /16 at most.
 
 Instances carry the labels ``skyhop-job``, ``skyhop-gateway`` and
 ``skyhop-role``, the tags ``skyhop`` and ``skyhop-JOB``, and two metadata
-attributes: ``startup-script`` (installs ``package_spec`` and starts
-``python -m gateway_vm``) and ``skyhop-gateway-config`` (the GatewayConfig,
-with listen host 0.0.0.0 and fixed ports). The configuration holds the job's
-certificates and, for destinations, the data key (wrapped when the control
-plane wraps it): anyone allowed to read instance metadata in the project can
-read it, so give destinations a wrapped key in shared projects.
+attributes: ``startup-script`` (installs skyhop and starts ``python -m
+gateway_vm``) and ``skyhop-gateway-config`` (the GatewayConfig, with listen host
+0.0.0.0 and fixed ports). That configuration is a boot configuration
+(:func:`skyhop.enrolment.boot_config`): the job's CA certificate, the gateway's
+addresses and ports and a one-time enrolment token, but no private key, control
+token, event key or data key; the gateway receives those over mutual TLS once it
+is up (``enrols``), so whoever may read the project's instance metadata learns
+no secret of the job.
+
+What the VMs install: skyhop's wheel, by its SHA-256 (:mod:`skyhop.compute.package`).
+``wheel`` names a deployment's copy of it in GCS
+(:class:`~skyhop.compute.gce_wheel.GCSWheel`: ``skyhop deploy gcp`` uploads it);
+given none, the first launch publishes this control plane's own wheel to
+``wheel_bucket`` (default ``skyhop-gateways-PROJECT``). Each launch hands its VMs
+a fresh V4 signed URL of that one object when the credentials can sign, else its
+download URL, which the VMs fetch with their own service account's token
+(:mod:`skyhop.compute.gce_wheel`). ``package_spec`` overrides both: a
+:class:`~skyhop.compute.package.GatewayPackage` already signed, or, as an explicit
+opt-in, a requirement pinned to one version (``skyhop[gcp]==VERSION``, from the
+public index, pinned by version and not by hash).
 
 :meth:`launch` returns once every instance is RUNNING with an external address
 and its control API answers (``ready_probe``; tests replace it).
@@ -61,7 +75,8 @@ from google.cloud import compute_v1
 
 from skyhop.cleanup import Cleanup, each
 from skyhop.clouds import gcp
-from skyhop.compute import startup
+from skyhop.compute import gce_wheel, startup
+from skyhop.compute.gce_wheel import GCSWheel
 from skyhop.compute.package import GatewayPackage
 from skyhop.errors import (
     AccessError,
@@ -105,6 +120,8 @@ class GCEComputeProvider:
         image: str = DEFAULT_IMAGE,
         disk_gb: int = 20,
         package_spec: GatewayPackage | Mapping[str, object] | str | None = None,
+        wheel: GCSWheel | Mapping[str, object] | None = None,
+        wheel_bucket: str | None = None,
         control_cidrs: list[str] | None = None,
         service_accounts: Mapping[str, str] | None = None,
         credentials: Any = None,
@@ -124,8 +141,17 @@ class GCEComputeProvider:
         self.machine_type = machine_type
         self.image = image
         self.disk_gb = disk_gb
-        #: what the VMs install: skyhop's wheel and its SHA-256, or this version pinned
-        self.package_spec = startup.gateway_package(package_spec, "gcp")
+        #: what the VMs install when given: a signed GatewayPackage, or (opt-in) a
+        #: version pinned; else the wheel below, signed for each launch
+        self.package_spec = (
+            None if package_spec is None else startup.gateway_package(package_spec, "gcp")
+        )
+        try:
+            #: skyhop's wheel in GCS (a deployment's), else published at the first launch
+            self.wheel = None if wheel is None else GCSWheel.model_validate(dict(wheel))
+        except ValueError as exc:
+            raise UsageError(f"wheel: {first_line(exc)}") from None
+        self.wheel_bucket = wheel_bucket or gce_wheel.bucket_name(self.project)
         if control_cidrs is None:
             raw = os.environ.get("SKYHOP_CONTROL_CIDRS", "")
             control_cidrs = [c for c in raw.split(",") if c.strip()]
@@ -148,6 +174,7 @@ class GCEComputeProvider:
         if api_endpoint is not None:
             self._client_kwargs["client_options"] = {"api_endpoint": api_endpoint}
         self._clients: dict[str, Any] = {}
+        self._storage: Any = None
         self._networks_ready: set[str] = set()
         self._zones: dict[str, str] = {}
 
@@ -394,6 +421,7 @@ class GCEComputeProvider:
         placements = [self.region_zone(cfg.region) for cfg in prepared]
         for region_name, _ in dict.fromkeys(placements):
             self.ensure_network(region_name)
+        package = self.package(placements[0][0])
         created: list[tuple[str, str]] = []  # (zone, name), deleted together on failure
         with Cleanup("launching GCE gateways") as undo:
             undo.add(self._delete_instances, created)
@@ -413,7 +441,7 @@ class GCEComputeProvider:
             instances = self._client("InstancesClient")
             ops = []
             for cfg, (region_name, zone) in zip(prepared, placements, strict=True):
-                body = self._instance(cfg, region_name, zone)
+                body = self._instance(cfg, region_name, zone, package)
                 what = f"create instance {body.name}"
                 ops.append(
                     (
@@ -437,13 +465,45 @@ class GCEComputeProvider:
                     )
                 )
 
-    def _instance(self, cfg: GatewayConfig, region: str, zone: str) -> compute_v1.Instance:
+    def package(self, region: str) -> GatewayPackage | str:
+        """What this launch's VMs install: ``package_spec`` when given, else the wheel
+        (published to ``wheel_bucket``, in ``region``, the first time) under a fresh
+        signed URL, or fetched with the VMs' own tokens when nothing here can sign."""
+        if self.package_spec is not None:
+            return self.package_spec
+        given = self._client_kwargs.get("credentials")
+        if isinstance(given, AnonymousCredentials):
+            given = None  # an endpoint that wants none: sign (if at all) as the defaults
+        signer = gce_wheel.signing_credentials(given)
+        readers = sorted(set(self.service_accounts.values()))
+        if signer is None and not readers:
+            raise UsageError(
+                "the gateways' skyhop wheel: these credentials cannot sign a URL of it (a "
+                "user's login cannot), and the gateways run as no service account to fetch "
+                "it with: give a service-account key (GOOGLE_APPLICATION_CREDENTIALS) or "
+                "service_accounts (or wheel, or package_spec)"
+            )
+        if self._storage is None:
+            self._storage = gce_wheel.client(self.project, given)
+        if self.wheel is None:
+            self.wheel = gce_wheel.publish_wheel(
+                self._storage,
+                self.wheel_bucket,
+                location=region,
+                # whoever may have to fetch it with their own token may read it
+                readers=readers if signer is None or gce_wheel.iam_signer(signer) else (),
+            )
+        return gce_wheel.signed(self.wheel, self._storage, signer=signer, token_fetch=bool(readers))
+
+    def _instance(
+        self, cfg: GatewayConfig, region: str, zone: str, package: GatewayPackage | str
+    ) -> compute_v1.Instance:
         fetch = (
             "curl -fsS -H 'Metadata-Flavor: Google' -o \"$CONFIG\" "
             "'http://metadata.google.internal/computeMetadata/v1/instance/attributes/"
             f"{CONFIG_KEY}'"
         )
-        script = startup.startup_script(fetch, self.package_spec)
+        script = startup.startup_script(fetch, package)
         labels = {
             "skyhop-job": startup.cloud_name(cfg.job_id, prefix=""),
             "skyhop-gateway": startup.cloud_name(cfg.gateway_id, prefix=""),

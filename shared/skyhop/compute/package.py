@@ -5,13 +5,15 @@ called ``skyhop`` that day, unpinned (skyhop is not published there, so that
 was anyone's package). Now the control plane builds a wheel of exactly the code
 it runs (:func:`build_wheel`: the ``skyhop`` and ``gateway_vm`` packages it
 imports, under its own version), the deployment puts it where the VMs can fetch
-it (a presigned URL), and the boot script (:func:`skyhop.compute.startup.startup_script`)
+it (a presigned or SAS URL; on GCE a V4 signed URL, or the object's URL fetched
+with the VM's own service-account token), and the boot script (:func:`skyhop.compute.startup.startup_script`)
 downloads it, refuses it unless its SHA-256 is the one in the user data, and
 installs it with ``pip --require-hashes --no-deps``; the dependencies are then
 installed at exactly the versions the control plane runs with
 (:func:`pinned_requirements`).
 
-No cloud SDK here: the providers upload and sign (:mod:`skyhop.compute.ec2`).
+No cloud SDK here: the providers upload and sign (:mod:`skyhop.compute.ec2.wheel`,
+:mod:`skyhop.compute.gce_wheel`, :mod:`skyhop.compute.azure_wheel`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import io
 import re
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,6 +49,11 @@ class GatewayPackage(BaseModel):
     requirements: list[str] = Field(
         default_factory=list,
         description="the dependencies, each pinned name==version, installed after the wheel",
+    )
+    auth: Literal["gce-metadata"] | None = Field(
+        None,
+        description="how the VM authorises the download: none (the URL is signed), or "
+        "gce-metadata (its own service account's token, from the GCE metadata server)",
     )
 
 

@@ -6,9 +6,9 @@ data key or storage credential, only public material and a one-time enrolment
 token; its secrets come over mutual TLS once it is up (:mod:`gateway_vm.enrol`).
 
 Cloud providers (GCE, Azure, ...) hand a VM a shell script that installs skyhop
-in a virtualenv (this control plane's own wheel, checked against its SHA-256, or
-at least its exact version: :mod:`skyhop.compute.package`) and starts ``python -m gateway_vm --config PATH`` as a systemd
-unit. Only how the configuration reaches the VM differs per cloud (a metadata
+in a virtualenv (this control plane's own wheel, checked against its SHA-256:
+:mod:`skyhop.compute.package`; an exact version from the index only when asked
+for) and starts ``python -m gateway_vm --config PATH`` as a systemd unit. Only how the configuration reaches the VM differs per cloud (a metadata
 attribute on GCE, custom data on Azure); the caller passes the shell command
 that writes it to ``$CONFIG``.
 """
@@ -48,14 +48,20 @@ def vm_config(cfg: GatewayConfig) -> GatewayConfig:
 #: a pip requirement the boot script may install from an index: pinned to one version
 _PINNED = re.compile(r"^skyhop(\[[a-z0-9,]+\])?==[0-9][0-9A-Za-z.+!-]*$")
 DIST_DIR = "/opt/skyhop/dist"
+GCE_SA_ACCESS_URL = (
+    "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token"
+)
+_READ_ACCESS_JSON = 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 
 
 def install_commands(package: GatewayPackage | str) -> str:
     """The boot script's install step. A :class:`~skyhop.compute.package.GatewayPackage`:
-    download the wheel, refuse it unless its SHA-256 is the one given, install it with
-    ``--require-hashes --no-deps``, then its dependencies at the control plane's own
-    versions. A string: a pip requirement pinned to one version (``skyhop[gcp]==0.1.0``);
-    an unpinned one (whatever the index calls skyhop that day) is refused."""
+    download the wheel (with the VM's own GCE token when its ``auth`` says so), refuse
+    it unless its SHA-256 is the one given, install it with ``--require-hashes
+    --no-deps``, then its dependencies at the control plane's own versions. A string
+    (an explicit opt-in): a pip requirement pinned to one version
+    (``skyhop[gcp]==0.1.0``); an unpinned one (whatever the index calls skyhop that
+    day) is refused."""
     if isinstance(package, str):
         spec = package.strip()
         if not _PINNED.match(spec):
@@ -67,10 +73,21 @@ def install_commands(package: GatewayPackage | str) -> str:
     wheel = f"{DIST_DIR}/{package.filename}"
     requirement = f"skyhop @ file://{wheel} --hash=sha256:{package.sha256}"
     deps = " ".join(shlex.quote(r) for r in package.requirements)
-    lines = [
-        f"mkdir -p {DIST_DIR}",
+    fetch = (
         f"curl -fsS --retry 5 --retry-connrefused -o {shlex.quote(wheel)} "
-        f"{shlex.quote(package.url)}",
+        f"{shlex.quote(package.url)}"
+    )
+    lines = [f"mkdir -p {DIST_DIR}"]
+    if package.auth == "gce-metadata":
+        # the VM's own service account may read the object: its token, from the metadata
+        # server, goes to curl on stdin (never on a command line)
+        lines.append(
+            f"token=$(curl -fsS --retry 5 -H 'Metadata-Flavor: Google' {GCE_SA_ACCESS_URL} | "
+            f"/opt/skyhop/bin/python -c {shlex.quote(_READ_ACCESS_JSON)})"
+        )
+        fetch = f"printf 'Authorization: Bearer %s\\n' \"$token\" | {fetch} -H @-"
+    lines += [
+        fetch,
         f"echo {shlex.quote(package.sha256 + '  ' + wheel)} | sha256sum -c --quiet - || "
         '{ echo "skyhop: the gateway wheel does not match its SHA-256; not installing" >&2; '
         "exit 1; }",
@@ -111,7 +128,8 @@ def gateway_package(
     given: GatewayPackage | Mapping[str, object] | str | None, extra: str | None = None
 ) -> GatewayPackage | str:
     """What a provider's VMs install: the package it was given (a mapping, from a
-    JSON options variable, is read as a GatewayPackage), else :func:`default_spec`.
+    JSON options variable, is read as a GatewayPackage), else :func:`default_spec`
+    (EC2's fallback when given no wheel; GCE and Azure publish their wheel instead).
     Checked now, so a bad one fails before anything launches."""
     if given is None:
         return default_spec(extra)

@@ -19,6 +19,15 @@ each function is created, or updated when it exists (google-cloud-functions,
 ``functions_v2.FunctionServiceClient``), waiting for each operation.
 ``destroy`` deletes the functions (topics and staged archives stay).
 
+The gateways' skyhop is the wheel of the code being deployed, uploaded once (by
+its SHA-256) to ``gateway_bucket`` (default ``skyhop-gateways-PROJECT``, made
+private when missing; :mod:`skyhop.compute.gce_wheel`) and named in
+``SKYHOP_COMPUTE_OPTIONS`` (``wheel``): every launch hands its VMs a V4 signed URL
+of it (signed through IAM ``signBlob`` as the functions' own service account),
+or, where that account may not sign, the gateways fetch it with their own
+service accounts' tokens, which the deploy grants ``roles/storage.objectViewer``
+on that bucket (``compute_options`` naming ``wheel`` or ``package_spec`` win).
+
 The manifest is Firestore in the same project by default
 (``firestore://PROJECT/(default)/skyhop-manifest``): the deploy sets the TTL
 policies on ``expires_at`` (google-cloud-firestore's admin client; they take
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field
@@ -83,6 +92,9 @@ class GCPDeployConfig(BaseModel):
     events_topic: str = "skyhop-events"
     results_topic: str | None = None
     compute_options: dict[str, Any] = Field(default_factory=dict)
+    gateway_bucket: str | None = Field(
+        None, description="where the gateways' skyhop wheel goes (default skyhop-gateways-PROJECT)"
+    )
     service_account: str | None = None
     runtime: str = "python311"
     memory: str = "1Gi"
@@ -101,11 +113,26 @@ class GCPDeployConfig(BaseModel):
         """The functions' manifest: ``--manifest``, else Firestore in the same project."""
         return self.manifest or f"firestore://{self.project}/(default)/{FIRESTORE_COLLECTION}"
 
-    def environment(self) -> dict[str, str]:
+    @property
+    def gateway_wheel_bucket(self) -> str:
+        return self.gateway_bucket or f"skyhop-gateways-{self.project}"
+
+    @property
+    def installs_own_wheel(self) -> bool:
+        """Whether the deploy publishes the gateways' wheel (unless the compute options
+        say what the gateways install)."""
+        return not {"wheel", "package_spec"} & set(self.compute_options)
+
+    def environment(self, wheel: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The functions' environment; ``wheel`` (a GCSWheel, dumped) is what the
+        gateways install, unless ``compute_options`` say otherwise."""
+        compute = {"project": self.project, **self.compute_options}
+        if wheel is not None and self.installs_own_wheel:
+            compute["wheel"] = dict(wheel)
         env = {
             "SKYHOP_MANIFEST": self.manifest_uri,
             "SKYHOP_COMPUTE": "gcp",
-            "SKYHOP_COMPUTE_OPTIONS": json.dumps({"project": self.project, **self.compute_options}),
+            "SKYHOP_COMPUTE_OPTIONS": json.dumps(compute),
             "SKYHOP_REQUESTS_QUEUE": f"pubsub://{self.project}/{self.requests_topic}",
             "SKYHOP_EVENTS_QUEUE": f"pubsub://{self.project}/{self.events_topic}",
             "SKYHOP_HOME": "/tmp/skyhop",  # noqa: S108 - the function sandbox's own /tmp
@@ -191,6 +218,7 @@ class GCPDeployer:
         self.stores = stores
         self.timeout = timeout
         self.parent = f"projects/{config.project}/locations/{config.region}"
+        self._wheel: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ clients
 
@@ -291,11 +319,35 @@ class GCPDeployer:
                 pass
         return made
 
+    def gateway_wheel(self) -> dict[str, Any] | None:
+        """Upload the gateways' skyhop wheel to the gateway bucket (once per digest),
+        granting the gateways' service accounts (``compute_options``'
+        ``service_accounts``) read on it; what ``SKYHOP_COMPUTE_OPTIONS`` names as
+        ``wheel``. None when the compute options say what the gateways install."""
+        if not self.config.installs_own_wheel:
+            return None
+        from google.auth.credentials import AnonymousCredentials
+
+        from skyhop.compute import gce_wheel  # the SDK, lazily
+
+        given = self._credentials
+        if isinstance(given, AnonymousCredentials):
+            given = None  # an endpoint that wants none: Storage as the defaults
+        accounts = self.config.compute_options.get("service_accounts") or {}
+        wheel = gce_wheel.publish_wheel(
+            gce_wheel.client(self.config.project, given),
+            self.config.gateway_wheel_bucket,
+            location=self.config.region,
+            readers=sorted(set(accounts.values())) if isinstance(accounts, dict) else (),
+        )
+        self._wheel = wheel.model_dump()
+        return self._wheel
+
     def function(self, plan: FunctionPlan, storage: tuple[str, str, int]) -> Any:
         from google.cloud import functions_v2 as f
 
         bucket, obj, generation = storage
-        env = self.config.environment()
+        env = self.config.environment(self._wheel)
         function = f.Function(
             name=f"{self.parent}/functions/{plan.function_id}",
             description=f"skyhop {plan.entry_point}",
@@ -345,6 +397,14 @@ class GCPDeployer:
         report = DeployReport(target="gcp")
         storage = self.upload(source)
         report.source = f"gs://{storage[0]}/{storage[1]}#{storage[2]}"
+        wheel = self.gateway_wheel()
+        if wheel is not None:
+            report.notes.append(f"gateway wheel gs://{wheel['bucket']}/{wheel['name']}")
+            who = self.config.service_account or "the functions' service account"
+            report.notes.append(
+                f"{who} signs the gateways' wheel URLs (iam.serviceAccounts.signBlob on "
+                "itself), or the gateways' service_accounts fetch it (granted read)"
+            )
         if self.ensure_topics:
             for name in self.topics():
                 report.notes.append(f"created topic {name}")
