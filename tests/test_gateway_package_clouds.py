@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 from azure.storage.blob import BlobServiceClient
+from google.auth.credentials import AnonymousCredentials
 
 from skyhop.compute.package import build_wheel, sha256_of, version
 from skyhop.errors import UsageError
@@ -487,3 +488,61 @@ def test_without_a_signer_gce_gateways_fetch_the_wheel_with_their_own_token(
     [(path, headers)] = checked.seen
     assert path == f"/download/storage/v1/b/{bucket}/o/{wheel.name.replace('/', '%2F')}?alt=media"
     assert token not in (tmp_path / "vm" / "boot.sh").read_text()
+
+
+class _BucketIAM:
+    """A local fake of the one Storage surface the emulator lacks: a bucket's IAM
+    policy (GET and PUT ``/storage/v1/b/BUCKET/iam``), with its etag."""
+
+    def __init__(self) -> None:
+        from tests.fakes.http import FakeHTTP, Reply
+
+        self.policy: dict = {
+            "bindings": [
+                {"role": "roles/storage.legacyBucketOwner", "members": ["projectOwner:p"]}
+            ],
+            "etag": "CAE=",
+            "version": 1,
+        }
+        self.http = FakeHTTP()
+        path = r"/storage/v1/b/(?P<bucket>[^/]+)/iam"
+        self.http.route("GET", path, lambda req, m: Reply(200, self.policy))
+        self.http.route("PUT", path, self._put)
+        self.endpoint = self.http.start()
+
+    def _put(self, req, m):
+        from tests.fakes.http import Reply
+
+        if req.body.get("etag") != self.policy["etag"]:
+            return Reply(412, {"error": {"code": 412, "message": "etag mismatch"}})
+        self.policy = {**req.body, "etag": "CAI="}
+        return Reply(200, self.policy)
+
+
+def test_token_fetching_gateways_are_granted_read_on_the_wheel_bucket_once() -> None:
+    """What the emulator cannot show (it has no bucket IAM): the service accounts that
+    fetch the wheel with their own token get roles/storage.objectViewer on its bucket,
+    added to the policy there (read, then written back with its etag), once."""
+    from google.cloud import storage
+
+    from skyhop.compute import gce_wheel
+
+    iam = _BucketIAM()
+    try:
+        gcs = storage.Client(
+            project="p", credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": iam.endpoint},
+        )  # fmt: skip
+        readers = ["gw-source@p.iam.gserviceaccount.com", "gw-relay@p.iam.gserviceaccount.com"]
+        added = gce_wheel.grant_readers(gcs, "skyhop-gateways-p", readers)
+        assert added == sorted(f"serviceAccount:{r}" for r in readers)
+        roles = {b["role"]: sorted(b["members"]) for b in iam.policy["bindings"]}
+        assert roles == {
+            "roles/storage.legacyBucketOwner": ["projectOwner:p"],  # kept
+            "roles/storage.objectViewer": sorted(f"serviceAccount:{r}" for r in readers),
+        }
+        puts = len(iam.http.calls("PUT"))
+        assert gce_wheel.grant_readers(gcs, "skyhop-gateways-p", readers[:1]) == []
+        assert len(iam.http.calls("PUT")) == puts  # nothing to add: nothing written
+    finally:
+        iam.http.close()

@@ -26,8 +26,10 @@ pinned to this machine's versions, fetched in one of two ways:
 
 The emulator the tests run (fake-gcs-server) serves both URLs but checks neither a
 signature nor a token, and has no bucket IAM: tests check what the URL fetches
-(exactly the wheel's bytes), what the boot script sends, and that it refuses any
-other bytes.
+(exactly the wheel's bytes), the V4 signature against the key's public half, what
+the boot script sends, that it refuses any other bytes, and the grant against a
+local fake of the bucket IAM endpoints. IAM ``signBlob`` is not exercised (no
+emulator of the IAM Credentials API).
 """
 
 from __future__ import annotations
