@@ -261,8 +261,8 @@ def control_plane(
     routed = open_providers(clouds, cidrs)
     factory = None
     if SCHEME_CLOUD[request.destination_uri.scheme] == "aws":
-        # destinations open the data key with KMS; GCE and Azure gateways get it in
-        # their configuration (metadata / custom data), as from a deployed control plane
+        # S3 destinations open the data key with KMS; GCE and Azure gateways receive it
+        # when they enrol, over mutual TLS (their metadata / custom data hold none)
         from skyhop.crypto.kms import KMSKeyWrapper, ensure_key
 
         region = _key_region(request)
