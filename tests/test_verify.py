@@ -391,6 +391,7 @@ def _verified_event(
         length=len(part),
         md5=md5_hex(part),
         part_etag=part_etag,
+        attempt=1,  # the dispatch _run_events records
     )
 
 
@@ -399,8 +400,12 @@ def _run_events(
 ) -> ObjectEntry:
     chunks = list(cp.manifest.iter_chunks(job_id))
     for chunk in chunks:
-        assert cp.manifest.transition_chunk(
-            job_id, chunk.chunk_id, expect={ChunkState.PENDING}, to=ChunkState.DISPATCHED
+        assert cp.manifest.transition_chunk(  # dispatched, as take_chunks does: attempt 1
+            job_id,
+            chunk.chunk_id,
+            expect={ChunkState.PENDING},
+            to=ChunkState.DISPATCHED,
+            attempts=1,
         )
     for chunk in reversed(chunks):
         cp.apply_event(_verified_event(job_id, chunk, body, (tags or {}).get(chunk.index)))
