@@ -1264,6 +1264,7 @@ def test_cleanup_removes_what_a_crashed_gce_job_left_naming_each(skyhop_home: Pa
     firewall rules, found by the job's labels and rule names in the Compute API fake."""
     from skyhop import jobindex
     from skyhop.compute.gce import GCEComputeProvider
+    from skyhop.compute.startup import default_spec
     from skyhop.models import GatewayConfig, GatewayRole
     from tests.fakes.gce_api import FakeGCE
 
@@ -1274,6 +1275,7 @@ def test_cleanup_removes_what_a_crashed_gce_job_left_naming_each(skyhop_home: Pa
         provider = GCEComputeProvider(
             **options, control_cidrs=["198.51.100.7/32"], ready_via_events=False,
             ready_probe=lambda spec, cfg: True, poll_interval=0.01,
+            package_spec=default_spec("gcp"),  # what the VM installs is not this test's
         )  # fmt: skip
         config = GatewayConfig(
             job_id="j-gcecrash", gateway_id="gw-j-gcecrash-a1-h0-0", role=GatewayRole.SOURCE,
