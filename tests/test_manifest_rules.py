@@ -3,7 +3,7 @@ what each store's conditional write is built from."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -76,3 +76,61 @@ def test_job_conditions_are_conflicts_naming_the_state():
             "j-1", JobState.RUNNING, T0, expect=None, expect_updated_at=T0 - timedelta(1)
         )
     rules.check_job("j-1", JobState.RUNNING, T0, expect={JobState.RUNNING}, expect_updated_at=T0)
+
+
+# values of every plain type a field takes, and some it does not (coerced or rejected)
+_SAMPLES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    7,
+    2**70,
+    0.0,
+    -2.5,
+    1e16,
+    float("inf"),
+    "",
+    "abc",
+    "5",
+    "tab\there",
+    'q"uote\\',
+    "\x7f",
+    "héllo ☃",
+    "verified",
+    "pending",
+    ChunkState.VERIFIED,
+    ObjectState.FAILED,
+    JobState.RUNNING,
+    T0,
+    datetime(2026, 1, 1, 12, 30, 1, 250),
+    datetime(2026, 1, 1, 12, 30, tzinfo=timezone(timedelta(hours=3))),
+    {"crc32c": "abc"},
+    [],
+]
+
+
+def _adapter_result(adapter, value):
+    try:
+        return "ok", adapter.validate_python(value)
+    except Exception as exc:  # noqa: BLE001 - the outcome is compared, whatever it is
+        return "error", type(exc).__name__
+
+
+@pytest.mark.parametrize("kind", [rules.JOB, rules.OBJECT, rules.CHUNK], ids=lambda k: k.name)
+def test_fields_take_exactly_what_the_models_validation_takes(kind):
+    """RecordRules.fields gives, for every field and value, the value (of the same
+    type) the field's own validation gives, and UsageError where it fails."""
+    for name in kind.model.model_fields:
+        if name in kind.frozen:
+            continue
+        adapter = rules.field_adapter(kind.model, name)
+        for value in _SAMPLES:
+            outcome, expected = _adapter_result(adapter, value)
+            if outcome == "error":
+                with pytest.raises(UsageError, match=f"invalid {kind.name} field {name}"):
+                    kind.fields({name: value})
+                continue
+            got = kind.fields({name: value})[name]
+            assert type(got) is type(expected) and got == expected, (name, value)

@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from functools import cache
-from typing import Annotated, Any, Generic, TypeVar
+from types import NoneType, UnionType
+from typing import Annotated, Any, Generic, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -71,6 +72,33 @@ def field_adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
     # mypy sees only as a special form
     form: Any = Annotated[info.annotation, info]
     return TypeAdapter(form)
+
+
+@cache
+def _taken_as_is(model: type[BaseModel], name: str) -> frozenset[type]:
+    """The types of value field ``name`` of ``model`` takes unchanged, so that its
+    validation can be skipped: those of its plain types (str, int, float, bool,
+    datetime, an Enum, None when optional) when the field has no constraints; a
+    value of exactly one of them validates to itself (in a union, the member of its
+    own type; tests/test_manifest_rules.py holds each field to it). Any other value
+    (a subclass, a str for an Enum, a dict, a model) is validated."""
+    info = model.model_fields[name]
+    if info.metadata:  # ge=0, a pattern, a validator: every value is checked
+        return frozenset()
+    annotation = info.annotation
+    union = get_origin(annotation) in (Union, UnionType)
+    members = get_args(annotation) if union else (annotation,)
+    plain = {str, int, float, bool, datetime, NoneType}
+    return frozenset(
+        m
+        for m in members
+        if m in plain or (isinstance(m, type) and issubclass(m, Enum) and m is not Enum)
+    )
+
+
+@cache
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(model.model_fields)
 
 
 def _first_error(exc: ValidationError) -> tuple[str, str]:
@@ -103,11 +131,14 @@ class RecordRules(Generic[M]):
         fixed = self.frozen & fields.keys()
         if fixed:
             raise UsageError(f"cannot change {', '.join(sorted(fixed))} of a {self.name}")
-        unknown = fields.keys() - self.model.model_fields.keys()
+        unknown = fields.keys() - _field_names(self.model)
         if unknown:
             raise UsageError(f"unknown {self.name} field(s): {', '.join(sorted(unknown))}")
         out: dict[str, Any] = {}
         for name, value in fields.items():
+            if type(value) in _taken_as_is(self.model, name):
+                out[name] = value  # what its validation would give: itself
+                continue
             try:
                 out[name] = field_adapter(self.model, name).validate_python(value)
             except ValidationError as exc:
