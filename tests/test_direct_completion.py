@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 from skyhop.compute.local import LocalComputeProvider
+from skyhop.controlplane import direct
 from skyhop.controlplane.direct import DirectConfig, DirectRunner
 from skyhop.controlplane.service import ControlPlane
 from skyhop.models import JobState, ObjectState, TransferOptions, TransferRequest
@@ -47,14 +49,14 @@ def test_a_completion_does_not_hold_up_the_parts_of_other_objects(tmp_path: Path
 
     def upload_part(key, upload_id, number, data, **checksums):
         if key.endswith("b.bin"):  # b's parts are written only once a.bin is completing
-            began.wait(30)
+            began.wait(10)
         return real_upload(key, upload_id, number, data, **checksums)
 
     def complete_multipart(key, upload_id, parts, **checksums):
         if key.endswith("a.bin"):
             began.set()
             completing.set()
-            applied_meanwhile.wait(30)  # a loaded machine: only a failure waits it out
+            applied_meanwhile.wait(10)  # a loaded machine: only a failure waits it out
             completing.clear()
         return real_complete(key, upload_id, parts, **checksums)
 
@@ -63,9 +65,18 @@ def test_a_completion_does_not_hold_up_the_parts_of_other_objects(tmp_path: Path
         if result.work.src_key.endswith("b.bin") and completing.is_set():
             applied_meanwhile.set()  # the runner recorded a part of b meanwhile
 
+    real_part_verified = direct._Completions.part_verified
+
+    def part_verified(self, chunk):
+        real_part_verified(self, chunk)
+        # the runner's round is still open (its writes not committed): a completion
+        # started now would read the object's last part as not yet verified
+        time.sleep(0.2)
+
     monkeypatch.setattr(dst, "upload_part", upload_part)
     monkeypatch.setattr(dst, "complete_multipart", complete_multipart)
     monkeypatch.setattr(runner, "_apply", apply)
+    monkeypatch.setattr(direct._Completions, "part_verified", part_verified)
     report = runner.run(job.job_id)
 
     assert applied_meanwhile.is_set(), "no part was recorded while a.bin was being completed"

@@ -183,6 +183,7 @@ class DirectRunner:
                         if room > 0:
                             for work in self._take(job_id, room, backlog):
                                 inflight[pool.submit(mover.move, work)] = work
+                    completions.start()  # the round committed: they read what it wrote
                     if not inflight and not completions.running:
                         if self._finished(job_id):
                             return
@@ -216,6 +217,7 @@ class DirectRunner:
             del inflight[future]
             if not future.cancelled() and future.exception() is None:
                 self._apply(future.result(), completions)
+        completions.start()
         wait(completions.running, timeout=self.config.stop_grace)
 
     def _release(self, job_id: str, inflight: dict[Future[_Result], ChunkWork]) -> None:
@@ -336,13 +338,20 @@ class _Completions:
     Parts left per object are counted here (read from the manifest once per
     object, then counted down), so an object's chunks are read once rather than
     once for each of its parts. A completion that raises re-raises on the
-    runner's thread, as it did when it ran there."""
+    runner's thread, as it did when it ran there.
+
+    A completion starts only at :meth:`start`, once the round that verified its
+    last part is committed: the completing thread reads the manifest through a
+    connection of its own, and one started inside the runner's open transaction
+    read the last part as not verified, gave up, and left the object to be
+    completed when every other object was done."""
 
     def __init__(self, cp: ControlPlane, job_id: str, threads: int) -> None:
         self.cp = cp
         self.job_id = job_id
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="complete")
         self._left: dict[int, int] = {}
+        self._ready: list[tuple[str, int]] = []  # (job, object): last part verified
         self.running: set[Future[bool]] = set()
 
     def __enter__(self) -> _Completions:
@@ -352,7 +361,8 @@ class _Completions:
         self._pool.shutdown(wait=True, cancel_futures=False)
 
     def part_verified(self, chunk: Chunk) -> None:
-        """``chunk`` was just recorded verified: complete its object if it was the last."""
+        """``chunk`` was just recorded verified: its object is to be completed (at
+        :meth:`start`) if it was the last."""
         left = self._left.get(chunk.object_id)
         if left is None:
             entry = self.cp.manifest.get_object(chunk.job_id, chunk.object_id)
@@ -370,7 +380,14 @@ class _Completions:
             self._left[chunk.object_id] = left
             return
         self._left.pop(chunk.object_id, None)
-        self.running.add(self._pool.submit(self.cp.complete_object, chunk.job_id, chunk.object_id))
+        self._ready.append((chunk.job_id, chunk.object_id))
+
+    def start(self) -> None:
+        """Start the completions of the objects found ready since the last call
+        (their verifications committed)."""
+        for job_id, object_id in self._ready:
+            self.running.add(self._pool.submit(self.cp.complete_object, job_id, object_id))
+        self._ready.clear()
 
     def reap(self) -> None:
         """Forget finished completions; raise what one raised."""
