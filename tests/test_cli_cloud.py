@@ -37,6 +37,7 @@ from tests.fixtures.cli import (
     wait_no_gateways,
 )
 from tests.fixtures.controlplane import DeployedAWS
+from tests.fixtures.vm_boot import VM
 
 deployed_aws = controlplane.deployed_aws
 moto_serial_server = controlplane.moto_serial_server
@@ -891,6 +892,22 @@ def _s3_tree(bucket: str, prefix: str) -> dict[str, bytes]:
     return files
 
 
+def _booted_with_own_wheel_and_powered_off(vm: VM, not_from_index: str | None = None) -> None:
+    """The VM installed this machine's own wheel by its hash (none of ``not_from_index``
+    from the public index) and powered off at the job's end, through its runner."""
+    pip = (vm.root / "pip.log").read_text()
+    assert "pip install -q --no-deps --require-hashes -r" in pip, pip
+    if not_from_index is not None:
+        assert not_from_index not in pip, pip
+    wheel = next((vm.root / "opt" / "skyhop" / "dist").glob("skyhop-*.whl"))
+    assert (
+        hashlib.sha256(wheel.read_bytes()).hexdigest()
+        in (vm.root / "opt" / "skyhop" / "dist" / "requirements.txt").read_text()
+    )
+    assert vm.powered_off, vm.log()[-2000:]
+    assert not vm.running()
+
+
 def test_gateways_cloud_boot_from_user_data_copy_and_tear_down(ec2_boot, skyhop_home: Path):
     files = _s3_tree("skyhop-gwc-src", "in/")
     boto3.client("s3").create_bucket(Bucket="skyhop-gwc-dst")
@@ -935,15 +952,7 @@ def test_gateways_cloud_boot_from_user_data_copy_and_tear_down(ec2_boot, skyhop_
             ).decode()
         )
         # issue 19 item 12: this machine's own wheel, downloaded and installed by its hash
-        pip = (vm.root / "pip.log").read_text()
-        assert "pip install -q --no-deps --require-hashes -r" in pip, pip
-        wheel = next((vm.root / "opt" / "skyhop" / "dist").glob("skyhop-*.whl"))
-        assert (
-            hashlib.sha256(wheel.read_bytes()).hexdigest()
-            in (vm.root / "opt" / "skyhop" / "dist" / "requirements.txt").read_text()
-        )
-        assert vm.powered_off, vm.log()[-2000:]  # shut down on job end, through its runner
-        assert not vm.running()
+        _booted_with_own_wheel_and_powered_off(vm)
     destination = config_from_user_data(configs["destination"].user_data)
     assert destination.key_wrap == "kms" and destination.wrapped_data_key  # KMS-wrapped
     # the control port was open to this machine's /32 only, the data port to the gateways
@@ -1183,16 +1192,7 @@ def test_gateways_cloud_on_gcp_boot_from_the_startup_script_copy_and_tear_down(
         written = json.loads((vm.root / "etc/skyhop/gateway.json").read_text())
         assert written["gateway_id"] == config.gateway_id  # fetched from the metadata server
         # issue 19 item 12: this machine's own wheel, from the emulator, installed by hash
-        pip = (vm.root / "pip.log").read_text()
-        assert "pip install -q --no-deps --require-hashes -r" in pip, pip
-        assert "skyhop[gcp]" not in pip, pip
-        wheel = next((vm.root / "opt" / "skyhop" / "dist").glob("skyhop-*.whl"))
-        assert (
-            hashlib.sha256(wheel.read_bytes()).hexdigest()
-            in (vm.root / "opt" / "skyhop" / "dist" / "requirements.txt").read_text()
-        )
-        assert vm.powered_off, vm.log()[-2000:]  # shut down on job end, through its runner
-        assert not vm.running()
+        _booted_with_own_wheel_and_powered_off(vm, not_from_index="skyhop[gcp]")
     assert roles == {"source", "destination"}
     # the control port was open to this machine's /32 only, the data port to the gateways
     rules = {r["name"]: r for r in gce_boot.firewall_inserts()}
@@ -1365,16 +1365,7 @@ def test_gateways_cloud_on_azure_boot_from_custom_data_copy_and_tear_down(
         assert "PRIVATE KEY" not in (vm.root / "etc/skyhop/gateway.json").read_text()
         assert config.job_id == job_id and config.listen_host == "0.0.0.0"
         # issue 19 item 12: this machine's own wheel, from the emulator, installed by hash
-        pip = (vm.root / "pip.log").read_text()
-        assert "pip install -q --no-deps --require-hashes -r" in pip, pip
-        assert "skyhop[azure]" not in pip, pip
-        wheel = next((vm.root / "opt" / "skyhop" / "dist").glob("skyhop-*.whl"))
-        assert (
-            hashlib.sha256(wheel.read_bytes()).hexdigest()
-            in (vm.root / "opt" / "skyhop" / "dist" / "requirements.txt").read_text()
-        )
-        assert vm.powered_off, vm.log()[-2000:]  # shut down on job end, through its runner
-        assert not vm.running()
+        _booted_with_own_wheel_and_powered_off(vm, not_from_index="skyhop[azure]")
     assert roles == {"source", "destination"}
     # the control port was open to this machine's /32 only, the data port to the gateways
     rules = {r["name"]: r for r in azure_boot.rule_writes()}
