@@ -633,45 +633,40 @@ def s3_transfer_access(
     sources selected by tag are read (never written) in this account's buckets.
     Nothing on this path deletes.
     """
-    names = sorted(set(buckets))
-    statements: list[iam.PolicyStatement] = []
-    if names:
-        statements.append(
-            iam.PolicyStatement(
-                sid=f"{sid}Buckets",
-                actions=sorted(set(S3_BUCKET_READ + S3_BUCKET_WRITE)),
-                resources=[_s3(b) for b in names],
-            )
-        )
-        statements.append(
-            iam.PolicyStatement(
-                sid=f"{sid}Objects",
-                actions=sorted(set(S3_OBJECT_READ + S3_OBJECT_WRITE)),
-                resources=[_s3(f"{b}/*") for b in names],
-            )
-        )
+    statements = _whole_buckets(
+        sid,
+        buckets,
+        sorted(set(S3_BUCKET_READ + S3_BUCKET_WRITE)),
+        sorted(set(S3_OBJECT_READ + S3_OBJECT_WRITE)),
+    )
     if rules is not None:
         statements += _rules_access(f"{sid}Rule", rules, deletes=False, bucket_tags=False)
     return statements
+
+
+def _whole_buckets(
+    sid: str, buckets: Iterable[str], bucket_actions: list[str], object_actions: list[str]
+) -> list[iam.PolicyStatement]:
+    """``bucket_actions`` on each of ``buckets`` and ``object_actions`` on all their
+    objects (none when there are no buckets)."""
+    names = sorted(set(buckets))
+    if not names:
+        return []
+    return [
+        iam.PolicyStatement(
+            sid=f"{sid}Buckets", actions=bucket_actions, resources=[_s3(b) for b in names]
+        ),
+        iam.PolicyStatement(
+            sid=f"{sid}Objects", actions=object_actions, resources=[_s3(f"{b}/*") for b in names]
+        ),
+    ]
 
 
 def s3_source_gateway_access(
     sid: str, buckets: Iterable[str], rules: DataAccess | None = None
 ) -> list[iam.PolicyStatement]:
     """A source gateway reads: the transfer buckets and the rules' sources, read-only."""
-    names = sorted(set(buckets))
-    statements: list[iam.PolicyStatement] = []
-    if names:
-        statements += [
-            iam.PolicyStatement(
-                sid=f"{sid}Buckets", actions=S3_BUCKET_READ, resources=[_s3(b) for b in names]
-            ),
-            iam.PolicyStatement(
-                sid=f"{sid}Objects",
-                actions=S3_OBJECT_READ,
-                resources=[_s3(f"{b}/*") for b in names],
-            ),
-        ]
+    statements = _whole_buckets(sid, buckets, S3_BUCKET_READ, S3_OBJECT_READ)
     if rules is not None:
         reads = dataclasses.replace(rules, destinations=())
         statements += _rules_access(f"{sid}Rule", reads, deletes=False, bucket_tags=False)
@@ -683,19 +678,7 @@ def s3_destination_gateway_access(
 ) -> list[iam.PolicyStatement]:
     """A destination gateway writes (and reads back what it wrote, for its checks):
     the transfer buckets and the rules' S3 destinations, never a source, never deletes."""
-    names = sorted(set(buckets))
-    statements: list[iam.PolicyStatement] = []
-    if names:
-        statements += [
-            iam.PolicyStatement(
-                sid=f"{sid}Buckets", actions=S3_BUCKET_WRITE, resources=[_s3(b) for b in names]
-            ),
-            iam.PolicyStatement(
-                sid=f"{sid}Objects",
-                actions=S3_OBJECT_WRITE,
-                resources=[_s3(f"{b}/*") for b in names],
-            ),
-        ]
+    statements = _whole_buckets(sid, buckets, S3_BUCKET_WRITE, S3_OBJECT_WRITE)
     if rules is not None:
         writes = dataclasses.replace(rules, sources=(), tagged_sources=False)
         statements += _rules_access(f"{sid}Rule", writes, deletes=False, bucket_tags=False)
