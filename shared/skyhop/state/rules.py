@@ -96,32 +96,6 @@ def _taken_as_is(model: type[BaseModel], name: str) -> frozenset[type]:
     )
 
 
-def field_json(model: type[BaseModel], name: str, value: Any) -> str:
-    """The JSON of a validated value of field ``name``, as the field's serializer
-    (:func:`field_adapter`) writes it; None, a bool, an int, a float short of
-    exponent form and a str or str Enum that needs no escaping (what most manifest
-    writes carry) are written directly, when of a plain type of the field
-    (:func:`_taken_as_is`); tests/test_manifest_rules.py holds it to the serializer."""
-    kind = type(value)
-    if kind in _taken_as_is(model, name):
-        if value is None:
-            return "null"
-        if kind is bool:
-            return "true" if value else "false"
-        if kind is int:
-            return str(value)
-        if kind is float:
-            text = repr(value)  # the shortest that reads back, as the serializer's,
-            if "e" not in text and "n" not in text:  # unless in exponent form, inf, nan
-                return text
-            return field_adapter(model, name).dump_json(value).decode()
-        text = value.value if isinstance(value, Enum) else value
-        plain = type(text) is str and text.isascii() and text.isprintable()
-        if plain and '"' not in text and "\\" not in text:
-            return f'"{text}"'
-    return field_adapter(model, name).dump_json(value).decode()
-
-
 @cache
 def _field_names(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(model.model_fields)
@@ -359,7 +333,6 @@ __all__ = [
     "check_job",
     "chunk_transition",
     "field_adapter",
-    "field_json",
     "job_conflict",
     "job_update",
     "job_updated_at",

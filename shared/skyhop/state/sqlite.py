@@ -159,7 +159,7 @@ def _assignments(table: _Table, fields: dict[str, Any]) -> tuple[str, list[Any]]
     paths: list[str] = []
     for name, value in fields.items():
         paths.append(f"'$.{name}', json(?)")
-        params.append(rules.field_json(table.model, name, value))
+        params.append(rules.field_adapter(table.model, name).dump_json(value).decode())
     sets.append(f"data = json_set(data, {', '.join(paths)})")
     return ", ".join(sets), params
 
@@ -191,7 +191,7 @@ def _assignment_params(table: _Table, fields: dict[str, Any]) -> tuple[Any, ...]
     """The values :func:`_update_sql` binds, in its order: mirrored columns, then
     every field's JSON."""
     mirrored = [_column_value(v) for n, v in fields.items() if n in table.mirrored]
-    dumped = [rules.field_json(table.model, n, v) for n, v in fields.items()]
+    dumped = [rules.field_adapter(table.model, n).dump_json(v).decode() for n, v in fields.items()]
     return (*mirrored, *dumped)
 
 
